@@ -1,0 +1,61 @@
+/**
+ * Errors with stable `code` strings. Every code is listed in the README ("Error codes").
+ */
+
+/** Base class: every wsdrain error has a stable `code`. */
+export class WsdrainError extends Error {
+  readonly code: string;
+  constructor(code: string, message: string) {
+    super(message);
+    this.name = 'WsdrainError';
+    this.code = code;
+  }
+}
+
+/** A flag, environment variable or option has a value wsdrain does not accept. */
+export class InvalidOptionError extends WsdrainError {
+  constructor(message: string) {
+    super('WSD_ERR_INVALID_OPTION', message);
+    this.name = 'InvalidOptionError';
+  }
+}
+
+/** The command line names an unknown flag or command. */
+export class UsageError extends WsdrainError {
+  constructor(message: string) {
+    super('WSD_ERR_USAGE', message);
+    this.name = 'UsageError';
+  }
+}
+
+/** The `--handler` module could not be loaded or has no handler function. */
+export class HandlerLoadError extends WsdrainError {
+  constructor(message: string) {
+    super('WSD_ERR_HANDLER_LOAD', message);
+    this.name = 'HandlerLoadError';
+  }
+}
+
+/** A handler threw, rejected or ran past `--task-timeout` while answering a message. */
+export class HandlerError extends WsdrainError {
+  constructor(message: string) {
+    super('WSD_ERR_HANDLER', message);
+    this.name = 'HandlerError';
+  }
+}
+
+/** The server could not listen (port in use, permission denied, ...). */
+export class ListenError extends WsdrainError {
+  constructor(message: string) {
+    super('WSD_ERR_LISTEN', message);
+    this.name = 'ListenError';
+  }
+}
+
+/** A drain was asked for while one is already running, or after the server closed. */
+export class DrainStateError extends WsdrainError {
+  constructor(message: string) {
+    super('WSD_ERR_DRAIN_STATE', message);
+    this.name = 'DrainStateError';
+  }
+}

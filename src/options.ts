@@ -1,0 +1,431 @@
+/**
+ * Options of `wsdrain start`: one table of definitions drives the defaults, the command line,
+ * the environment (`WSDRAIN_<FLAG_IN_CAPS>`, and `PORT`), `--help`, and validation.
+ * Options are validated once, here, with exact messages that name the flag (or variable) and
+ * what it accepts.
+ */
+import { readFileSync } from 'node:fs';
+import { availableParallelism } from 'node:os';
+import { InvalidOptionError } from './errors.js';
+
+export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
+export type LogLevel = (typeof LOG_LEVELS)[number];
+
+/** Fully resolved options of one wsdrain server (primary and workers alike). */
+export interface WsdrainOptions {
+  /** TCP port of the WebSocket/HTTP server. @default 8080 */
+  port: number;
+  /** Address to bind. @default '0.0.0.0' */
+  host: string;
+  /** Cluster workers; 0 runs one process without a cluster. @default os.availableParallelism() */
+  workers: number;
+  /** Budget from signal to process exit, in ms. @default 10000 */
+  drainTimeout: number;
+  /** Wait after readiness turns off before closing sockets, in ms. @default 0 */
+  drainDelay: number;
+  /** Ping interval; a peer that misses a whole interval is terminated. 0 turns it off. @default 30000 */
+  heartbeat: number;
+  /** Largest message accepted, in bytes; larger ones are closed with 1009. @default 1048576 */
+  maxPayload: number;
+  /** WebSocket connections per worker; more get 503 at upgrade. @default derived from RLIMIT_NOFILE */
+  maxConnections: number | undefined;
+  /** Handler module (path or package); undefined means the built-in echo handler. */
+  handler: string | undefined;
+  /** Pool threads per worker. @default max(1, round(cores / max(1, workers))) */
+  threads: number | undefined;
+  /** Port of the aggregated Prometheus endpoint (primary); undefined turns it off. */
+  metricsPort: number | undefined;
+  /** File to write the drain report to, as JSON. */
+  report: string | undefined;
+  /** pino log level. @default 'info' */
+  logLevel: LogLevel;
+  /** A pool task running longer is aborted and its connections closed with 1011, in ms. @default 30000 */
+  taskTimeout: number;
+  /** Time a client has to send complete upgrade request headers, in ms. @default 5000 */
+  handshakeTimeout: number;
+  /** Bytes queued for one slow reader before it is closed with 1008. @default 4194304 */
+  maxBuffered: number;
+  /** Messages per second one connection may send; more is closed with 1008. 0 = unlimited. @default 0 */
+  rateLimit: number;
+  /** Allowed `Origin` values (exact match); others get 403. Empty allows every origin. @default [] */
+  origin: string[];
+  /** Negotiate permessage-deflate. @default false */
+  perMessageDeflate: boolean;
+}
+
+type Kind = 'int' | 'string' | 'bool' | 'list' | 'level';
+
+interface OptionDef {
+  key: keyof WsdrainOptions;
+  flag: string;
+  kind: Kind;
+  /** Shown in --help after the flag. */
+  arg: string;
+  help: string;
+  min?: number;
+  max?: number;
+  /** Help text for the default value (when it is derived or absent). */
+  defaultText?: string;
+  /** Extra environment variable read after WSDRAIN_<FLAG>. */
+  altEnv?: string;
+}
+
+/** Static defaults; derived ones (workers, threads, maxConnections) are computed at resolve time. */
+export const kDefaultOptions = {
+  port: 8080,
+  host: '0.0.0.0',
+  drainTimeout: 10_000,
+  drainDelay: 0,
+  heartbeat: 30_000,
+  maxPayload: 1_048_576,
+  logLevel: 'info',
+  taskTimeout: 30_000,
+  handshakeTimeout: 5_000,
+  maxBuffered: 4 * 1_048_576,
+  rateLimit: 0,
+  origin: [] as string[],
+  perMessageDeflate: false,
+} as const satisfies Partial<WsdrainOptions>;
+
+export const OPTION_DEFS: readonly OptionDef[] = [
+  {
+    key: 'port',
+    flag: 'port',
+    kind: 'int',
+    arg: '<port>',
+    min: 0,
+    max: 65535,
+    altEnv: 'PORT',
+    help: 'TCP port for WebSocket upgrades and /healthz, /readyz (0 picks a free port)',
+  },
+  { key: 'host', flag: 'host', kind: 'string', arg: '<address>', help: 'address to bind' },
+  {
+    key: 'workers',
+    flag: 'workers',
+    kind: 'int',
+    arg: '<n>',
+    min: 0,
+    max: 1024,
+    defaultText: 'available parallelism',
+    help: 'cluster workers; 0 runs a single process without a cluster',
+  },
+  {
+    key: 'drainTimeout',
+    flag: 'drain-timeout',
+    kind: 'int',
+    arg: '<ms>',
+    min: 100,
+    max: 3_600_000,
+    help: 'budget from signal to process exit; sockets still open at the end of it are terminated',
+  },
+  {
+    key: 'drainDelay',
+    flag: 'drain-delay',
+    kind: 'int',
+    arg: '<ms>',
+    min: 0,
+    max: 3_600_000,
+    help: 'after /readyz turns 503, wait this long before closing sockets (load balancer propagation)',
+  },
+  {
+    key: 'heartbeat',
+    flag: 'heartbeat',
+    kind: 'int',
+    arg: '<ms>',
+    min: 0,
+    max: 3_600_000,
+    help: 'ping interval; a peer that does not answer within one interval is terminated (0 = off)',
+  },
+  {
+    key: 'maxPayload',
+    flag: 'max-payload',
+    kind: 'int',
+    arg: '<bytes>',
+    min: 1,
+    max: 2 ** 31 - 1,
+    help: 'largest message accepted; a larger one is closed with 1009',
+  },
+  {
+    key: 'maxConnections',
+    flag: 'max-connections',
+    kind: 'int',
+    arg: '<n>',
+    min: 1,
+    max: 10_000_000,
+    defaultText: 'open-file limit minus a reserve',
+    help: 'WebSocket connections per worker; upgrades beyond it get 503',
+  },
+  {
+    key: 'handler',
+    flag: 'handler',
+    kind: 'string',
+    arg: '<module>',
+    defaultText: 'built-in echo',
+    help: 'module whose default export handles messages in the thread pool',
+  },
+  {
+    key: 'threads',
+    flag: 'threads',
+    kind: 'int',
+    arg: '<n>',
+    min: 1,
+    max: 256,
+    defaultText: 'cores / workers, at least 1',
+    help: 'handler threads per worker',
+  },
+  {
+    key: 'metricsPort',
+    flag: 'metrics-port',
+    kind: 'int',
+    arg: '<port>',
+    min: 0,
+    max: 65535,
+    defaultText: 'off',
+    help: 'serve Prometheus /metrics, summed over workers, on this port',
+  },
+  {
+    key: 'report',
+    flag: 'report',
+    kind: 'string',
+    arg: '<file>',
+    defaultText: 'none',
+    help: 'write the drain report to this file as JSON',
+  },
+  {
+    key: 'logLevel',
+    flag: 'log-level',
+    kind: 'level',
+    arg: '<level>',
+    help: `log level: ${LOG_LEVELS.join(', ')}`,
+  },
+  {
+    key: 'taskTimeout',
+    flag: 'task-timeout',
+    kind: 'int',
+    arg: '<ms>',
+    min: 1,
+    max: 3_600_000,
+    help: 'a handler task running longer is aborted; its connections are closed with 1011',
+  },
+  {
+    key: 'handshakeTimeout',
+    flag: 'handshake-timeout',
+    kind: 'int',
+    arg: '<ms>',
+    min: 100,
+    max: 600_000,
+    help: 'time a client has to send its complete upgrade request',
+  },
+  {
+    key: 'maxBuffered',
+    flag: 'max-buffered',
+    kind: 'int',
+    arg: '<bytes>',
+    min: 1024,
+    max: 2 ** 31 - 1,
+    help: 'bytes queued for a client that does not read; beyond it the client is closed with 1008',
+  },
+  {
+    key: 'rateLimit',
+    flag: 'rate-limit',
+    kind: 'int',
+    arg: '<msgs/s>',
+    min: 0,
+    max: 10_000_000,
+    help: 'messages per second per connection; beyond it the connection is closed with 1008 (0 = off)',
+  },
+  {
+    key: 'origin',
+    flag: 'origin',
+    kind: 'list',
+    arg: '<origins>',
+    defaultText: 'any',
+    help: 'comma-separated allow-list of Origin headers; others get 403',
+  },
+  {
+    key: 'perMessageDeflate',
+    flag: 'per-message-deflate',
+    kind: 'bool',
+    arg: '',
+    help: 'negotiate permessage-deflate compression',
+  },
+];
+
+/** Environment variable name for a flag: `drain-timeout` -> `WSDRAIN_DRAIN_TIMEOUT`. */
+export function envName(flag: string): string {
+  return `WSDRAIN_${flag.replaceAll('-', '_').toUpperCase()}`;
+}
+
+function describe(def: OptionDef): string {
+  switch (def.kind) {
+    case 'int': {
+      const unit = def.arg.replace(/[<>]/g, '');
+      const range =
+        def.max !== undefined
+          ? `from ${def.min ?? 0} to ${def.max}`
+          : `of at least ${def.min ?? 0}`;
+      return `an integer ${range} (${unit})`;
+    }
+    case 'bool':
+      return 'true or false';
+    case 'level':
+      return `one of ${LOG_LEVELS.join(', ')}`;
+    case 'list':
+      return 'a comma-separated list';
+    default:
+      return 'a non-empty string';
+  }
+}
+
+function parseValue(def: OptionDef, raw: string | boolean, source: string): unknown {
+  const fail = (): never => {
+    throw new InvalidOptionError(`${source} must be ${describe(def)}, got ${JSON.stringify(raw)}`);
+  };
+  switch (def.kind) {
+    case 'int': {
+      if (typeof raw !== 'string' || !/^\s*\d+\s*$/.test(raw)) return fail();
+      const n = Number(raw);
+      if (!Number.isSafeInteger(n)) return fail();
+      if (def.min !== undefined && n < def.min) return fail();
+      if (def.max !== undefined && n > def.max) return fail();
+      return n;
+    }
+    case 'bool':
+      if (raw === true || raw === 'true' || raw === '1') return true;
+      if (raw === false || raw === 'false' || raw === '0') return false;
+      return fail();
+    case 'level':
+      if (typeof raw !== 'string' || !(LOG_LEVELS as readonly string[]).includes(raw))
+        return fail();
+      return raw;
+    case 'list': {
+      if (typeof raw !== 'string') return fail();
+      return raw
+        .split(',')
+        .map((s) => s.trim())
+        .filter((s) => s.length > 0);
+    }
+    default:
+      if (typeof raw !== 'string' || raw.trim() === '') return fail();
+      return raw;
+  }
+}
+
+/** Reads the soft RLIMIT_NOFILE of this process (Linux); undefined elsewhere. */
+export function openFileLimit(): number | undefined {
+  try {
+    const limits = readFileSync('/proc/self/limits', 'utf8');
+    const m = /^Max open files\s+(\d+|unlimited)/m.exec(limits);
+    if (!m || m[1] === 'unlimited') return undefined;
+    return Number(m[1]);
+  } catch {
+    return undefined;
+  }
+}
+
+/** Descriptors kept free for the listener, pool threads, logs, probes and accept() headroom. */
+export const FD_RESERVE = 256;
+
+/** Default connection limit for a process: its open-file limit minus {@link FD_RESERVE}. */
+export function defaultMaxConnections(limit = openFileLimit()): number {
+  if (limit === undefined) return 100_000;
+  return Math.max(1, limit - FD_RESERVE);
+}
+
+/** Default pool threads: the cores shared among workers, at least one each. */
+export function defaultThreads(workers: number, cores = availableParallelism()): number {
+  return Math.max(1, Math.round(cores / Math.max(1, workers)));
+}
+
+/**
+ * Resolves options from the command line values, the environment, and the defaults, in that
+ * order of precedence. Throws {@link InvalidOptionError} naming the first bad value.
+ *
+ * `flags` holds raw values keyed by flag name (as given by `util.parseArgs`).
+ */
+export function resolveOptions(
+  flags: Record<string, string | boolean | undefined>,
+  env: NodeJS.ProcessEnv = process.env,
+): WsdrainOptions {
+  const out: Record<string, unknown> = { ...kDefaultOptions };
+  for (const def of OPTION_DEFS) {
+    const fromFlag = flags[def.flag];
+    if (fromFlag !== undefined) {
+      out[def.key] = parseValue(def, fromFlag, `--${def.flag}`);
+      continue;
+    }
+    for (const name of def.altEnv ? [envName(def.flag), def.altEnv] : [envName(def.flag)]) {
+      const v = env[name];
+      if (v !== undefined && v !== '') {
+        out[def.key] = parseValue(def, v, name);
+        break;
+      }
+    }
+  }
+  return validateOptions(out as Partial<WsdrainOptions>);
+}
+
+/**
+ * Fills derived defaults and checks cross-option rules. Also used by the programmatic API,
+ * so it re-checks the types of values that did not come through the command line.
+ */
+export function validateOptions(partial: Partial<WsdrainOptions>): WsdrainOptions {
+  const o = { ...kDefaultOptions, ...partial } as WsdrainOptions;
+  for (const def of OPTION_DEFS) {
+    const v = o[def.key];
+    if (v === undefined) continue;
+    const bad =
+      (def.kind === 'int' &&
+        (!Number.isSafeInteger(v) ||
+          (def.min !== undefined && (v as number) < def.min) ||
+          (def.max !== undefined && (v as number) > def.max))) ||
+      (def.kind === 'bool' && typeof v !== 'boolean') ||
+      (def.kind === 'string' && (typeof v !== 'string' || v.trim() === '')) ||
+      (def.kind === 'list' && !Array.isArray(v)) ||
+      (def.kind === 'level' && !(LOG_LEVELS as readonly unknown[]).includes(v));
+    if (bad) {
+      throw new InvalidOptionError(
+        `options.${def.key} must be ${describe(def)}, got ${JSON.stringify(v)}`,
+      );
+    }
+  }
+  if (o.workers === undefined) o.workers = availableParallelism();
+  if (o.drainDelay >= o.drainTimeout) {
+    throw new InvalidOptionError(
+      `--drain-delay (${o.drainDelay} ms) must be shorter than --drain-timeout (${o.drainTimeout} ms)`,
+    );
+  }
+  return o;
+}
+
+/** The text of `wsdrain start --help`. */
+export function helpText(): string {
+  const rows = OPTION_DEFS.map((def) => {
+    const left = `  --${def.flag}${def.arg ? ` ${def.arg}` : ''}`;
+    const dflt =
+      def.defaultText ??
+      JSON.stringify((kDefaultOptions as Record<string, unknown>)[def.key] ?? 'none');
+    const env = envName(def.flag) + (def.altEnv ? `, ${def.altEnv}` : '');
+    return `${left.padEnd(30)}${def.help}\n${' '.repeat(30)}default: ${dflt}; env: ${env}`;
+  });
+  return [
+    'Usage: wsdrain start [options]',
+    '',
+    'Clustered WebSocket server with a phased, bounded drain.',
+    '',
+    'Options (each also read from the environment variable shown; flags win):',
+    ...rows,
+    `  ${'--help'.padEnd(28)}show this text`,
+    `  ${'--version'.padEnd(28)}print the version`,
+    '',
+    'Signals:',
+    '  SIGTERM, SIGINT   drain every socket (close code 1001) within --drain-timeout, then exit 0',
+    '  second signal     terminate every socket now and exit 1',
+    '  SIGHUP            rolling restart: one worker at a time, its sockets closed with 1012',
+    '',
+    'HTTP: GET /healthz (200 while alive), GET /readyz (200 when serving, 503 while starting or',
+    'draining); any other plain HTTP request gets 426.',
+    '',
+    'Exit codes: 0 drained within the budget, 1 forced or failed, 2 bad command line or options.',
+  ].join('\n');
+}
