@@ -1,0 +1,36 @@
+/**
+ * The default handler: echoes every message as it came (text stays text, binary stays
+ * binary). A text message `{"op":"work","ms":N,"id":X}` keeps the pool thread busy (CPU, not a
+ * timer) for about N ms, then replies `{"id":X,"done":true}`.
+ */
+import type { HandlerMessage, HandlerReply } from '../handler.js';
+
+/** Longest `work` request honoured, in ms: a client cannot pin a thread for longer. */
+export const MAX_WORK_MS = 60_000;
+
+function busy(ms: number): void {
+  const end = performance.now() + ms;
+  let x = 0;
+  while (performance.now() < end) x = (x + 1) | 0;
+}
+
+/** Echo, plus the `work` op of the contract. */
+export default function echo(message: HandlerMessage): HandlerReply {
+  const { data } = message;
+  if (typeof data === 'string' && data.startsWith('{') && data.includes('"work"')) {
+    let parsed: unknown;
+    try {
+      parsed = JSON.parse(data);
+    } catch {
+      return data;
+    }
+    if (parsed && typeof parsed === 'object' && (parsed as { op?: unknown }).op === 'work') {
+      const { ms, id } = parsed as { ms?: unknown; id?: unknown };
+      const n =
+        typeof ms === 'number' && Number.isFinite(ms) ? Math.min(Math.max(ms, 0), MAX_WORK_MS) : 0;
+      busy(n);
+      return JSON.stringify({ id: id ?? null, done: true });
+    }
+  }
+  return data;
+}

@@ -1,0 +1,64 @@
+/**
+ * IPC between the primary and its workers: typed messages tagged with `src: 'wsdrain'`.
+ * Anything else on the channel (prom-client, pm2, user code) is ignored, and sending to a
+ * worker that is gone never throws.
+ */
+import type { Worker } from 'node:cluster';
+import type { DrainReport } from './worker/drain.js';
+
+const SRC = 'wsdrain' as const;
+
+/** Primary -> worker. */
+export type ToWorker =
+  | { src: typeof SRC; type: 'drain'; code: number; reason: string; deadline: number }
+  | { src: typeof SRC; type: 'terminate' }
+  | { src: typeof SRC; type: 'cluster-ready'; ready: boolean }
+  | { src: typeof SRC; type: 'metrics-request'; id: number };
+
+/** Worker -> primary. */
+export type ToPrimary =
+  | { src: typeof SRC; type: 'listening'; port: number }
+  | { src: typeof SRC; type: 'draining'; code: number; sockets: number }
+  | { src: typeof SRC; type: 'progress'; remaining: number }
+  | { src: typeof SRC; type: 'report'; report: DrainReport }
+  | { src: typeof SRC; type: 'metrics'; id: number; metrics: unknown[] }
+  | { src: typeof SRC; type: 'fatal'; code: string; message: string };
+
+type Body<T> = T extends unknown ? Omit<T, 'src'> : never;
+
+/** Builds a tagged message. */
+export function msg<T extends ToWorker | ToPrimary>(body: Body<T>): T {
+  return { src: SRC, ...body } as T;
+}
+
+/** Whether `m` is one of ours (and so has a `type`). */
+export function isOurs<T extends ToWorker | ToPrimary>(m: unknown): m is T {
+  return (
+    typeof m === 'object' &&
+    m !== null &&
+    (m as { src?: unknown }).src === SRC &&
+    typeof (m as { type?: unknown }).type === 'string'
+  );
+}
+
+/** Sends to a worker; a dead or disconnected worker is skipped, never thrown at. */
+export function sendToWorker(worker: Worker, m: ToWorker): boolean {
+  try {
+    if (worker.isDead() || !worker.isConnected()) return false;
+    worker.send(m, undefined, () => {});
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** Sends to the primary from a worker; a gone primary is not an error. */
+export function sendToPrimary(m: ToPrimary): boolean {
+  try {
+    if (!process.send || !process.connected) return false;
+    process.send(m, undefined, undefined, () => {});
+    return true;
+  } catch {
+    return false;
+  }
+}

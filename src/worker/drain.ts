@@ -1,0 +1,180 @@
+/**
+ * The phased drain of one server, driven by one absolute deadline (epoch ms):
+ *
+ *   1. stop taking work   /readyz -> 503, listener closed, late upgrades closed with `code`
+ *   2. delay              `drainDelay` ms (bounded by the deadline) for load balancers
+ *   3. finish in-flight   a socket's close frame waits for the replies it already owes
+ *   4. close frames       `code` + reason, sent in chunks so the event loop keeps turning
+ *   5. bounded wait       for the peers' close frames, until the deadline
+ *   6. terminate          what is left at the deadline; stop the pool; report
+ *
+ * No per-socket timers are armed here: one timer for the delay, one for the deadline, both
+ * cancelled when the drain ends early.
+ */
+import { DrainStateError } from '../errors.js';
+import { CloseCode, type Conn, type WsdrainServer } from './server.js';
+
+/** What one server's drain did. */
+export interface DrainReport {
+  /** WebSocket connections open when the drain began, plus late upgrades. */
+  sockets: number;
+  /** Closed with a complete closing handshake. */
+  clean: number;
+  /** Terminated at the deadline (or by a forced stop). */
+  terminated: number;
+  /** Closed by the peer or the network without a complete handshake before the deadline. */
+  dropped: number;
+  /** Messages answered during the drain (they were received before their close frame). */
+  inflightCompleted: number;
+  /** Messages that arrived after their socket's close frame: counted, never answered. */
+  late: number;
+  /** Upgrades that arrived after the listener closed and were closed with the drain code. */
+  lateUpgrades: number;
+  /** From the start of the drain to the end of phase 6, in ms. */
+  durationMs: number;
+  /** Close code sent. */
+  code: number;
+}
+
+/** Options of one drain. */
+export interface DrainOptions {
+  /** Close code: 1001 on shutdown, 1012 on a rolling restart. @default 1001 */
+  code?: number;
+  /** Close reason (at most 123 bytes). @default '' */
+  reason?: string;
+  /** Absolute deadline, epoch ms: sockets still open then are terminated. */
+  deadline: number;
+  /** Phase 2 delay, in ms. @default server.options.drainDelay */
+  delayMs?: number;
+  /** Sockets closed per event-loop turn in phase 4. @default 512 */
+  chunk?: number;
+  /** Called with the number of sockets still open, about every `progressMs`. */
+  onProgress?: (remaining: number) => void;
+  /** @default 250 */
+  progressMs?: number;
+  /** Resolve the drain now: terminate what is left (second signal). */
+  signal?: AbortSignal;
+}
+
+const drains = new WeakMap<WsdrainServer, Promise<DrainReport>>();
+
+/**
+ * Drains `server`. A second call returns the running drain's promise (a drain command after
+ * a drain has started changes nothing).
+ */
+export function drainServer(server: WsdrainServer, opts: DrainOptions): Promise<DrainReport> {
+  const running = drains.get(server);
+  if (running) return running;
+  if (server.state === 'closed') {
+    return Promise.reject(new DrainStateError('server is already closed'));
+  }
+  const p = runDrain(server, opts);
+  drains.set(server, p);
+  return p;
+}
+
+function sleep(ms: number, signal?: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    if (ms <= 0 || signal?.aborted) return resolve();
+    const t = setTimeout(done, ms);
+    function done(): void {
+      clearTimeout(t);
+      signal?.removeEventListener('abort', done);
+      resolve();
+    }
+    signal?.addEventListener('abort', done, { once: true });
+  });
+}
+
+async function runDrain(server: WsdrainServer, opts: DrainOptions): Promise<DrainReport> {
+  const started = Date.now();
+  const code = opts.code ?? CloseCode.GOING_AWAY;
+  const reason = opts.reason ?? '';
+  const chunk = opts.chunk ?? 512;
+  const { stats } = server;
+  const before = {
+    late: stats.lateMessages,
+    lateUpgrades: stats.lateUpgrades,
+    inflight: stats.inflightCompletedDuringDrain,
+  };
+  const report: DrainReport = {
+    sockets: server.conns.size,
+    clean: 0,
+    terminated: 0,
+    dropped: 0,
+    inflightCompleted: 0,
+    late: 0,
+    lateUpgrades: 0,
+    durationMs: 0,
+    code,
+  };
+  // The deadline is also the abort of every wait below.
+  const ac = new AbortController();
+  const onForce = (): void => ac.abort();
+  opts.signal?.addEventListener('abort', onForce, { once: true });
+  if (opts.signal?.aborted) ac.abort();
+  const deadlineTimer = setTimeout(onForce, Math.max(0, opts.deadline - Date.now()));
+
+  let allClosed: () => void = () => {};
+  const closedAll = new Promise<void>((resolve) => {
+    allClosed = resolve;
+  });
+  const onClose = (conn: Conn): void => {
+    const ws = conn.ws as unknown as { _closeFrameReceived: boolean; _closeFrameSent: boolean };
+    if (conn.terminated) return;
+    if (ws._closeFrameReceived && ws._closeFrameSent) report.clean++;
+    else report.dropped++;
+    if (server.conns.size === 0 && server.state === 'draining' && phase >= 4) allClosed();
+  };
+  let phase = 1;
+  server.on('conn-close', onClose);
+
+  // 1. Stop taking work.
+  server.stopAccepting(code, reason);
+  const progress = opts.onProgress
+    ? setInterval(() => opts.onProgress?.(server.conns.size), opts.progressMs ?? 250)
+    : undefined;
+
+  // 2. Delay.
+  phase = 2;
+  await sleep(
+    Math.min(opts.delayMs ?? server.options.drainDelay, opts.deadline - Date.now()),
+    ac.signal,
+  );
+
+  // 3 + 4. Close frames, each after its socket's in-flight replies.
+  phase = 4;
+  const snapshot = [...server.conns];
+  for (let i = 0; i < snapshot.length && !ac.signal.aborted; i++) {
+    const conn = snapshot[i]!;
+    if (conn.inflight > 0) {
+      conn.closeWhenIdle = code;
+      conn.closeReason = reason;
+    } else {
+      server.closeConn(conn, code, reason);
+    }
+    if ((i + 1) % chunk === 0) await new Promise<void>((r) => setImmediate(r));
+  }
+
+  // 5. Bounded wait.
+  if (server.conns.size > 0 && !ac.signal.aborted) {
+    await Promise.race([
+      closedAll,
+      new Promise<void>((r) => ac.signal.addEventListener('abort', () => r(), { once: true })),
+    ]);
+  }
+  clearTimeout(deadlineTimer);
+  opts.signal?.removeEventListener('abort', onForce);
+
+  // 6. Terminate, stop the pool, report.
+  report.terminated = server.terminateAll();
+  if (progress) clearInterval(progress);
+  server.off('conn-close', onClose);
+  await server.shutdown();
+  report.late = stats.lateMessages - before.late;
+  report.lateUpgrades = stats.lateUpgrades - before.lateUpgrades;
+  report.sockets += report.lateUpgrades;
+  report.inflightCompleted = stats.inflightCompletedDuringDrain - before.inflight;
+  report.durationMs = Date.now() - started;
+  return report;
+}

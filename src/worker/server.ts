@@ -1,0 +1,463 @@
+/**
+ * The server of one worker: HTTP (`/healthz`, `/readyz`, 426 for the rest) and a `ws`
+ * WebSocketServer in noServer mode, with connection limits, handshake timeouts, a heartbeat,
+ * per-connection ordering, rate and buffer limits, and the handler pool.
+ *
+ * Lifecycle:
+ *
+ *     STARTING --listen()--> RUNNING --drain()--> DRAINING --> CLOSED
+ *                                \------------terminateAll()---/
+ *
+ * Every socket, raw or WebSocket, gets an 'error' listener before anything else can happen.
+ */
+import { EventEmitter } from 'node:events';
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { AddressInfo, Socket } from 'node:net';
+import type { Duplex } from 'node:stream';
+import { WebSocket, WebSocketServer } from 'ws';
+import { ListenError } from '../errors.js';
+import type { Logger } from '../log.js';
+import { defaultMaxConnections, defaultThreads, type WsdrainOptions } from '../options.js';
+import { type BatchResult, type Item, MessagePool } from './pool.js';
+
+export type ServerState = 'starting' | 'running' | 'draining' | 'closed';
+
+/** Close codes wsdrain sends itself. */
+export const CloseCode = {
+  GOING_AWAY: 1001,
+  POLICY: 1008,
+  INTERNAL: 1011,
+  RESTART: 1012,
+  TRY_AGAIN: 1013,
+} as const;
+
+/** Per-connection pending messages at which that socket stops being read. */
+const CONN_HIGH_WATER = 64;
+
+/** Per-connection bookkeeping. */
+export interface Conn {
+  ws: WebSocket;
+  /** Replies not yet sent, in message order; a slot is filled when its result arrives. */
+  slots: Array<{ done: boolean; result: BatchResult }>;
+  head: number;
+  /** Messages handed to the pool and not answered yet. */
+  inflight: number;
+  alive: boolean;
+  paused: boolean;
+  /** Close this socket with this code once `inflight` reaches 0 (drain phase 3). */
+  closeWhenIdle: number | undefined;
+  closeReason: string;
+  /** The drain sent its close frame (messages after it are "late"). */
+  closeSent: boolean;
+  /** Terminated by the drain deadline. */
+  terminated: boolean;
+  rateWindow: number;
+  rateCount: number;
+}
+
+/** Counters the drain report and the metrics read. */
+export interface ServerStats {
+  accepted: number;
+  closedByCode: Map<number, number>;
+  refusedFull: number;
+  refusedOrigin: number;
+  lateUpgrades: number;
+  lateMessages: number;
+  inflightCompletedDuringDrain: number;
+  handlerErrors: number;
+  slowConsumers: number;
+  rateLimited: number;
+  heartbeatTimeouts: number;
+}
+
+/** Options of one server: the CLI options plus a logger. */
+export type ServerOptions = WsdrainOptions & { logger: Logger };
+
+function noop(): void {}
+
+/**
+ * One worker's server. Emits `'conn-close' (conn, code)` when a WebSocket connection closes. Use {@link WsdrainServer.listen} then, to stop,
+ * `drainServer()` from `./drain.js` (graceful) or {@link WsdrainServer.terminateAll} (forced).
+ */
+export class WsdrainServer extends EventEmitter {
+  readonly options: ServerOptions;
+  readonly log: Logger;
+  readonly http: Server;
+  readonly wss: WebSocketServer;
+  readonly pool: MessagePool;
+  readonly conns = new Set<Conn>();
+  readonly stats: ServerStats = {
+    accepted: 0,
+    closedByCode: new Map(),
+    refusedFull: 0,
+    refusedOrigin: 0,
+    lateUpgrades: 0,
+    lateMessages: 0,
+    inflightCompletedDuringDrain: 0,
+    handlerErrors: 0,
+    slowConsumers: 0,
+    rateLimited: 0,
+    heartbeatTimeouts: 0,
+  };
+  readonly maxConnections: number;
+  state: ServerState = 'starting';
+  /** Set by the cluster primary: false until every worker listens. */
+  clusterReady = true;
+  /** Code and reason used for upgrades that arrive while draining. */
+  drainClose: { code: number; reason: string } = { code: CloseCode.GOING_AWAY, reason: '' };
+  #upgrading = 0;
+  #paused = new Set<Conn>();
+  #heartbeat: NodeJS.Timeout | undefined;
+
+  constructor(options: ServerOptions) {
+    super();
+    this.options = options;
+    this.log = options.logger;
+    this.maxConnections = options.maxConnections ?? defaultMaxConnections();
+    const handshake = options.handshakeTimeout;
+    this.http = createServer({
+      headersTimeout: handshake,
+      requestTimeout: handshake * 2,
+      connectionsCheckingInterval: Math.min(5000, Math.max(100, Math.floor(handshake / 4))),
+      keepAliveTimeout: 5000,
+    });
+    // Accept a little beyond the WebSocket limit so health probes and 503s still get through,
+    // but stop accepting before the process runs out of descriptors.
+    this.http.maxConnections = this.maxConnections + 64;
+    this.wss = new WebSocketServer({
+      noServer: true,
+      maxPayload: options.maxPayload,
+      perMessageDeflate: options.perMessageDeflate,
+      clientTracking: false,
+      // Bound ws's own per-socket close timer (30 s by default) by the drain budget.
+      closeTimeout: options.drainTimeout,
+    } as ConstructorParameters<typeof WebSocketServer>[0]);
+    this.pool = new MessagePool({
+      threads: options.threads ?? defaultThreads(options.workers),
+      handler: options.handler,
+      taskTimeout: options.taskTimeout,
+      onPressure: (on) => this.#onPoolPressure(on),
+    });
+    this.http.on('request', (req, res) => this.#onRequest(req, res));
+    this.http.on('upgrade', (req, socket, head) => this.#onUpgrade(req, socket, head));
+    this.http.on('connection', (socket: Socket) => socket.on('error', noop));
+    this.http.on('clientError', (err: NodeJS.ErrnoException, socket: Duplex) => {
+      this.log.debug({ err: err.code ?? err.message }, 'client error before upgrade');
+      if (socket.writable && !(socket as Socket).writableEnded) {
+        const status =
+          err.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? '408 Request Timeout' : '400 Bad Request';
+        socket.end(`HTTP/1.1 ${status}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n`);
+      }
+      socket.destroy();
+    });
+  }
+
+  /** Whether `/readyz` answers 200. */
+  get ready(): boolean {
+    return this.state === 'running' && this.clusterReady;
+  }
+
+  /** Loads the handler, binds the port; resolves with the bound address. */
+  async listen(): Promise<AddressInfo> {
+    await this.pool.ready();
+    const { port, host } = this.options;
+    await new Promise<void>((resolve, reject) => {
+      const onError = (err: NodeJS.ErrnoException): void => {
+        reject(new ListenError(`cannot listen on ${host}:${port}: ${err.code ?? err.message}`));
+      };
+      this.http.once('error', onError);
+      this.http.listen({ port, host, backlog: 4096 }, () => {
+        this.http.off('error', onError);
+        // From now on errors are accept() failures (EMFILE, ENFILE): the server keeps
+        // listening and accepts again once descriptors free up.
+        this.http.on('error', (err: NodeJS.ErrnoException) => {
+          this.log.error({ err: err.code ?? err.message }, 'accept failed');
+        });
+        resolve();
+      });
+    });
+    this.state = 'running';
+    if (this.options.heartbeat > 0) {
+      this.#heartbeat = setInterval(() => this.#beat(), this.options.heartbeat);
+      this.#heartbeat.unref();
+    }
+    return this.http.address() as AddressInfo;
+  }
+
+  /** Open WebSocket connections. */
+  get connections(): number {
+    return this.conns.size;
+  }
+
+  #onRequest(req: IncomingMessage, res: ServerResponse): void {
+    const path = (req.url ?? '/').split('?', 1)[0];
+    if (req.method === 'GET' || req.method === 'HEAD') {
+      if (path === '/healthz') return this.#plain(res, 200, 'ok\n');
+      if (path === '/readyz') {
+        if (this.ready) return this.#plain(res, 200, 'ready\n');
+        res.setHeader('Retry-After', '1');
+        return this.#plain(res, 503, `${this.state}\n`);
+      }
+    }
+    res.setHeader('Upgrade', 'websocket');
+    res.setHeader('Connection', 'Upgrade');
+    this.#plain(res, 426, 'this is a WebSocket endpoint: send an Upgrade request\n');
+  }
+
+  #plain(res: ServerResponse, status: number, body: string): void {
+    res.statusCode = status;
+    res.setHeader('Content-Type', 'text/plain; charset=utf-8');
+    res.setHeader('Content-Length', Buffer.byteLength(body));
+    if (this.state === 'draining' || this.state === 'closed') res.setHeader('Connection', 'close');
+    res.end(body);
+  }
+
+  #refuse(socket: Duplex, status: string, extra = ''): void {
+    if (socket.writable) {
+      socket.end(`HTTP/1.1 ${status}\r\nConnection: close\r\nContent-Length: 0\r\n${extra}\r\n`);
+    }
+    socket.destroy();
+  }
+
+  #onUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void {
+    socket.on('error', noop);
+    if (this.state === 'closed')
+      return this.#refuse(socket, '503 Service Unavailable', 'Retry-After: 1\r\n');
+    const allowed = this.options.origin;
+    if (allowed.length > 0 && !allowed.includes(req.headers.origin ?? '')) {
+      this.stats.refusedOrigin++;
+      return this.#refuse(socket, '403 Forbidden');
+    }
+    if (this.conns.size + this.#upgrading >= this.maxConnections) {
+      this.stats.refusedFull++;
+      return this.#refuse(socket, '503 Service Unavailable', 'Retry-After: 1\r\n');
+    }
+    this.#upgrading++;
+    let counted = true;
+    const done = (): void => {
+      if (counted) {
+        counted = false;
+        this.#upgrading--;
+      }
+    };
+    socket.once('close', done);
+    this.wss.handleUpgrade(req, socket, head, (ws) => {
+      done();
+      this.#onConnection(ws);
+    });
+  }
+
+  #onConnection(ws: WebSocket): void {
+    const conn: Conn = {
+      ws,
+      slots: [],
+      head: 0,
+      inflight: 0,
+      alive: true,
+      paused: false,
+      closeWhenIdle: undefined,
+      closeReason: '',
+      closeSent: false,
+      terminated: false,
+      rateWindow: 0,
+      rateCount: 0,
+    };
+    ws.on('error', (err: Error & { code?: string }) => {
+      this.log.debug({ err: err.code ?? err.message }, 'websocket error');
+    });
+    this.conns.add(conn);
+    this.stats.accepted++;
+    ws.on('close', (code: number) => {
+      this.conns.delete(conn);
+      this.#paused.delete(conn);
+      this.stats.closedByCode.set(code, (this.stats.closedByCode.get(code) ?? 0) + 1);
+      this.emit('conn-close', conn, code);
+    });
+    ws.on('pong', () => {
+      conn.alive = true;
+    });
+    ws.on('message', (data: Buffer | ArrayBuffer | Buffer[], isBinary: boolean) =>
+      this.#onMessage(conn, data as Buffer, isBinary),
+    );
+    if (this.state === 'draining') {
+      // The listener was closed, but this upgrade was already on its way: close it with the
+      // drain code at once, so the client learns why and reconnects elsewhere.
+      this.stats.lateUpgrades++;
+      this.closeConn(conn, this.drainClose.code, this.drainClose.reason);
+    } else if (this.#poolPressure) {
+      this.#pause(conn);
+    }
+  }
+
+  #onMessage(conn: Conn, data: Buffer, isBinary: boolean): void {
+    if (conn.closeSent || conn.ws.readyState !== WebSocket.OPEN) {
+      // RFC 6455: no data after a close frame. Count it, never answer it.
+      this.stats.lateMessages++;
+      return;
+    }
+    const limit = this.options.rateLimit;
+    if (limit > 0) {
+      const now = Date.now();
+      if (now - conn.rateWindow >= 1000) {
+        conn.rateWindow = now;
+        conn.rateCount = 0;
+      }
+      if (++conn.rateCount > limit) {
+        this.stats.rateLimited++;
+        this.closeConn(conn, CloseCode.POLICY, 'rate limit exceeded');
+        return;
+      }
+    }
+    // Copy out of ws's receive buffer: a view would carry the whole chunk to the thread.
+    const item: Item = isBinary ? new Uint8Array(data) : data.toString('utf8');
+    const slot = { done: false, result: null as BatchResult };
+    conn.slots.push(slot);
+    conn.inflight++;
+    if (conn.inflight >= CONN_HIGH_WATER) this.#pause(conn);
+    this.pool.submit(item, (result) => {
+      slot.done = true;
+      slot.result = result;
+      this.#deliver(conn);
+    });
+  }
+
+  /** Sends the answered replies at the head of the connection's queue, in order. */
+  #deliver(conn: Conn): void {
+    const { slots, ws } = conn;
+    while (conn.head < slots.length && slots[conn.head]!.done) {
+      const { result } = slots[conn.head]!;
+      slots[conn.head] = undefined as never;
+      conn.head++;
+      conn.inflight--;
+      if (this.state === 'draining') this.stats.inflightCompletedDuringDrain++;
+      if (result === null || ws.readyState !== WebSocket.OPEN || conn.closeSent) continue;
+      if (typeof result === 'object' && !(result instanceof Uint8Array)) {
+        this.stats.handlerErrors++;
+        this.log.warn({ err: result.error }, 'handler failed; closing connection with 1011');
+        this.closeConn(conn, CloseCode.INTERNAL, 'handler error');
+        continue;
+      }
+      ws.send(result);
+      if (ws.bufferedAmount > this.options.maxBuffered) {
+        // The peer does not read: a close frame would queue behind the data it ignores.
+        this.stats.slowConsumers++;
+        this.log.info({ buffered: ws.bufferedAmount }, 'slow consumer terminated');
+        ws.terminate();
+      }
+    }
+    if (conn.head === slots.length) {
+      slots.length = 0;
+      conn.head = 0;
+    } else if (conn.head > 1024) {
+      conn.slots = slots.slice(conn.head);
+      conn.head = 0;
+    }
+    if (conn.paused && !this.#poolPressure && conn.inflight <= CONN_HIGH_WATER / 2) {
+      this.#resume(conn);
+    }
+    if (conn.inflight === 0) {
+      if (conn.closeWhenIdle !== undefined) {
+        this.closeConn(conn, conn.closeWhenIdle, conn.closeReason);
+      }
+    }
+  }
+
+  /**
+   * Sends a close frame with `code` (always a code: without one peers see 1005) and reads
+   * on, so the peer's close frame is seen. Idempotent.
+   */
+  closeConn(conn: Conn, code: number, reason: string): void {
+    if (conn.closeSent) return;
+    conn.closeSent = true;
+    conn.closeWhenIdle = undefined;
+    if (conn.paused) {
+      conn.paused = false;
+      this.#paused.delete(conn);
+    }
+    conn.ws.close(code, reason);
+    conn.ws.resume();
+  }
+
+  /** Terminates one connection (no handshake). */
+  terminateConn(conn: Conn): void {
+    conn.terminated = true;
+    conn.ws.terminate();
+  }
+
+  #poolPressure = false;
+
+  #onPoolPressure(on: boolean): void {
+    this.#poolPressure = on;
+    if (on) {
+      this.log.debug({ pending: this.pool.pending }, 'pool saturated: pausing readers');
+      for (const conn of this.conns) this.#pause(conn);
+    } else {
+      for (const conn of this.#paused) {
+        if (conn.inflight <= CONN_HIGH_WATER / 2) this.#resume(conn);
+      }
+    }
+  }
+
+  #pause(conn: Conn): void {
+    if (conn.paused || conn.closeSent) return;
+    conn.paused = true;
+    this.#paused.add(conn);
+    conn.ws.pause();
+  }
+
+  #resume(conn: Conn): void {
+    if (!conn.paused) return;
+    conn.paused = false;
+    this.#paused.delete(conn);
+    conn.ws.resume();
+  }
+
+  #beat(): void {
+    for (const conn of this.conns) {
+      if (conn.closeSent) continue;
+      if (!conn.alive) {
+        this.stats.heartbeatTimeouts++;
+        conn.ws.terminate();
+        continue;
+      }
+      conn.alive = false;
+      conn.ws.ping();
+    }
+  }
+
+  /**
+   * Phase 1 of a drain: readiness off, listener closed.
+   * Upgrades that still arrive are closed with `code`.
+   */
+  stopAccepting(code: number, reason: string): void {
+    if (this.state !== 'running' && this.state !== 'starting') return;
+    this.state = 'draining';
+    this.drainClose = { code, reason };
+    // Idle HTTP connections stay open until shutdown(): an upgrade request may still be on
+    // its way on one of them, and it must get the drain code, not a reset. Answers sent
+    // while draining carry `Connection: close`.
+    this.http.close();
+    if (this.#heartbeat) clearInterval(this.#heartbeat);
+    this.#heartbeat = undefined;
+  }
+
+  /** Terminates every socket now (second signal); idempotent. */
+  terminateAll(): number {
+    let n = 0;
+    for (const conn of this.conns) {
+      this.terminateConn(conn);
+      n++;
+    }
+    return n;
+  }
+
+  /** Final step: stop the pool, drop leftover HTTP connections. */
+  async shutdown(): Promise<void> {
+    if (this.state === 'closed') return;
+    this.state = 'closed';
+    if (this.#heartbeat) clearInterval(this.#heartbeat);
+    this.http.close();
+    this.http.closeAllConnections();
+    await this.pool.destroy();
+  }
+}

@@ -1,0 +1,164 @@
+/**
+ * The phased drain of a single process (`--workers 0`), driven by real signals sent to a
+ * real child process, observed by real ws clients.
+ */
+import { readFileSync } from 'node:fs';
+import { connect as netConnect } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterEach, describe, expect, it } from 'vitest';
+import { codes, connect, connectMany, nextMessages } from './helpers/clients.js';
+import { killAll, sleep, startWsdrain } from './helpers/process.js';
+import { rawPeer, waitFrame } from './helpers/raw.js';
+
+afterEach(killAll);
+
+const single = ['--workers', '0', '--threads', '1', '--log-level', 'info'];
+
+async function get(port: number, path: string): Promise<number> {
+  const res = await fetch(`http://127.0.0.1:${port}${path}`);
+  await res.arrayBuffer();
+  return res.status;
+}
+
+describe('drain on SIGTERM (--workers 0)', () => {
+  it('closes every cooperative client with 1001 and exits 0 with a report', async () => {
+    const report = join(tmpdir(), `wsdrain-report-${process.pid}-${Date.now()}.json`);
+    const srv = await startWsdrain([...single, '--drain-timeout', '3000', '--report', report]);
+    const clients = await connectMany(srv.port, 300);
+    const t0 = Date.now();
+    srv.kill('SIGTERM');
+    const exit = await srv.exited;
+    await Promise.all(clients.map((c) => c.closed));
+    expect(exit.code).toBe(0);
+    expect(codes(clients)).toEqual({ 1001: 300 });
+    expect(exit.at - t0).toBeLessThan(3000);
+    for (const c of clients) expect((await c.closed).reason).toBe('wsdrain:shutdown');
+    const written = JSON.parse(readFileSync(report, 'utf8')) as Record<string, number>;
+    expect(written).toMatchObject({ sockets: 300, clean: 300, terminated: 0, code: 1001 });
+    expect(typeof written.durationMs).toBe('number');
+  });
+
+  it('terminates a client that never answers the close frame at the deadline, not later', async () => {
+    const budget = 1500;
+    const srv = await startWsdrain([...single, '--drain-timeout', String(budget)]);
+    const good = await connectMany(srv.port, 20);
+    const stalled = await connectMany(srv.port, 5);
+    for (const c of stalled) c.stall();
+    const t0 = Date.now();
+    srv.kill('SIGTERM');
+    const exit = await srv.exited;
+    const elapsed = exit.at - t0;
+    expect(exit.code).toBe(0);
+    // Terminated at the deadline: the budget is kept, and it was not an early cut either.
+    expect(elapsed).toBeLessThan(budget + 300);
+    expect(elapsed).toBeGreaterThan(budget - 600);
+    await Promise.all(good.map((c) => c.closed));
+    expect(codes(good)).toEqual({ 1001: 20 });
+    const line = await srv.waitFor((l) => l.msg.startsWith('drained'));
+    expect(line.report).toMatchObject({ sockets: 25, clean: 20, terminated: 5 });
+  });
+
+  it('answers work in flight before the close frame', async () => {
+    const srv = await startWsdrain([...single, '--threads', '2', '--drain-timeout', '5000']);
+    const clients = await connectMany(srv.port, 10);
+    for (const [i, c] of clients.entries()) {
+      c.ws.send(JSON.stringify({ op: 'work', ms: 400, id: i }));
+    }
+    await sleep(50); // the requests reach the server
+    srv.kill('SIGTERM');
+    await Promise.all(clients.map((c) => c.closed));
+    for (const [i, c] of clients.entries()) {
+      expect(c.messages).toEqual([JSON.stringify({ id: i, done: true })]);
+      expect(c.code).toBe(1001);
+    }
+    expect((await srv.exited).code).toBe(0);
+    const line = await srv.waitFor((l) => l.msg.startsWith('drained'));
+    expect(line.report).toMatchObject({ inflightCompleted: 10, clean: 10 });
+  });
+
+  it('turns /readyz to 503 at once and waits --drain-delay before closing', async () => {
+    const srv = await startWsdrain([...single, '--drain-delay', '600', '--drain-timeout', '3000']);
+    expect(await get(srv.port, '/readyz')).toBe(200);
+    expect(await get(srv.port, '/healthz')).toBe(200);
+    // A keep-alive connection opened before the signal still answers while draining.
+    const c = await connect(srv.port);
+    const probe = netConnect(srv.port, '127.0.0.1');
+    probe.on('error', () => {});
+    await new Promise((r) => probe.once('connect', r));
+    const t0 = Date.now();
+    srv.kill('SIGTERM');
+    await srv.waitFor((l) => l.msg.startsWith('drain started'));
+    probe.write('GET /readyz HTTP/1.1\r\nHost: x\r\n\r\n');
+    const answer = await new Promise<string>((r) => probe.once('data', (d) => r(d.toString())));
+    expect(answer).toMatch(/^HTTP\/1\.1 503/);
+    const closed = await c.closed;
+    expect(closed.code).toBe(1001);
+    expect(closed.at - t0).toBeGreaterThanOrEqual(550);
+    expect((await srv.exited).code).toBe(0);
+  });
+
+  it('closes an upgrade that arrives after the listener closed with the drain code', async () => {
+    const srv = await startWsdrain([...single, '--drain-delay', '400', '--drain-timeout', '1500']);
+    const holder = await connect(srv.port);
+    // TCP connection accepted before the signal; its upgrade request comes after it.
+    const raw = netConnect(srv.port, '127.0.0.1');
+    raw.on('error', () => {});
+    await new Promise((r) => raw.once('connect', r));
+    srv.kill('SIGTERM');
+    await srv.waitFor((l) => l.msg.startsWith('drain started'));
+    // New TCP connections are refused now: the listener is closed.
+    await expect(connect(srv.port)).rejects.toThrow(/ECONNREFUSED/);
+    const chunks: Buffer[] = [];
+    raw.on('data', (d: Buffer) => chunks.push(d));
+    raw.write(
+      'GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n' +
+        'Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n',
+    );
+    await new Promise((r) => raw.once('close', r));
+    const bytes = Buffer.concat(chunks);
+    const text = bytes.toString('latin1');
+    expect(text.startsWith('HTTP/1.1 101')).toBe(true);
+    const frame = bytes.subarray(text.indexOf('\r\n\r\n') + 4);
+    expect(frame[0]).toBe(0x88); // FIN + close opcode
+    expect(frame.readUInt16BE(2)).toBe(1001);
+    expect((await holder.closed).code).toBe(1001);
+    expect((await srv.exited).code).toBe(0);
+    const line = await srv.waitFor((l) => l.msg.startsWith('drained'));
+    expect(line.report).toMatchObject({ lateUpgrades: 1 });
+  });
+
+  it('terminates everything and exits 1 on a second signal', async () => {
+    const srv = await startWsdrain([...single, '--drain-timeout', '20000']);
+    const clients = await connectMany(srv.port, 10);
+    for (const c of clients) c.stall();
+    srv.kill('SIGTERM');
+    await srv.waitFor((l) => l.msg.startsWith('drain started'));
+    const t0 = Date.now();
+    srv.kill('SIGINT');
+    const exit = await srv.exited;
+    expect(exit.code).toBe(1);
+    expect(exit.at - t0).toBeLessThan(1000);
+  });
+
+  it('counts messages that arrive after the close frame, never answering them', async () => {
+    const srv = await startWsdrain([...single, '--drain-timeout', '3000']);
+    const peer = rawPeer(srv.port);
+    expect(await peer.handshake).toMatch(/^HTTP\/1\.1 101/);
+    peer.send({ payload: 'before' });
+    const echo = await waitFrame(peer, 1);
+    expect(echo.payload.toString()).toBe('before');
+    srv.kill('SIGTERM');
+    const close = await waitFrame(peer, 8);
+    expect(close.payload.readUInt16BE(0)).toBe(1001);
+    // A peer that ignores the close frame and sends data anyway, then answers it.
+    peer.send({ payload: 'after-1' });
+    peer.send({ payload: 'after-2' });
+    peer.send({ opcode: 8, payload: close.payload.subarray(0, 2) });
+    await peer.closed;
+    expect(peer.frames.filter((f) => f.opcode === 1)).toHaveLength(1);
+    const line = await srv.waitFor((l) => l.msg.startsWith('drained'));
+    expect(line.report).toMatchObject({ late: 2, clean: 1, terminated: 0 });
+    expect((await srv.exited).code).toBe(0);
+  });
+});

@@ -1,0 +1,92 @@
+/**
+ * Real `ws` clients over loopback for tests, each with an 'error' listener, recording what
+ * the server did to them.
+ */
+import { WebSocket } from 'ws';
+
+export interface Client {
+  ws: WebSocket;
+  messages: Array<string | Buffer>;
+  closed: Promise<{ code: number; reason: string; at: number }>;
+  code: number | undefined;
+  closedAt: number | undefined;
+  /** Stop reading: the peer never sees (or answers) a close frame. */
+  stall: () => void;
+}
+
+/** Opens one client; rejects if the handshake fails. */
+export function connect(port: number, opts: { path?: string; headers?: Record<string, string>; localAddress?: string } = {}): Promise<Client> {
+  return new Promise((resolve, reject) => {
+    const ws = new WebSocket(`ws://127.0.0.1:${port}${opts.path ?? '/'}`, {
+      headers: opts.headers,
+      localAddress: opts.localAddress,
+    });
+    const client: Client = {
+      ws,
+      messages: [],
+      code: undefined,
+      closedAt: undefined,
+      closed: new Promise((res) => {
+        ws.on('close', (code, reason) => {
+          client.code = code;
+          client.closedAt = Date.now();
+          res({ code, reason: reason.toString(), at: client.closedAt });
+        });
+      }),
+      stall: () => {
+        (ws as unknown as { _socket: { pause(): void } })._socket.pause();
+      },
+    };
+    let opened = false;
+    ws.on('error', (e) => {
+      if (!opened) reject(e);
+    });
+    ws.on('message', (data, isBinary) => client.messages.push(isBinary ? (data as Buffer) : data.toString()));
+    ws.on('open', () => {
+      opened = true;
+      resolve(client);
+    });
+    ws.on('unexpected-response', (_req, res) => {
+      reject(new Error(`unexpected response ${res.statusCode}`));
+      res.resume();
+    });
+  });
+}
+
+/** Opens `n` clients with bounded concurrency, spreading source addresses over 127.0.x.y. */
+export async function connectMany(port: number, n: number, concurrency = 200): Promise<Client[]> {
+  const out: Client[] = new Array(n);
+  let next = 0;
+  const worker = async (): Promise<void> => {
+    while (next < n) {
+      const i = next++;
+      out[i] = await connect(port, { localAddress: `127.0.${1 + (i % 200)}.${1 + ((i >> 8) % 250)}` });
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(concurrency, n) }, worker));
+  return out;
+}
+
+/** Waits for the next `count` messages on a client. */
+export function nextMessages(c: Client, count: number, timeoutMs = 5000): Promise<Array<string | Buffer>> {
+  const start = c.messages.length;
+  return new Promise((resolve, reject) => {
+    const t = setTimeout(() => reject(new Error(`got ${c.messages.length - start} of ${count} messages`)), timeoutMs);
+    const check = (): void => {
+      if (c.messages.length - start >= count) {
+        clearTimeout(t);
+        c.ws.off('message', check);
+        resolve(c.messages.slice(start, start + count));
+      }
+    };
+    c.ws.on('message', check);
+    setImmediate(check);
+  });
+}
+
+/** Counts close codes. */
+export function codes(clients: Client[]): Record<number, number> {
+  const out: Record<number, number> = {};
+  for (const c of clients) if (c.code !== undefined) out[c.code] = (out[c.code] ?? 0) + 1;
+  return out;
+}

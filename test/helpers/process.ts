@@ -1,0 +1,137 @@
+/**
+ * Real wsdrain processes for tests: spawned from the built CLI (dist/), listening on port 0,
+ * read back through their JSON log lines on stdout.
+ */
+import { type ChildProcess, spawn } from 'node:child_process';
+import { once } from 'node:events';
+import { fileURLToPath } from 'node:url';
+
+export const CLI = fileURLToPath(new URL('../../dist/cli.js', import.meta.url));
+export const ROOT = fileURLToPath(new URL('../..', import.meta.url));
+
+export interface LogLine {
+  level: string;
+  msg: string;
+  role?: string;
+  pid?: number;
+  port?: number;
+  [k: string]: unknown;
+}
+
+export interface Running {
+  child: ChildProcess;
+  port: number;
+  lines: LogLine[];
+  stderr: () => string;
+  /** Resolves with the first log line matching `pred` (already seen ones count). */
+  waitFor: (pred: (l: LogLine) => boolean, timeoutMs?: number) => Promise<LogLine>;
+  /** Resolves when the process exits: code, signal, and ms since `since` (or spawn). */
+  exited: Promise<{ code: number | null; signal: NodeJS.Signals | null; at: number }>;
+  kill: (signal?: NodeJS.Signals) => void;
+}
+
+const live = new Set<ChildProcess>();
+
+/** Kills whatever a test left running (call from afterEach/afterAll). */
+export function killAll(): void {
+  for (const c of live) {
+    if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');
+  }
+  live.clear();
+}
+
+/** Spawns `wsdrain start` and waits for its ready line. */
+export async function startWsdrain(
+  args: string[],
+  opts: { env?: NodeJS.ProcessEnv; readyTimeoutMs?: number; waitReady?: boolean } = {},
+): Promise<Running> {
+  const child = spawn(process.execPath, [CLI, 'start', '--port', '0', '--host', '127.0.0.1', ...args], {
+    cwd: ROOT,
+    env: { ...process.env, ...opts.env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  live.add(child);
+  const lines: LogLine[] = [];
+  const waiters: Array<{ pred: (l: LogLine) => boolean; resolve: (l: LogLine) => void }> = [];
+  let err = '';
+  let buf = '';
+  child.stdout?.setEncoding('utf8');
+  child.stdout?.on('data', (chunk: string) => {
+    buf += chunk;
+    let i = buf.indexOf('\n');
+    while (i !== -1) {
+      const raw = buf.slice(0, i);
+      buf = buf.slice(i + 1);
+      i = buf.indexOf('\n');
+      let line: LogLine;
+      try {
+        line = JSON.parse(raw) as LogLine;
+      } catch {
+        continue;
+      }
+      lines.push(line);
+      for (const w of [...waiters]) {
+        if (w.pred(line)) {
+          waiters.splice(waiters.indexOf(w), 1);
+          w.resolve(line);
+        }
+      }
+    }
+  });
+  child.stderr?.setEncoding('utf8');
+  child.stderr?.on('data', (c: string) => {
+    err += c;
+  });
+  const exited = once(child, 'exit').then(([code, signal]) => {
+    live.delete(child);
+    return { code: code as number | null, signal: signal as NodeJS.Signals | null, at: Date.now() };
+  });
+  const waitFor = (pred: (l: LogLine) => boolean, timeoutMs = 10_000): Promise<LogLine> => {
+    const seen = lines.find(pred);
+    if (seen) return Promise.resolve(seen);
+    return new Promise((resolve, reject) => {
+      const t = setTimeout(() => {
+        reject(new Error(`timed out waiting for a log line; stderr: ${err}\nlines: ${lines.map((l) => l.msg).join(' | ')}`));
+      }, timeoutMs);
+      waiters.push({
+        pred,
+        resolve: (l) => {
+          clearTimeout(t);
+          resolve(l);
+        },
+      });
+      exited.then(() => {
+        clearTimeout(t);
+        reject(new Error(`process exited before the expected log line; stderr: ${err}\nlines: ${lines.map((l) => l.msg).join(' | ')}`));
+      });
+    });
+  };
+  let port = 0;
+  if (opts.waitReady !== false) {
+    const ready = await waitFor((l) => l.msg.startsWith('wsdrain ready'), opts.readyTimeoutMs ?? 15_000);
+    port = ready.port as number;
+  }
+  return {
+    child,
+    port,
+    lines,
+    stderr: () => err,
+    waitFor,
+    exited,
+    kill: (signal = 'SIGTERM') => {
+      child.kill(signal);
+    },
+  };
+}
+
+/** Whether a pid is alive. */
+export function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+export const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
