@@ -36,6 +36,8 @@ interface Slot {
   report: DrainReport | undefined;
   /** Killed by the primary (deadline or second signal). */
   killed: boolean;
+  /** Started draining on its own (a signal sent to the worker, not to the primary). */
+  selfDrained: boolean;
   listening: Promise<boolean>;
   exited: Promise<void>;
   exitInfo: { code: number | null; signal: string | null } | undefined;
@@ -161,6 +163,7 @@ export class Coordinator {
       remaining: 0,
       report: undefined,
       killed: false,
+      selfDrained: false,
       listening: new Promise((r) => {
         onListening = r;
       }),
@@ -171,7 +174,10 @@ export class Coordinator {
     };
     this.#slots.set(worker.id, slot);
     const startTimer = setTimeout(() => {
-      this.#log.error({ workerPid: slot.pid }, `worker did not listen within ${this.#t.startTimeout} ms`);
+      this.#log.error(
+        { workerPid: slot.pid },
+        `worker did not listen within ${this.#t.startTimeout} ms`,
+      );
       onListening(false);
       worker.process.kill('SIGKILL');
     }, this.#t.startTimeout);
@@ -190,7 +196,10 @@ export class Coordinator {
           break;
         case 'draining':
           // The worker started draining on its own (it got a signal directly).
-          if (slot.state !== 'exited') slot.state = 'draining';
+          if (slot.state !== 'exited' && slot.state !== 'draining') {
+            slot.state = 'draining';
+            slot.selfDrained = true;
+          }
           slot.remaining = m.sockets;
           break;
         case 'progress':
@@ -214,7 +223,15 @@ export class Coordinator {
       slot.exitInfo = { code, signal };
       onListening(false);
       onExit();
-      if (was !== 'draining' && this.#phase !== 'draining' && this.#phase !== 'starting') {
+      const serving = this.#phase === 'running' || this.#phase === 'rolling';
+      if (serving && slot.selfDrained) {
+        // Someone signalled this worker alone: it drained; keep the capacity.
+        this.#log.info(
+          { workerPid: slot.pid },
+          `worker ${slot.pid} drained on its own signal; replacing it`,
+        );
+        this.#replace('signal');
+      } else if (was !== 'draining' && serving) {
         this.#onCrash(slot, code, signal);
       } else if (was !== 'draining' && this.#phase === 'starting') {
         this.#log.error({ workerPid: slot.pid, code, signal }, 'worker exited while starting');
@@ -245,14 +262,18 @@ export class Coordinator {
     );
     const timer = setTimeout(() => {
       this.#respawnTimers.delete(timer);
-      if (this.#phase === 'draining') return;
-      const fresh = this.#fork();
-      this.#metrics.restarts.inc({ reason: 'crash' });
-      fresh.listening.then((ok) => {
-        if (ok) this.#log.info({ workerPid: fresh.pid }, `worker ${fresh.pid} respawned`);
-      });
+      this.#replace('crash');
     }, delay);
     this.#respawnTimers.add(timer);
+  }
+
+  #replace(reason: 'crash' | 'signal'): void {
+    if (this.#phase === 'draining') return;
+    const fresh = this.#fork();
+    this.#metrics.restarts.inc({ reason });
+    fresh.listening.then((ok) => {
+      if (ok) this.#log.info({ workerPid: fresh.pid }, `worker ${fresh.pid} respawned`);
+    });
   }
 
   /** SIGHUP: replace every worker, one at a time; repeated SIGHUPs coalesce. */

@@ -15,7 +15,10 @@ export interface Client {
 }
 
 /** Opens one client; rejects if the handshake fails. */
-export function connect(port: number, opts: { path?: string; headers?: Record<string, string>; localAddress?: string } = {}): Promise<Client> {
+export function connect(
+  port: number,
+  opts: { path?: string; headers?: Record<string, string>; localAddress?: string } = {},
+): Promise<Client> {
   return new Promise((resolve, reject) => {
     const ws = new WebSocket(`ws://127.0.0.1:${port}${opts.path ?? '/'}`, {
       headers: opts.headers,
@@ -41,7 +44,9 @@ export function connect(port: number, opts: { path?: string; headers?: Record<st
     ws.on('error', (e) => {
       if (!opened) reject(e);
     });
-    ws.on('message', (data, isBinary) => client.messages.push(isBinary ? (data as Buffer) : data.toString()));
+    ws.on('message', (data, isBinary) =>
+      client.messages.push(isBinary ? (data as Buffer) : data.toString()),
+    );
     ws.on('open', () => {
       opened = true;
       resolve(client);
@@ -60,7 +65,9 @@ export async function connectMany(port: number, n: number, concurrency = 200): P
   const worker = async (): Promise<void> => {
     while (next < n) {
       const i = next++;
-      out[i] = await connect(port, { localAddress: `127.0.${1 + (i % 200)}.${1 + ((i >> 8) % 250)}` });
+      out[i] = await connect(port, {
+        localAddress: `127.0.${1 + (i % 200)}.${1 + ((i >> 8) % 250)}`,
+      });
     }
   };
   await Promise.all(Array.from({ length: Math.min(concurrency, n) }, worker));
@@ -68,10 +75,17 @@ export async function connectMany(port: number, n: number, concurrency = 200): P
 }
 
 /** Waits for the next `count` messages on a client. */
-export function nextMessages(c: Client, count: number, timeoutMs = 5000): Promise<Array<string | Buffer>> {
+export function nextMessages(
+  c: Client,
+  count: number,
+  timeoutMs = 5000,
+): Promise<Array<string | Buffer>> {
   const start = c.messages.length;
   return new Promise((resolve, reject) => {
-    const t = setTimeout(() => reject(new Error(`got ${c.messages.length - start} of ${count} messages`)), timeoutMs);
+    const t = setTimeout(
+      () => reject(new Error(`got ${c.messages.length - start} of ${count} messages`)),
+      timeoutMs,
+    );
     const check = (): void => {
       if (c.messages.length - start >= count) {
         clearTimeout(t);

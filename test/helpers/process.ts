@@ -4,6 +4,7 @@
  */
 import { type ChildProcess, spawn } from 'node:child_process';
 import { once } from 'node:events';
+import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 
 export const CLI = fileURLToPath(new URL('../../dist/cli.js', import.meta.url));
@@ -45,11 +46,15 @@ export async function startWsdrain(
   args: string[],
   opts: { env?: NodeJS.ProcessEnv; readyTimeoutMs?: number; waitReady?: boolean } = {},
 ): Promise<Running> {
-  const child = spawn(process.execPath, [CLI, 'start', '--port', '0', '--host', '127.0.0.1', ...args], {
-    cwd: ROOT,
-    env: { ...process.env, ...opts.env },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
+  const child = spawn(
+    process.execPath,
+    [CLI, 'start', '--port', '0', '--host', '127.0.0.1', ...args],
+    {
+      cwd: ROOT,
+      env: { ...process.env, ...opts.env },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    },
+  );
   live.add(child);
   const lines: LogLine[] = [];
   const waiters: Array<{ pred: (l: LogLine) => boolean; resolve: (l: LogLine) => void }> = [];
@@ -91,7 +96,11 @@ export async function startWsdrain(
     if (seen) return Promise.resolve(seen);
     return new Promise((resolve, reject) => {
       const t = setTimeout(() => {
-        reject(new Error(`timed out waiting for a log line; stderr: ${err}\nlines: ${lines.map((l) => l.msg).join(' | ')}`));
+        reject(
+          new Error(
+            `timed out waiting for a log line; stderr: ${err}\nlines: ${lines.map((l) => l.msg).join(' | ')}`,
+          ),
+        );
       }, timeoutMs);
       waiters.push({
         pred,
@@ -102,13 +111,20 @@ export async function startWsdrain(
       });
       exited.then(() => {
         clearTimeout(t);
-        reject(new Error(`process exited before the expected log line; stderr: ${err}\nlines: ${lines.map((l) => l.msg).join(' | ')}`));
+        reject(
+          new Error(
+            `process exited before the expected log line; stderr: ${err}\nlines: ${lines.map((l) => l.msg).join(' | ')}`,
+          ),
+        );
       });
     });
   };
   let port = 0;
   if (opts.waitReady !== false) {
-    const ready = await waitFor((l) => l.msg.startsWith('wsdrain ready'), opts.readyTimeoutMs ?? 15_000);
+    const ready = await waitFor(
+      (l) => l.msg.startsWith('wsdrain ready'),
+      opts.readyTimeoutMs ?? 15_000,
+    );
     port = ready.port as number;
   }
   return {
@@ -124,11 +140,16 @@ export async function startWsdrain(
   };
 }
 
-/** Whether a pid is alive. */
+/** Whether a pid is alive (a zombie waiting to be reaped counts as gone). */
 export function alive(pid: number): boolean {
   try {
     process.kill(pid, 0);
-    return true;
+  } catch {
+    return false;
+  }
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3) !== 'Z';
   } catch {
     return false;
   }

@@ -20,11 +20,23 @@ export interface RawPeer {
   /** Resolves with the first close frame's code (undefined when the socket closed without one). */
   closeCode: () => Promise<number | undefined>;
   closed: Promise<void>;
-  send: (opts: { opcode?: number; fin?: boolean; payload?: Buffer | string; mask?: boolean; rsv?: number }) => void;
+  send: (opts: {
+    opcode?: number;
+    fin?: boolean;
+    payload?: Buffer | string;
+    mask?: boolean;
+    rsv?: number;
+  }) => void;
 }
 
 /** Builds one frame. Masked by default, as RFC 6455 requires of clients. */
-export function frame(opts: { opcode?: number; fin?: boolean; payload?: Buffer | string; mask?: boolean; rsv?: number }): Buffer {
+export function frame(opts: {
+  opcode?: number;
+  fin?: boolean;
+  payload?: Buffer | string;
+  mask?: boolean;
+  rsv?: number;
+}): Buffer {
   const payload = Buffer.isBuffer(opts.payload) ? opts.payload : Buffer.from(opts.payload ?? '');
   const mask = opts.mask ?? true;
   const b0 = (opts.fin === false ? 0 : 0x80) | ((opts.rsv ?? 0) << 4) | (opts.opcode ?? 1);
@@ -85,7 +97,11 @@ export function rawPeer(port: number, request?: string): RawPeer {
         off = 10;
       }
       if (buf.length < off + len) return;
-      frames.push({ fin: (buf[0]! & 0x80) !== 0, opcode: buf[0]! & 0x0f, payload: buf.subarray(off, off + len) });
+      frames.push({
+        fin: (buf[0]! & 0x80) !== 0,
+        opcode: buf[0]! & 0x0f,
+        payload: buf.subarray(off, off + len),
+      });
       buf = buf.subarray(off + len);
     }
   });

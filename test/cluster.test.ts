@@ -1,0 +1,208 @@
+/**
+ * The cluster primary with real forked workers: drains, exit codes, rolling restarts,
+ * crashes, primary death, metrics. Signals go to child processes only.
+ */
+import { readFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterEach, describe, expect, it } from 'vitest';
+import { codes, connectMany } from './helpers/clients.js';
+import { alive, killAll, type LogLine, sleep, startWsdrain } from './helpers/process.js';
+import { crowd } from './helpers/reconnecting.js';
+
+afterEach(killAll);
+
+const two = ['--workers', '2', '--threads', '1'];
+const fastTimings = {
+  WSDRAIN_TIMINGS: JSON.stringify({ backoffBaseMs: 20, backoffMaxMs: 200, startTimeout: 15000 }),
+};
+
+const workerPids = (lines: LogLine[]): number[] =>
+  lines
+    .filter((l) => l.role === 'worker' && l.msg === 'worker listening')
+    .map((l) => l.pid as number);
+
+async function metric(port: number, name: string): Promise<number> {
+  const text = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
+  const line = text.split('\n').find((l) => l.startsWith(`${name} `));
+  if (!line) throw new Error(`no ${name} in:\n${text}`);
+  return Number(line.split(' ')[1]);
+}
+
+describe('cluster drain', () => {
+  it('drains every worker with 1001 on SIGTERM, exits 0 and writes the aggregate report', async () => {
+    const report = join(tmpdir(), `wsdrain-cluster-${process.pid}-${Date.now()}.json`);
+    const srv = await startWsdrain([...two, '--drain-timeout', '3000', '--report', report]);
+    const clients = await connectMany(srv.port, 400);
+    const t0 = Date.now();
+    srv.kill('SIGTERM');
+    const exit = await srv.exited;
+    await Promise.all(clients.map((c) => c.closed));
+    expect(exit.code).toBe(0);
+    expect(exit.at - t0).toBeLessThan(3000);
+    expect(codes(clients)).toEqual({ 1001: 400 });
+    const r = JSON.parse(readFileSync(report, 'utf8')) as {
+      sockets: number;
+      clean: number;
+      workers: Array<{ pid: number; sockets: number }>;
+    };
+    expect(r.sockets).toBe(400);
+    expect(r.clean).toBe(400);
+    expect(r.workers).toHaveLength(2);
+    expect(r.workers.reduce((n, w) => n + w.sockets, 0)).toBe(400);
+    const summary = await srv.waitFor((l) => l.role === 'primary' && l.msg.startsWith('drained'));
+    expect(summary.msg).toContain('400 clean');
+  });
+
+  it('cuts stalled clients at the budget and still exits 0', async () => {
+    const budget = 1500;
+    const srv = await startWsdrain([...two, '--drain-timeout', String(budget)]);
+    const good = await connectMany(srv.port, 100);
+    const stalled = await connectMany(srv.port, 10);
+    for (const c of stalled) c.stall();
+    const t0 = Date.now();
+    srv.kill('SIGTERM');
+    const exit = await srv.exited;
+    expect(exit.code).toBe(0);
+    expect(exit.at - t0).toBeLessThan(budget + 300);
+    await Promise.all(good.map((c) => c.closed));
+    expect(codes(good)).toEqual({ 1001: 100 });
+    const summary = await srv.waitFor((l) => l.role === 'primary' && l.msg.startsWith('drained'));
+    expect(summary.report).toMatchObject({ sockets: 110, clean: 100, terminated: 10 });
+  });
+
+  it('terminates everything and exits non-zero within 1 s on a second signal', async () => {
+    const srv = await startWsdrain([...two, '--drain-timeout', '30000']);
+    const pids = workerPids(srv.lines);
+    const clients = await connectMany(srv.port, 20);
+    for (const c of clients) c.stall();
+    srv.kill('SIGTERM');
+    await srv.waitFor((l) => l.role === 'primary' && /draining 2 workers/.test(l.msg));
+    await sleep(100);
+    const t0 = Date.now();
+    srv.kill('SIGTERM');
+    const exit = await srv.exited;
+    expect(exit.code).not.toBe(0);
+    expect(exit.at - t0).toBeLessThan(1000);
+    await sleep(100);
+    for (const pid of pids) expect(alive(pid)).toBe(false);
+  });
+
+  it('drains a worker that receives SIGTERM itself, and replaces it', async () => {
+    const srv = await startWsdrain([...two, '--drain-timeout', '3000'], { env: fastTimings });
+    const [pid] = workerPids(srv.lines);
+    const clients = await connectMany(srv.port, 100);
+    process.kill(pid!, 'SIGTERM');
+    await srv.waitFor((l) => l.role === 'primary' && /respawned/.test(l.msg));
+    const closed = clients.filter((c) => c.code !== undefined);
+    expect(closed.length).toBeGreaterThan(0);
+    for (const c of closed) expect(c.code).toBe(1001);
+    srv.kill('SIGTERM');
+    expect((await srv.exited).code).toBe(0);
+  });
+});
+
+describe('rolling restart (SIGHUP)', () => {
+  it('rolls every worker: clients see only 1012, reconnect without a refusal, new pids', async () => {
+    const srv = await startWsdrain([...two, '--drain-timeout', '3000']);
+    const before = workerPids(srv.lines);
+    const c = await crowd(srv.port, 200);
+    srv.kill('SIGHUP');
+    const done = await srv.waitFor((l) => /rolling restart done/.test(l.msg), 20_000);
+    await c.waitOpen(200);
+    expect(c.refusals).toBe(0);
+    expect(Object.keys(c.codes)).toEqual(['1012']);
+    expect(c.codes[1012]).toBeGreaterThanOrEqual(200);
+    const after = done.pids as number[];
+    expect(after).toHaveLength(2);
+    for (const pid of after) expect(before).not.toContain(pid);
+    for (const pid of before) expect(alive(pid)).toBe(false);
+    await c.stop();
+    srv.kill('SIGTERM');
+    expect((await srv.exited).code).toBe(0);
+  });
+
+  it('coalesces a second SIGHUP and turns SIGTERM during a roll into a full drain', async () => {
+    const srv = await startWsdrain([...two, '--drain-timeout', '3000']);
+    const c = await crowd(srv.port, 100);
+    srv.kill('SIGHUP');
+    srv.kill('SIGHUP');
+    await srv.waitFor((l) => /^rolled worker/.test(l.msg), 20_000);
+    const refusalsDuringRoll = c.refusals;
+    srv.kill('SIGTERM');
+    const exit = await srv.exited;
+    await c.stop();
+    expect(exit.code).toBe(0);
+    expect(refusalsDuringRoll).toBe(0);
+    for (const code of Object.keys(c.codes)) expect(['1001', '1012']).toContain(code);
+    expect(srv.lines.filter((l) => l.msg === 'SIGHUP: rolling restart')).toHaveLength(1);
+  });
+});
+
+describe('failures', () => {
+  it('respawns a SIGKILLed worker with backoff and counts the restart', async () => {
+    const srv = await startWsdrain([...two, '--metrics-port', '0'], { env: fastTimings });
+    const metricsLine = await srv.waitFor((l) => typeof l.metricsPort === 'number');
+    const mport = metricsLine.metricsPort as number;
+    const [pid] = workerPids(srv.lines);
+    process.kill(pid!, 'SIGKILL');
+    await srv.waitFor((l) => /respawning in/.test(l.msg));
+    await srv.waitFor((l) => /respawned/.test(l.msg));
+    expect(await metric(mport, 'wsdrain_worker_restarts_total{reason="crash"}')).toBe(1);
+    const clients = await connectMany(srv.port, 50);
+    expect(await metric(mport, 'wsdrain_connections_open')).toBe(50);
+    srv.kill('SIGTERM');
+    expect((await srv.exited).code).toBe(0);
+    expect(codes(clients)).toEqual({ 1001: 50 });
+  });
+
+  it('gives up on a crash loop and exits non-zero', async () => {
+    const srv = await startWsdrain([...two], {
+      env: {
+        WSDRAIN_TIMINGS: JSON.stringify({ backoffBaseMs: 5, backoffMaxMs: 20, crashLimit: 3 }),
+      },
+    });
+    // Keep killing whatever worker is up until the primary gives up.
+    const killer = setInterval(() => {
+      for (const pid of workerPids(srv.lines)) {
+        try {
+          process.kill(pid, 'SIGKILL');
+        } catch {}
+      }
+    }, 30);
+    const exit = await srv.exited;
+    clearInterval(killer);
+    expect(exit.code).toBe(1);
+    expect(srv.lines.some((l) => /crash loop/.test(l.msg))).toBe(true);
+  });
+
+  it('sends 1001 to every client when the primary is SIGKILLed, and leaves no worker behind', async () => {
+    const srv = await startWsdrain([...two]);
+    const pids = workerPids(srv.lines);
+    const clients = await connectMany(srv.port, 200);
+    srv.kill('SIGKILL');
+    await Promise.all(clients.map((c) => c.closed));
+    expect(codes(clients)).toEqual({ 1001: 200 });
+    await sleep(200);
+    for (const pid of pids) expect(alive(pid)).toBe(false);
+  });
+});
+
+describe('metrics', () => {
+  it('sums connections over workers and answers a scrape during a drain', async () => {
+    const srv = await startWsdrain([...two, '--metrics-port', '0', '--drain-timeout', '2000']);
+    const mport = (await srv.waitFor((l) => typeof l.metricsPort === 'number'))
+      .metricsPort as number;
+    const clients = await connectMany(srv.port, 300);
+    expect(await metric(mport, 'wsdrain_connections_open')).toBe(300);
+    const stalled = clients.slice(0, 30);
+    for (const c of stalled) c.stall();
+    srv.kill('SIGTERM');
+    await clients[299]!.closed;
+    const res = await fetch(`http://127.0.0.1:${mport}/metrics`);
+    expect(res.status).toBe(200);
+    const text = await res.text();
+    expect(text).toContain('wsdrain_connections_closed_total{code="1001"}');
+    expect((await srv.exited).code).toBe(0);
+  });
+});
