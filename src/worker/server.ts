@@ -34,6 +34,9 @@ export const CloseCode = {
 /** Per-connection pending messages at which that socket stops being read. */
 const CONN_HIGH_WATER = 64;
 
+/** Pings one peer may send per second; more is a flood, closed with 1008. */
+export const PING_LIMIT_PER_SECOND = 100;
+
 /** Per-connection bookkeeping. */
 export interface Conn {
   ws: WebSocket;
@@ -53,6 +56,8 @@ export interface Conn {
   terminated: boolean;
   rateWindow: number;
   rateCount: number;
+  pingWindow: number;
+  pingCount: number;
 }
 
 /** Counters the drain report and the metrics read. */
@@ -129,6 +134,9 @@ export class WsdrainServer extends EventEmitter {
       maxPayload: options.maxPayload,
       perMessageDeflate: options.perMessageDeflate,
       clientTracking: false,
+      // ws would terminate (no close code) a peer with 60 unanswered pings; wsdrain limits
+      // the ping rate itself and answers a flood with 1008.
+      maxPendingAutoPongs: 0,
       // Bound ws's own per-socket close timer (30 s by default) by the drain budget.
       closeTimeout: options.drainTimeout,
     } as ConstructorParameters<typeof WebSocketServer>[0]);
@@ -261,6 +269,8 @@ export class WsdrainServer extends EventEmitter {
       terminated: false,
       rateWindow: 0,
       rateCount: 0,
+      pingWindow: 0,
+      pingCount: 0,
     };
     ws.on('error', (err: Error & { code?: string }) => {
       this.log.debug({ err: err.code ?? err.message }, 'websocket error');
@@ -275,6 +285,17 @@ export class WsdrainServer extends EventEmitter {
     });
     ws.on('pong', () => {
       conn.alive = true;
+    });
+    ws.on('ping', () => {
+      const now = Date.now();
+      if (now - conn.pingWindow >= 1000) {
+        conn.pingWindow = now;
+        conn.pingCount = 0;
+      }
+      if (++conn.pingCount > PING_LIMIT_PER_SECOND) {
+        this.stats.rateLimited++;
+        this.closeConn(conn, CloseCode.POLICY, 'ping flood');
+      }
     });
     ws.on('message', (data: Buffer | ArrayBuffer | Buffer[], isBinary: boolean) =>
       this.#onMessage(conn, data as Buffer, isBinary),

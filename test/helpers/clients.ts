@@ -104,3 +104,18 @@ export function codes(clients: Client[]): Record<number, number> {
   for (const c of clients) if (c.code !== undefined) out[c.code] = (out[c.code] ?? 0) + 1;
   return out;
 }
+
+/** Waits until a client has received `total` messages since it connected; returns them. */
+export async function waitMessages(
+  c: Client,
+  total: number,
+  timeoutMs = 5000,
+): Promise<Array<string | Buffer>> {
+  const t0 = Date.now();
+  while (c.messages.length < total) {
+    if (Date.now() - t0 > timeoutMs)
+      throw new Error(`got ${c.messages.length} of ${total} messages`);
+    await new Promise((r) => setTimeout(r, 5));
+  }
+  return c.messages.slice(0, total);
+}
