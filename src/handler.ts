@@ -22,6 +22,7 @@ export interface HandlerMessage {
  * What a handler may return: a string (sent as text), a Uint8Array (sent as binary),
  * or nothing (no reply). A Promise of these works too.
  */
+// biome-ignore lint/suspicious/noConfusingVoidType: a handler that returns nothing is typed void
 export type HandlerReply = string | Uint8Array | null | undefined | void;
 
 /** The handler function. Throwing (or rejecting) closes that connection with 1011. */
