@@ -4,7 +4,7 @@
  * Options are validated once, here, with exact messages that name the flag (or variable) and
  * what it accepts.
  */
-import { readFileSync } from 'node:fs';
+import { readdirSync, readFileSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import { InvalidOptionError } from './errors.js';
 
@@ -323,13 +323,31 @@ export function openFileLimit(): number | undefined {
   }
 }
 
-/** Descriptors kept free for the listener, pool threads, logs, probes and accept() headroom. */
-export const FD_RESERVE = 256;
+/** Plain HTTP connections (probes, refusals) accepted beyond the WebSocket limit. */
+export const HTTP_EXTRA = 64;
 
-/** Default connection limit for a process: its open-file limit minus {@link FD_RESERVE}. */
-export function defaultMaxConnections(limit = openFileLimit()): number {
+/** Descriptors this process has open now (Linux); undefined elsewhere. */
+export function openFileCount(): number | undefined {
+  try {
+    return readdirSync('/proc/self/fd').length;
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * Default WebSocket connection limit of a process: what its open-file limit leaves after the
+ * descriptors already in use (listener, pool threads, logs), {@link HTTP_EXTRA} for plain
+ * HTTP, and a margin of 2% (at least 32), so upgrades get 503 before accept() fails with
+ * EMFILE. Call it once the process has started its threads.
+ */
+export function defaultMaxConnections(
+  limit = openFileLimit(),
+  used = openFileCount() ?? 64,
+): number {
   if (limit === undefined) return 100_000;
-  return Math.max(1, limit - FD_RESERVE);
+  const spare = HTTP_EXTRA + Math.max(32, Math.ceil(limit * 0.02));
+  return Math.max(1, limit - used - spare);
 }
 
 /** Default pool threads: the cores shared among workers, at least one each. */

@@ -8,7 +8,7 @@ import {
   defaultMaxConnections,
   defaultThreads,
   envName,
-  FD_RESERVE,
+  HTTP_EXTRA,
   helpText,
   OPTION_DEFS,
   openFileLimit,
@@ -132,8 +132,11 @@ describe('resolveOptions', () => {
   });
 
   it('derives the connection limit from RLIMIT_NOFILE and threads from cores', () => {
-    expect(defaultMaxConnections(20_000)).toBe(20_000 - FD_RESERVE);
-    expect(defaultMaxConnections(100)).toBe(1);
+    // 20,000 - 40 in use - 64 for plain HTTP - 2% margin.
+    expect(defaultMaxConnections(20_000, 40)).toBe(20_000 - 40 - HTTP_EXTRA - 400);
+    expect(defaultMaxConnections(300, 40)).toBe(300 - 40 - HTTP_EXTRA - 32);
+    expect(defaultMaxConnections(100, 90)).toBe(1);
+    expect(defaultMaxConnections(Number.POSITIVE_INFINITY, 40)).toBe(100_000);
     const limit = openFileLimit();
     expect(limit).toBeGreaterThan(0);
     expect(defaultThreads(2, 2)).toBe(1);

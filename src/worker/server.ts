@@ -17,7 +17,14 @@ import type { Duplex } from 'node:stream';
 import { WebSocket, WebSocketServer } from 'ws';
 import { ListenError } from '../errors.js';
 import type { Logger } from '../log.js';
-import { defaultMaxConnections, defaultThreads, type WsdrainOptions } from '../options.js';
+import {
+  defaultMaxConnections,
+  defaultThreads,
+  HTTP_EXTRA,
+  openFileCount,
+  openFileLimit,
+  type WsdrainOptions,
+} from '../options.js';
 import { type BatchResult, type Item, MessagePool } from './pool.js';
 
 export type ServerState = 'starting' | 'running' | 'draining' | 'closed';
@@ -104,13 +111,18 @@ export class WsdrainServer extends EventEmitter {
     rateLimited: 0,
     heartbeatTimeouts: 0,
   };
-  readonly maxConnections: number;
+  /** WebSocket connection limit; fixed in listen() when derived from the open-file limit. */
+  maxConnections: number;
   state: ServerState = 'starting';
   /** Set by the cluster primary: false until every worker listens. */
   clusterReady = true;
   /** Code and reason used for upgrades that arrive while draining. */
   drainClose: { code: number; reason: string } = { code: CloseCode.GOING_AWAY, reason: '' };
   #upgrading = 0;
+  /** Open-file limit and descriptors in use before any client (set in listen()). */
+  #fdLimit = Number.POSITIVE_INFINITY;
+  #fdBaseline = 0;
+  #fdExhausted = false;
   #paused = new Set<Conn>();
   #heartbeat: NodeJS.Timeout | undefined;
 
@@ -118,7 +130,7 @@ export class WsdrainServer extends EventEmitter {
     super();
     this.options = options;
     this.log = options.logger;
-    this.maxConnections = options.maxConnections ?? defaultMaxConnections();
+    this.maxConnections = options.maxConnections ?? Number.MAX_SAFE_INTEGER;
     const handshake = options.handshakeTimeout;
     this.http = createServer({
       headersTimeout: handshake,
@@ -126,9 +138,6 @@ export class WsdrainServer extends EventEmitter {
       connectionsCheckingInterval: Math.min(5000, Math.max(100, Math.floor(handshake / 4))),
       keepAliveTimeout: 5000,
     });
-    // Accept a little beyond the WebSocket limit so health probes and 503s still get through,
-    // but stop accepting before the process runs out of descriptors.
-    this.http.maxConnections = this.maxConnections + 64;
     this.wss = new WebSocketServer({
       noServer: true,
       maxPayload: options.maxPayload,
@@ -168,6 +177,25 @@ export class WsdrainServer extends EventEmitter {
   /** Loads the handler, binds the port; resolves with the bound address. */
   async listen(): Promise<AddressInfo> {
     await this.pool.ready();
+    // With the threads up, the descriptors in use are known: derive the default limit now.
+    this.#fdLimit = openFileLimit() ?? Number.POSITIVE_INFINITY;
+    this.#fdBaseline = openFileCount() ?? 64;
+    this.maxConnections =
+      this.options.maxConnections ?? defaultMaxConnections(this.#fdLimit, this.#fdBaseline);
+    const fits = this.#fdLimit - this.#fdBaseline;
+    if (this.maxConnections > fits) {
+      this.log.warn(
+        {
+          maxConnections: this.maxConnections,
+          openFileLimit: this.#fdLimit,
+          inUse: this.#fdBaseline,
+        },
+        `--max-connections ${this.maxConnections} is more than the open-file limit allows (about ${fits}); beyond that the kernel drops new connections (EMFILE)`,
+      );
+    }
+    // Accept a little beyond the WebSocket limit so health probes and 503s still get through,
+    // but stop accepting before the process runs out of descriptors.
+    this.http.maxConnections = this.maxConnections + HTTP_EXTRA;
     const { port, host } = this.options;
     await new Promise<void>((resolve, reject) => {
       const onError = (err: NodeJS.ErrnoException): void => {
@@ -190,6 +218,10 @@ export class WsdrainServer extends EventEmitter {
       this.#heartbeat.unref();
     }
     return this.http.address() as AddressInfo;
+  }
+
+  #fdsInUse(): number {
+    return this.#fdBaseline + this.conns.size + this.#upgrading;
   }
 
   /** Open WebSocket connections. */
@@ -277,8 +309,22 @@ export class WsdrainServer extends EventEmitter {
     });
     this.conns.add(conn);
     this.stats.accepted++;
+    if (!this.#fdExhausted && this.#fdsInUse() >= this.#fdLimit - 4) {
+      this.#fdExhausted = true;
+      this.log.error(
+        { connections: this.conns.size, openFileLimit: this.#fdLimit },
+        'open-file limit reached (EMFILE): new connections are dropped until sockets close',
+      );
+    }
     ws.on('close', (code: number) => {
       this.conns.delete(conn);
+      if (this.#fdExhausted && this.#fdsInUse() < this.#fdLimit - 16) {
+        this.#fdExhausted = false;
+        this.log.info(
+          { connections: this.conns.size },
+          'below the open-file limit again: accepting',
+        );
+      }
       this.#paused.delete(conn);
       this.stats.closedByCode.set(code, (this.stats.closedByCode.get(code) ?? 0) + 1);
       this.emit('conn-close', conn, code);

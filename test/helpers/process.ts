@@ -44,17 +44,21 @@ export function killAll(): void {
 /** Spawns `wsdrain start` and waits for its ready line. */
 export async function startWsdrain(
   args: string[],
-  opts: { env?: NodeJS.ProcessEnv; readyTimeoutMs?: number; waitReady?: boolean } = {},
+  opts: {
+    env?: NodeJS.ProcessEnv;
+    readyTimeoutMs?: number;
+    waitReady?: boolean;
+    /** Command that runs node, e.g. a shell that lowers a limit first and then execs "$0". */
+    wrap?: string[];
+  } = {},
 ): Promise<Running> {
-  const child = spawn(
-    process.execPath,
-    [CLI, 'start', '--port', '0', '--host', '127.0.0.1', ...args],
-    {
-      cwd: ROOT,
-      env: { ...process.env, ...opts.env },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    },
-  );
+  const argv = [process.execPath, CLI, 'start', '--port', '0', '--host', '127.0.0.1', ...args];
+  const [cmd, ...rest] = [...(opts.wrap ?? []), ...argv] as [string, ...string[]];
+  const child = spawn(cmd, rest, {
+    cwd: ROOT,
+    env: { ...process.env, ...opts.env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
   live.add(child);
   const lines: LogLine[] = [];
   const waiters: Array<{ pred: (l: LogLine) => boolean; resolve: (l: LogLine) => void }> = [];
