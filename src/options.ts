@@ -342,10 +342,10 @@ export function openFileCount(): number | undefined {
  * EMFILE. Call it once the process has started its threads.
  */
 export function defaultMaxConnections(
-  limit = openFileLimit(),
+  limit = openFileLimit() ?? Number.POSITIVE_INFINITY,
   used = openFileCount() ?? 64,
 ): number {
-  if (limit === undefined) return 100_000;
+  if (!Number.isFinite(limit)) return 100_000;
   const spare = HTTP_EXTRA + Math.max(32, Math.ceil(limit * 0.02));
   return Math.max(1, limit - used - spare);
 }
