@@ -155,6 +155,7 @@ describe('drain on SIGTERM (--workers 0)', () => {
     peer.send({ payload: 'after-1' });
     peer.send({ payload: 'after-2' });
     peer.send({ opcode: 8, payload: close.payload.subarray(0, 2) });
+    peer.socket.end();
     await peer.closed;
     expect(peer.frames.filter((f) => f.opcode === 1)).toHaveLength(1);
     const line = await srv.waitFor((l) => l.msg.startsWith('drained'));

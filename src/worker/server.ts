@@ -13,7 +13,7 @@
 import { EventEmitter } from 'node:events';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
-import type { Duplex } from 'node:stream';
+import type { Duplex, Writable } from 'node:stream';
 import { WebSocket, WebSocketServer } from 'ws';
 import { ListenError } from '../errors.js';
 import type { Logger } from '../log.js';
@@ -47,6 +47,8 @@ export const PING_LIMIT_PER_SECOND = 100;
 /** Per-connection bookkeeping. */
 export interface Conn {
   ws: WebSocket;
+  /** The TCP socket under `ws`. */
+  socket: Socket;
   /** Replies not yet sent, in message order; a slot is filled when its result arrives. */
   slots: Array<{ done: boolean; result: BatchResult }>;
   head: number;
@@ -86,6 +88,22 @@ export interface ServerStats {
 export type ServerOptions = WsdrainOptions & { logger: Logger };
 
 function noop(): void {}
+
+/**
+ * ws ends a socket, and its frame parser (a Writable), more than once in a clean close
+ * (after each close frame, on the peer's FIN, on 'close'). Past the first call, Node builds
+ * and drops an ERR_STREAM_ALREADY_FINISHED error, stack trace included, every time: the
+ * largest single cost of a drain in CPU profiles. Make the extra calls no-ops (ws passes
+ * no callback to these calls).
+ */
+function idempotentEnd(stream: Writable | undefined): void {
+  if (!stream || typeof stream.end !== 'function') return;
+  const end = stream.end;
+  stream.end = function (this: Writable, ...args: unknown[]) {
+    if (this.writableEnded) return this;
+    return (end as (...a: unknown[]) => Writable).apply(this, args);
+  } as Writable['end'];
+}
 
 /**
  * One worker's server. Emits `'conn-close' (conn, code)` when a WebSocket connection closes. Use {@link WsdrainServer.listen} then, to stop,
@@ -283,13 +301,16 @@ export class WsdrainServer extends EventEmitter {
     socket.once('close', done);
     this.wss.handleUpgrade(req, socket, head, (ws) => {
       done();
-      this.#onConnection(ws);
+      idempotentEnd(socket as Socket);
+      idempotentEnd((ws as unknown as { _receiver?: Writable })._receiver);
+      this.#onConnection(ws, socket as Socket);
     });
   }
 
-  #onConnection(ws: WebSocket): void {
+  #onConnection(ws: WebSocket, socket: Socket): void {
     const conn: Conn = {
       ws,
+      socket,
       slots: [],
       head: 0,
       inflight: 0,
@@ -442,6 +463,11 @@ export class WsdrainServer extends EventEmitter {
       this.#paused.delete(conn);
     }
     conn.ws.close(code, reason);
+    // Half-close right behind the close frame: the peer sees the frame and the FIN together,
+    // so its connection is finished as soon as it has answered, without waiting for this
+    // process to read that answer and close. The read side stays open: the peer's close
+    // frame is still read (and counted clean), and so is anything it sent before it.
+    conn.socket.end();
     conn.ws.resume();
   }
 

@@ -17,8 +17,9 @@ export interface RawPeer {
   frames: Frame[];
   /** Resolves with the status line and headers of the handshake answer. */
   handshake: Promise<string>;
-  /** Resolves with the first close frame's code (undefined when the socket closed without one). */
+  /** Resolves with the first close frame's code (undefined when the server closed without one). */
   closeCode: () => Promise<number | undefined>;
+  /** Resolves when the server has ended its side (FIN) or the socket closed. */
   closed: Promise<void>;
   send: (opts: {
     opcode?: number;
@@ -63,7 +64,8 @@ export function frame(opts: {
 
 /** Opens a TCP connection and sends an upgrade request (or `request` verbatim). */
 export function rawPeer(port: number, request?: string): RawPeer {
-  const socket = connect(port, '127.0.0.1');
+  // Half-open allowed: like a peer that goes on sending after the server's FIN.
+  const socket = connect({ port, host: '127.0.0.1', allowHalfOpen: true });
   socket.on('error', () => {});
   const frames: Frame[] = [];
   let buf = Buffer.alloc(0);
@@ -72,7 +74,12 @@ export function rawPeer(port: number, request?: string): RawPeer {
   const handshake = new Promise<string>((r) => {
     onHandshake = r;
   });
-  const closed = new Promise<void>((r) => socket.once('close', () => r()));
+  // The server is done with us once it has sent its FIN (or the socket is gone).
+  const closed = new Promise<void>((r) => {
+    socket.once('end', () => r());
+    socket.once('close', () => r());
+  });
+  socket.on('end', () => onHandshake(buf.toString('latin1')));
   socket.on('close', () => onHandshake(buf.toString('latin1')));
   socket.on('data', (d: Buffer) => {
     buf = Buffer.concat([buf, d]);
