@@ -1,0 +1,190 @@
+/**
+ * Load-generator client process (forked with IPC by index.ts, run as `node --import tsx`).
+ * Opens `--count` sockets to `--url`, at most `--concurrency` handshakes at a time, rotating
+ * source addresses over `--addr-prefix`.1 .. .`--addr-count`. A `--stalled` fraction of the
+ * sockets stop reading once connected; the others send a message every `--message-every` ms
+ * (0 = no traffic). Records, per socket, when it closed relative to the parent's mark and with
+ * which code. See protocol.ts for the IPC messages.
+ */
+import type { Duplex } from 'node:stream';
+import { parseArgs } from 'node:util';
+import { WebSocket } from 'ws';
+import { now } from '../lib/clock.js';
+import type { ClientResults, FromClient, ToClient } from './protocol.js';
+
+const { values } = parseArgs({
+  options: {
+    url: { type: 'string' },
+    count: { type: 'string', default: '1000' },
+    concurrency: { type: 'string', default: '200' },
+    stalled: { type: 'string', default: '0' },
+    'message-every': { type: 'string', default: '0' },
+    'addr-prefix': { type: 'string', default: '127.0.1' },
+    'addr-count': { type: 'string', default: '250' },
+    'handshake-timeout': { type: 'string', default: '10000' },
+    attempts: { type: 'string', default: '3' },
+  },
+});
+const url = values.url ?? fail('--url is required');
+const count = int('count');
+const concurrency = int('concurrency');
+const stalled = Number(values.stalled);
+const messageEvery = int('message-every');
+const addrCount = int('addr-count');
+const handshakeTimeout = int('handshake-timeout');
+const attempts = int('attempts');
+if (!(stalled >= 0 && stalled <= 1)) fail(`--stalled must be in [0, 1], got ${values.stalled}`);
+
+const send = (m: FromClient): void => {
+  process.send?.(m);
+};
+
+/** Epoch ms of each socket's close (NaN while open or never connected). */
+const closedAt = new Float64Array(count).fill(Number.NaN);
+const closeCode = new Uint16Array(count);
+const sockets: (WebSocket | undefined)[] = new Array(count);
+let markAt = Number.NaN;
+let open = 0;
+let connected = 0;
+let failed = 0;
+let sent = 0;
+let received = 0;
+let nextAddress = 0;
+
+/** Spreads `count * stalled` stalled sockets evenly over the indexes. */
+const isStalled = (i: number): boolean => Math.floor((i + 1) * stalled) > Math.floor(i * stalled);
+
+function connectOnce(i: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const localAddress = `${values['addr-prefix']}.${(nextAddress++ % addrCount) + 1}`;
+    const ws = new WebSocket(url, { localAddress, handshakeTimeout, perMessageDeflate: false });
+    let opened = false;
+    ws.on('error', () => {}); // a failed handshake is followed by 'close'
+    ws.once('open', () => {
+      opened = true;
+      adopt(i, ws);
+      resolve(true);
+    });
+    ws.on('close', (code) => {
+      if (opened) closed(i, code);
+      else resolve(false);
+    });
+  });
+}
+
+function adopt(i: number, ws: WebSocket): void {
+  sockets[i] = ws;
+  open++;
+  if (isStalled(i)) {
+    stopReading(ws);
+    return;
+  }
+  ws.on('message', () => {
+    received++;
+  });
+  if (messageEvery > 0) {
+    const payload = `{"op":"echo","socket":${i}}`;
+    const tick = (): void => {
+      if (ws.readyState !== WebSocket.OPEN) return;
+      ws.send(payload);
+      sent++;
+      timer.refresh();
+    };
+    const timer = setTimeout(tick, Math.random() * messageEvery);
+    timer.unref();
+    ws.once('close', () => clearTimeout(timer));
+  }
+}
+
+/**
+ * A stalled peer: ws never gets another byte, so it never answers the server's close frame.
+ * The bytes are drained and dropped rather than left unread with `socket.pause()`: a paused
+ * socket would not see the server's FIN either, and its close could not be timed.
+ */
+function stopReading(ws: WebSocket): void {
+  const socket = (ws as unknown as { _socket: Duplex })._socket;
+  socket.removeAllListeners('data');
+  socket.on('data', () => {});
+}
+
+function closed(i: number, code: number): void {
+  closedAt[i] = now();
+  closeCode[i] = code;
+  sockets[i] = undefined;
+  open--;
+  if (open === 0 && !Number.isNaN(markAt)) send({ type: 'allClosed' });
+}
+
+async function connectAll(): Promise<void> {
+  let next = 0;
+  const lane = async (): Promise<void> => {
+    while (next < count) {
+      const i = next++;
+      let ok = false;
+      for (let a = 0; a < attempts && !ok; a++) ok = await connectOnce(i);
+      if (ok) connected++;
+      else failed++;
+    }
+  };
+  const ticker = setInterval(() => send({ type: 'progress', connected, failed }), 100);
+  await Promise.all(Array.from({ length: Math.min(concurrency, count) }, lane));
+  clearInterval(ticker);
+  send({ type: 'ready', connected, failed });
+}
+
+function results(): ClientResults {
+  const r: ClientResults = {
+    closeTimes: [],
+    codes: {},
+    clean: 0,
+    forced: 0,
+    early: 0,
+    open,
+    failed,
+    sent,
+    received,
+  };
+  for (let i = 0; i < count; i++) {
+    const at = closedAt[i]!;
+    if (Number.isNaN(at)) continue;
+    if (Number.isNaN(markAt) || at < markAt) {
+      r.early++;
+      continue;
+    }
+    const code = closeCode[i]!;
+    r.closeTimes.push(Math.round((at - markAt) * 100) / 100);
+    r.codes[code] = (r.codes[code] ?? 0) + 1;
+    if (code === 1006) r.forced++;
+    else r.clean++;
+  }
+  return r;
+}
+
+process.on('message', (m: ToClient) => {
+  switch (m.type) {
+    case 'mark':
+      markAt = m.t;
+      if (open === 0) send({ type: 'allClosed' });
+      break;
+    case 'results':
+      send({ type: 'results', results: results() });
+      break;
+    case 'stop':
+      for (const ws of sockets) ws?.terminate();
+      process.exit(0);
+  }
+});
+process.on('disconnect', () => process.exit(0)); // the parent is gone
+
+function int(name: keyof typeof values): number {
+  const v = Number(values[name]);
+  if (!Number.isInteger(v) || v < 0) fail(`--${name} must be a non-negative integer`);
+  return v;
+}
+
+function fail(message: string): never {
+  console.error(`loadgen client: ${message}`);
+  process.exit(2);
+}
+
+await connectAll();

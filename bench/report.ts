@@ -1,0 +1,252 @@
+/**
+ * Writes a benchmark's results: bench/results/<name>.json (everything), <name>.md (tables
+ * with ratios to terminate) and <name>.svg (sockets still open vs time since the signal, one
+ * line per strategy, one panel per stalled fraction; handwritten SVG).
+ *
+ * Re-render the .md and .svg from an existing JSON: `npx tsx bench/report.ts bench/results/quick.json`
+ */
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { arch, availableParallelism, cpus, platform, totalmem } from 'node:os';
+import { basename, dirname, join } from 'node:path';
+import { fileURLToPath, pathToFileURL } from 'node:url';
+import { type DrainResult, type DrainSummary, pct } from './drain.js';
+
+export const RESULTS_DIR = fileURLToPath(new URL('./results', import.meta.url));
+
+export interface BenchReport {
+  name: string;
+  createdAt: string;
+  machine: { node: string; platform: string; cpus: number; cpuModel: string; memGiB: number };
+  options: DrainResult['options'];
+  drain: DrainSummary[];
+  /** Every run, without its time series. */
+  runs: Omit<DrainResult['runs'][number], 'series'>[];
+  skipped: string[];
+  failures: string[];
+}
+
+export function buildReport(name: string, result: DrainResult): BenchReport {
+  return {
+    name,
+    createdAt: new Date().toISOString(),
+    machine: {
+      node: process.version,
+      platform: `${platform()} ${arch()}`,
+      cpus: availableParallelism(),
+      cpuModel: cpus()[0]?.model ?? 'unknown',
+      memGiB: Math.round(totalmem() / 2 ** 30),
+    },
+    options: result.options,
+    drain: result.drain,
+    runs: result.runs.map(({ series: _series, ...run }) => run),
+    skipped: result.skipped,
+    failures: result.failures,
+  };
+}
+
+/** Writes <name>.json, .md and .svg; returns their paths. */
+export function writeReport(report: BenchReport, dir = RESULTS_DIR): string[] {
+  mkdirSync(dir, { recursive: true });
+  const files: [string, string][] = [
+    [`${report.name}.json`, `${JSON.stringify(report, null, 1)}\n`],
+    [`${report.name}.md`, markdown(report)],
+    [`${report.name}.svg`, svg(report)],
+  ];
+  return files.map(([file, text]) => {
+    const path = join(dir, file);
+    writeFileSync(path, text);
+    return path;
+  });
+}
+
+// ---------------------------------------------------------------- Markdown
+
+const ms = (v: number | null): string =>
+  v === null ? 'never' : v < 10 ? v.toFixed(1) : `${Math.round(v)}`;
+
+function ratio(v: number | null, base: number | null | undefined): string {
+  if (v === null || base === null || base === undefined || base <= 0) return '—';
+  const r = v / base;
+  return `×${r < 10 ? r.toFixed(1) : Math.round(r)}`;
+}
+
+export function markdown(r: BenchReport): string {
+  const o = r.options;
+  const lines = [
+    `# Drain benchmark: ${r.name}`,
+    '',
+    `${r.createdAt} · Node ${r.machine.node} · ${r.machine.platform} · ${r.machine.cpus} CPUs ` +
+      `(${r.machine.cpuModel}) · ${o.sockets} sockets · ${o.workers} workers · ${o.rounds} round(s) · ` +
+      `wsdrain --drain-timeout ${o.drainTimeoutMs} ms` +
+      (o.messageEveryMs ? ` · a message per socket every ${o.messageEveryMs} ms` : ''),
+    '',
+    'Times in ms from SIGTERM, seen by the clients; medians over rounds (codes: median round).',
+    '*clean*: closed with a close frame from the server; *forced*: 1006, the TCP connection was',
+    'cut without one. *budget*: the strategy’s own bound (0: it does not wait). Ratios are to',
+    'the terminate row with the same stalled fraction.',
+  ];
+  for (const stalled of o.stalled) {
+    const rows = r.drain.filter((d) => d.stalled === stalled);
+    if (rows.length === 0) continue;
+    const base = rows.find((d) => d.strategy === 'terminate');
+    lines.push(
+      '',
+      `## ${pct(stalled)} stalled peers`,
+      '',
+      '| strategy | budget | p50 | p90 | p99 | last close | exit | clean | forced | codes | last / terminate | exit / terminate |',
+      '|---|--:|--:|--:|--:|--:|--:|--:|--:|---|--:|--:|',
+    );
+    for (const d of rows) {
+      const codes = Object.entries(d.codes)
+        .map(([c, n]) => `${c}: ${n}`)
+        .join(', ');
+      lines.push(
+        `| ${d.strategy} | ${d.budgetMs} | ${ms(d.p50Ms)} | ${ms(d.p90Ms)} | ${ms(d.p99Ms)} | ` +
+          `${ms(d.lastCloseMs)} | ${ms(d.exitMs)} | ${d.clean} | ${d.forced} | ${codes} | ` +
+          `${ratio(d.lastCloseMs, base?.lastCloseMs)} | ${ratio(d.exitMs, base?.exitMs)} |`,
+      );
+    }
+  }
+  if (r.skipped.length) lines.push('', '## Skipped', '', ...r.skipped.map((s) => `- ${s}`));
+  if (r.failures.length) lines.push('', '## Failed runs', '', ...r.failures.map((s) => `- ${s}`));
+  lines.push('', `![sockets still open](${r.name}.svg)`, '');
+  return lines.join('\n');
+}
+
+// ---------------------------------------------------------------- SVG
+
+const COLORS: Record<string, string> = {
+  terminate: '#7f7f7f',
+  'ws-close': '#ff7f0e',
+  'seed-soft': '#9467bd',
+  'seed-hard': '#8c564b',
+  'pm2-default': '#d62728',
+  wsdrain: '#1f77b4',
+};
+const W = 900;
+const PANEL_H = 380;
+const M = { left: 70, right: 210, top: 46, bottom: 52 };
+
+const esc = (s: string): string =>
+  s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;').replace(/"/g, '&quot;');
+const fmtT = (t: number): string => (t >= 1000 ? `${t / 1000} s` : `${t} ms`);
+const n1 = (v: number): string => v.toFixed(1);
+
+export function svg(r: BenchReport): string {
+  const panels = r.options.stalled.filter((s) => r.drain.some((d) => d.stalled === s));
+  const h = Math.max(1, panels.length) * PANEL_H;
+  const tMax = logCeil(Math.max(10, ...r.drain.flatMap((d) => d.series.map((p) => p[0]))));
+  const body = panels.map((stalled, i) =>
+    panel(
+      r.drain.filter((d) => d.stalled === stalled),
+      `${r.options.sockets} sockets, ${r.options.workers} workers, ${pct(stalled)} stalled peers`,
+      i * PANEL_H,
+      tMax,
+      r.options.drainTimeoutMs,
+    ),
+  );
+  return [
+    `<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${h}" viewBox="0 0 ${W} ${h}" font-family="Helvetica, Arial, sans-serif" font-size="12">`,
+    `<rect width="${W}" height="${h}" fill="#fff"/>`,
+    ...body,
+    '</svg>',
+    '',
+  ].join('\n');
+}
+
+/** The smallest 1, 2 or 5 x 10^k that is >= t. */
+function logCeil(t: number): number {
+  const p = 10 ** Math.floor(Math.log10(t));
+  return ([1, 2, 5, 10].find((k) => k * p >= t) ?? 10) * p;
+}
+
+/** One chart: x is log-scaled from 1 ms to tMax ms, y linear from 0 to the sockets. */
+function panel(
+  rows: DrainSummary[],
+  title: string,
+  top: number,
+  tMax: number,
+  budgetMs: number,
+): string {
+  const x0 = M.left;
+  const x1 = W - M.right;
+  const y0 = top + M.top;
+  const y1 = top + PANEL_H - M.bottom;
+  const total = Math.max(1, ...rows.map((d) => d.series[0]?.[1] ?? d.sockets));
+  const span = Math.log10(tMax);
+  const x = (t: number): number => x0 + ((x1 - x0) * Math.log10(Math.max(1, t))) / span;
+  const y = (open: number): number => y1 - ((y1 - y0) * open) / total;
+
+  const out: string[] = [
+    `<text x="${x0}" y="${top + 26}" font-size="15" font-weight="bold">${esc(title)}</text>`,
+  ];
+  // grid and x ticks: 1, 2 .. 9 x 10^k; labels on the decades and at tMax
+  for (let t = 1; t <= tMax; t *= 10) {
+    for (let k = 1; k < 10 && k * t <= tMax; k++) {
+      const label = k === 1 || k * t === tMax;
+      const xk = n1(x(k * t));
+      out.push(
+        `<line x1="${xk}" y1="${y0}" x2="${xk}" y2="${y1}" stroke="${label ? '#ccc' : '#eee'}"/>`,
+      );
+      if (label)
+        out.push(`<text x="${xk}" y="${y1 + 16}" text-anchor="middle">${fmtT(k * t)}</text>`);
+    }
+  }
+  // y ticks
+  for (let q = 0; q <= 4; q++) {
+    const open = Math.round((total * q) / 4);
+    out.push(
+      `<line x1="${x0}" y1="${n1(y(open))}" x2="${x1}" y2="${n1(y(open))}" stroke="#ddd"/>`,
+      `<text x="${x0 - 6}" y="${n1(y(open) + 4)}" text-anchor="end">${open}</text>`,
+    );
+  }
+  out.push(
+    `<rect x="${x0}" y="${y0}" width="${x1 - x0}" height="${y1 - y0}" fill="none" stroke="#333"/>`,
+    `<text x="${(x0 + x1) / 2}" y="${y1 + 38}" text-anchor="middle">time since SIGTERM (log scale)</text>`,
+    `<text transform="translate(${x0 - 52} ${(y0 + y1) / 2}) rotate(-90)" text-anchor="middle">sockets still open</text>`,
+  );
+  if (rows.some((d) => d.strategy === 'wsdrain')) {
+    const bx = n1(x(budgetMs));
+    out.push(
+      `<line x1="${bx}" y1="${y0}" x2="${bx}" y2="${y1}" stroke="${COLORS.wsdrain}" stroke-dasharray="5 4"/>`,
+      `<text x="${bx}" y="${y0 - 4}" text-anchor="middle" fill="${COLORS.wsdrain}">wsdrain budget</text>`,
+    );
+  }
+  // lines (step functions) and legend
+  rows.forEach((d, i) => {
+    const color = COLORS[d.strategy] ?? '#000';
+    const [first, ...rest] = d.series;
+    if (first) {
+      const path = [`M${n1(x(first[0]))} ${n1(y(first[1]))}`];
+      for (const [t, open] of rest) path.push(`H${n1(x(t))}V${n1(y(open))}`);
+      const width = d.strategy === 'wsdrain' ? 3 : 2;
+      out.push(
+        `<path d="${path.join('')}" fill="none" stroke="${color}" stroke-width="${width}" stroke-linejoin="round"/>`,
+      );
+    }
+    const ly = y0 + 10 + i * 36;
+    const last = d.lastCloseMs === null ? 'not all closed' : `last close ${fmtMs(d.lastCloseMs)}`;
+    out.push(
+      `<line x1="${x1 + 14}" y1="${ly}" x2="${x1 + 40}" y2="${ly}" stroke="${color}" stroke-width="3"/>`,
+      `<text x="${x1 + 46}" y="${ly + 4}">${esc(d.strategy)}</text>`,
+      `<text x="${x1 + 46}" y="${ly + 18}" fill="#555" font-size="11">${esc(last)}</text>`,
+    );
+  });
+  return `<g>\n${out.join('\n')}\n</g>`;
+}
+
+const fmtMs = (v: number): string => (v >= 1000 ? `${(v / 1000).toFixed(2)} s` : `${ms(v)} ms`);
+
+// Re-render from a JSON file given on the command line.
+if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) {
+  const file = process.argv[2];
+  if (!file) {
+    console.error('usage: tsx bench/report.ts bench/results/<name>.json');
+    process.exit(2);
+  }
+  const report = JSON.parse(readFileSync(file, 'utf8')) as BenchReport;
+  const name = basename(file, '.json');
+  writeFileSync(join(dirname(file), `${name}.md`), markdown(report));
+  writeFileSync(join(dirname(file), `${name}.svg`), svg(report));
+  console.log(`wrote ${name}.md and ${name}.svg in ${dirname(file)}`);
+}

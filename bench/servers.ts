@@ -1,0 +1,158 @@
+/**
+ * The servers under test: the baselines (baselines/*.ts, ready when they print `READY <port>`)
+ * and wsdrain itself (dist/cli.js, ready when `GET /readyz` answers 200). Each is started in
+ * its own process group so that the group can be killed, workers included.
+ */
+import { type ChildProcess, spawn } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { get } from 'node:http';
+import { createServer } from 'node:net';
+import { fileURLToPath } from 'node:url';
+import { now, sleep } from './lib/clock.js';
+import { killGroup, track } from './lib/procs.js';
+
+const ROOT = fileURLToPath(new URL('..', import.meta.url));
+export const WSDRAIN_CLI = fileURLToPath(new URL('../dist/cli.js', import.meta.url));
+
+export const STRATEGIES = [
+  'terminate',
+  'ws-close',
+  'seed-soft',
+  'seed-hard',
+  'pm2-default',
+  'wsdrain',
+] as const;
+export type Strategy = (typeof STRATEGIES)[number];
+
+/** pm2's default kill_timeout: SIGKILL this long after the signal. */
+export const PM2_KILL_TIMEOUT_MS = 1600;
+
+/** The strategy's own bound from signal to exit (0: none, it does not wait). */
+export function budgetMs(strategy: Strategy, drainTimeoutMs: number): number {
+  switch (strategy) {
+    case 'terminate':
+    case 'seed-hard':
+      return 0;
+    case 'ws-close':
+      return 30_000; // ws's default closeTimeout
+    case 'seed-soft':
+      return 10_000;
+    case 'pm2-default':
+      return PM2_KILL_TIMEOUT_MS;
+    case 'wsdrain':
+      return drainTimeoutMs;
+  }
+}
+
+/** Why a strategy cannot run here, or undefined. */
+export function unavailable(strategy: Strategy): string | undefined {
+  if (strategy === 'wsdrain' && !existsSync(WSDRAIN_CLI)) {
+    return `wsdrain skipped: ${WSDRAIN_CLI} does not exist yet (run \`npm run build\`)`;
+  }
+  return undefined;
+}
+
+export interface ServerSpec {
+  strategy: Strategy;
+  port: number;
+  workers: number;
+  drainTimeoutMs: number;
+}
+
+export class Server {
+  readonly child: ChildProcess;
+  /** Epoch ms (lib/clock.ts) at which the process exited. */
+  exitAt: number | undefined;
+  exitStatus: string | undefined;
+  #output = '';
+
+  constructor(readonly spec: ServerSpec) {
+    const { strategy, port, workers, drainTimeoutMs } = spec;
+    const args =
+      strategy === 'wsdrain'
+        ? [WSDRAIN_CLI, 'start', '--port', port, '--host', '127.0.0.1', '--workers', workers]
+            .concat(['--drain-timeout', drainTimeoutMs, '--log-level', 'warn'])
+            .map(String)
+        : ['--import', 'tsx', `bench/baselines/${strategy}.ts`, '--port', `${port}`].concat([
+            '--workers',
+            `${workers}`,
+          ]);
+    this.child = spawn(process.execPath, args, {
+      cwd: ROOT,
+      detached: true,
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    track(this.child);
+    const keep = (chunk: Buffer): void => {
+      this.#output = (this.#output + chunk.toString()).slice(-4000);
+    };
+    this.child.stdout?.on('data', keep);
+    this.child.stderr?.on('data', keep);
+    this.child.on('exit', (code, signal) => {
+      this.exitAt = now();
+      this.exitStatus = signal ?? `exit ${code}`;
+    });
+  }
+
+  /** Last output lines, for error messages. */
+  get output(): string {
+    return this.#output.trim();
+  }
+
+  /** Resolves once the server accepts WebSocket connections on every worker. */
+  async ready(timeoutMs = 30_000): Promise<void> {
+    const deadline = now() + timeoutMs;
+    const { strategy, port } = this.spec;
+    while (now() < deadline) {
+      if (this.exitAt !== undefined) break;
+      const ok =
+        strategy === 'wsdrain'
+          ? (await httpStatus(port, '/readyz')) === 200
+          : this.#output.includes(`READY ${port}`);
+      if (ok) return;
+      await sleep(20);
+    }
+    throw new Error(
+      `${strategy} did not become ready on port ${port} (${this.exitStatus ?? 'timeout'}):\n${this.output}`,
+    );
+  }
+
+  signal(signal: NodeJS.Signals): void {
+    this.child.kill(signal);
+  }
+
+  /** SIGKILLs the whole process group, as pm2's treekill does. */
+  killTree(): void {
+    killGroup(this.child);
+  }
+
+  /** Resolves true when the process has exited, false after timeoutMs. */
+  async waitExit(timeoutMs: number): Promise<boolean> {
+    const deadline = now() + timeoutMs;
+    while (this.exitAt === undefined && now() < deadline) await sleep(5);
+    return this.exitAt !== undefined;
+  }
+}
+
+function httpStatus(port: number, path: string): Promise<number | undefined> {
+  return new Promise((resolve) => {
+    const req = get({ host: '127.0.0.1', port, path, timeout: 1000 }, (res) => {
+      res.resume();
+      resolve(res.statusCode);
+    });
+    req.on('error', () => resolve(undefined));
+    req.on('timeout', () => req.destroy());
+  });
+}
+
+/** A port that was free a moment ago on 127.0.0.1. */
+export function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const srv = createServer();
+    srv.on('error', reject);
+    srv.listen(0, '127.0.0.1', () => {
+      const address = srv.address();
+      srv.close(() => (typeof address === 'object' && address ? resolve(address.port) : reject()));
+    });
+  });
+}
