@@ -51,6 +51,12 @@ export interface WsdrainOptions {
   origin: string[];
   /** Negotiate permessage-deflate. @default false */
   perMessageDeflate: boolean;
+  /** Spread close frames over this window, in ms (0: all at once). @default 0 */
+  drainWindow: number;
+  /** Alternative to drainWindow: close frames per second over the whole server. 0 = off. @default 0 */
+  drainRate: number;
+  /** Reconnect hints ask each client to wait a random delay up to this, in ms (0: no delay). @default 1000 */
+  reconnectWindow: number;
 }
 
 type Kind = 'int' | 'string' | 'bool' | 'list' | 'level';
@@ -85,6 +91,9 @@ export const kDefaultOptions = {
   rateLimit: 0,
   origin: [] as string[],
   perMessageDeflate: false,
+  drainWindow: 0,
+  drainRate: 0,
+  reconnectWindow: 1000,
 } as const satisfies Partial<WsdrainOptions>;
 
 export const OPTION_DEFS: readonly OptionDef[] = [
@@ -249,7 +258,42 @@ export const OPTION_DEFS: readonly OptionDef[] = [
     arg: '',
     help: 'negotiate permessage-deflate compression',
   },
+  {
+    key: 'drainWindow',
+    flag: 'drain-window',
+    kind: 'int',
+    arg: '<ms>',
+    min: 0,
+    max: 3_600_000,
+    help: 'spread close frames evenly (with jitter) over this window instead of sending all at once',
+  },
+  {
+    key: 'drainRate',
+    flag: 'drain-rate',
+    kind: 'int',
+    arg: '<sockets/s>',
+    min: 0,
+    max: 10_000_000,
+    help: 'alternative to --drain-window: close at most this many sockets per second (whole server; 0 = off)',
+  },
+  {
+    key: 'reconnectWindow',
+    flag: 'reconnect-window',
+    kind: 'int',
+    arg: '<ms>',
+    min: 0,
+    max: 3_600_000,
+    help: 'close reasons ask each client to reconnect after a random delay up to this (0 = at once)',
+  },
 ];
+
+/** Time kept at the end of a budget for terminating stragglers and exiting, in ms. */
+export function exitMargin(budgetMs: number): number {
+  return Math.min(500, Math.max(50, Math.round(budgetMs * 0.05)));
+}
+
+/** Time kept after the last paced close frame for the peers to answer, in ms. */
+export const MIN_ANSWER_MS = 250;
 
 /** Environment variable name for a flag: `drain-timeout` -> `WSDRAIN_DRAIN_TIMEOUT`. */
 export function envName(flag: string): string {
@@ -411,6 +455,17 @@ export function validateOptions(partial: Partial<WsdrainOptions>): WsdrainOption
   if (o.drainDelay >= o.drainTimeout) {
     throw new InvalidOptionError(
       `--drain-delay (${o.drainDelay} ms) must be shorter than --drain-timeout (${o.drainTimeout} ms)`,
+    );
+  }
+  if (o.drainWindow > 0 && o.drainRate > 0) {
+    throw new InvalidOptionError(
+      '--drain-window and --drain-rate are two ways to pace the same closes: set only one',
+    );
+  }
+  const room = o.drainTimeout - exitMargin(o.drainTimeout) - MIN_ANSWER_MS;
+  if (o.drainWindow > 0 && o.drainDelay + o.drainWindow > room) {
+    throw new InvalidOptionError(
+      `--drain-delay (${o.drainDelay} ms) + --drain-window (${o.drainWindow} ms) must fit in --drain-timeout (${o.drainTimeout} ms) with ${o.drainTimeout - room} ms to spare for the last answers and the exit: use a window of at most ${Math.max(0, room - o.drainDelay)} ms or a longer --drain-timeout`,
     );
   }
   return o;

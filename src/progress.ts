@@ -38,7 +38,4 @@ export class DrainProgress {
   }
 }
 
-/** Time kept at the end of a budget for terminating stragglers and exiting, in ms. */
-export function exitMargin(budgetMs: number): number {
-  return Math.min(500, Math.max(50, Math.round(budgetMs * 0.05)));
-}
+export { exitMargin } from './options.js';

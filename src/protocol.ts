@@ -4,13 +4,30 @@
  * worker that is gone never throws.
  */
 import type { Worker } from 'node:cluster';
+import type { DrainKind } from './hint.js';
 import type { DrainReport } from './worker/drain.js';
+
+/** What a worker needs to drain: the primary sends it, a signal to the worker builds it. */
+export interface DrainCommand {
+  code: number;
+  /** Put in the reconnect hint of each close frame. */
+  kind: DrainKind;
+  /** Absolute deadline, epoch ms. */
+  deadline: number;
+  /** Phase 2 delay, in ms. */
+  delayMs: number;
+  /** Pacing: spread close frames over this window (ms), or at this rate (sockets/s). */
+  windowMs: number;
+  rate: number;
+  /** Each hint asks for a random reconnect delay up to this, in ms (0: none). */
+  reconnectWindowMs: number;
+}
 
 const SRC = 'wsdrain' as const;
 
 /** Primary -> worker. */
 export type ToWorker =
-  | { src: typeof SRC; type: 'drain'; code: number; reason: string; deadline: number }
+  | ({ src: typeof SRC; type: 'drain' } & DrainCommand)
   | { src: typeof SRC; type: 'terminate' }
   | { src: typeof SRC; type: 'cluster-ready'; ready: boolean }
   | { src: typeof SRC; type: 'metrics-request'; id: number };

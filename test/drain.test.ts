@@ -33,7 +33,15 @@ describe('drain on SIGTERM (--workers 0)', () => {
     expect(exit.code).toBe(0);
     expect(codes(clients)).toEqual({ 1001: 300 });
     expect(exit.at - t0).toBeLessThan(3000);
-    for (const c of clients) expect((await c.closed).reason).toBe('wsdrain:shutdown');
+    // Each close carries a reconnect hint with its own delay, within --reconnect-window.
+    const retries = new Set<number>();
+    for (const c of clients) {
+      const m = /^wsdrain:shutdown;retry=(\d+)$/.exec((await c.closed).reason);
+      expect(m).not.toBeNull();
+      expect(Number(m![1])).toBeLessThanOrEqual(1000);
+      retries.add(Number(m![1]));
+    }
+    expect(retries.size).toBeGreaterThan(100);
     const written = JSON.parse(readFileSync(report, 'utf8')) as Record<string, number>;
     expect(written).toMatchObject({ sockets: 300, clean: 300, terminated: 0, code: 1001 });
     expect(typeof written.durationMs).toBe('number');
@@ -92,6 +100,11 @@ describe('drain on SIGTERM (--workers 0)', () => {
     probe.write('GET /readyz HTTP/1.1\r\nHost: x\r\n\r\n');
     const answer = await new Promise<string>((r) => probe.once('data', (d) => r(d.toString())));
     expect(answer).toMatch(/^HTTP\/1\.1 503/);
+    // During the delay the port stays open: new probes see 503 / 200, and a new client is
+    // refused with 503 + Retry-After instead of a connection reset.
+    expect(await get(srv.port, '/readyz')).toBe(503);
+    expect(await get(srv.port, '/healthz')).toBe(200);
+    await expect(connect(srv.port)).rejects.toThrow('unexpected response 503');
     const closed = await c.closed;
     expect(closed.code).toBe(1001);
     expect(closed.at - t0).toBeGreaterThanOrEqual(550);
@@ -99,8 +112,10 @@ describe('drain on SIGTERM (--workers 0)', () => {
   });
 
   it('closes an upgrade that arrives after the listener closed with the drain code', async () => {
-    const srv = await startWsdrain([...single, '--drain-delay', '400', '--drain-timeout', '1500']);
+    const srv = await startWsdrain([...single, '--drain-timeout', '1500']);
+    // A peer that never answers keeps the drain going until the deadline.
     const holder = await connect(srv.port);
+    holder.stall();
     // TCP connection accepted before the signal; its upgrade request comes after it.
     const raw = netConnect(srv.port, '127.0.0.1');
     raw.on('error', () => {});
@@ -122,10 +137,57 @@ describe('drain on SIGTERM (--workers 0)', () => {
     const frame = bytes.subarray(text.indexOf('\r\n\r\n') + 4);
     expect(frame[0]).toBe(0x88); // FIN + close opcode
     expect(frame.readUInt16BE(2)).toBe(1001);
-    expect((await holder.closed).code).toBe(1001);
     expect((await srv.exited).code).toBe(0);
     const line = await srv.waitFor((l) => l.msg.startsWith('drained'));
     expect(line.report).toMatchObject({ lateUpgrades: 1 });
+  });
+
+  it('spreads close frames over --drain-window, each with its own reconnect hint', async () => {
+    const srv = await startWsdrain([
+      ...single,
+      '--drain-window',
+      '1000',
+      '--reconnect-window',
+      '300',
+      '--drain-timeout',
+      '3000',
+    ]);
+    const clients = await connectMany(srv.port, 100);
+    const t0 = Date.now();
+    srv.kill('SIGTERM');
+    const closes = await Promise.all(clients.map((c) => c.closed));
+    const times = closes.map((c) => c.at - t0).sort((a, b) => a - b);
+    // Evenly spread: the first closes come early, the last near the end of the window.
+    expect(times[0]!).toBeLessThan(200);
+    expect(times.at(-1)!).toBeGreaterThan(700);
+    expect(times[50]! - times[0]!).toBeGreaterThan(300);
+    for (const c of closes) {
+      expect(c.code).toBe(1001);
+      const retry = Number(/retry=(\d+)$/.exec(c.reason)?.[1]);
+      expect(retry).toBeGreaterThanOrEqual(0);
+      expect(retry).toBeLessThanOrEqual(300);
+    }
+    expect((await srv.exited).code).toBe(0);
+    const line = await srv.waitFor((l) => l.msg.startsWith('drained'));
+    expect(line.report).toMatchObject({ clean: 100, windowMs: 1000 });
+  });
+
+  it('paces by --drain-rate and caps the window so peers can still answer in the budget', async () => {
+    const srv = await startWsdrain([...single, '--drain-rate', '50', '--drain-timeout', '1500']);
+    const clients = await connectMany(srv.port, 100);
+    const t0 = Date.now();
+    srv.kill('SIGTERM');
+    const exit = await srv.exited;
+    // 100 sockets at 50/s would take 2 s: the window is capped to fit the 1.5 s budget.
+    expect(exit.code).toBe(0);
+    expect(exit.at - t0).toBeLessThan(1500 + 300);
+    const closes = await Promise.all(clients.map((c) => c.closed));
+    expect(closes.every((c) => c.code === 1001)).toBe(true);
+    const line = await srv.waitFor((l) => l.msg.startsWith('drained'));
+    const report = line.report as { windowMs: number; clean: number };
+    expect(report.windowMs).toBeGreaterThan(900);
+    expect(report.windowMs).toBeLessThan(1500);
+    expect(report.clean).toBe(100);
   });
 
   it('terminates everything and exits 1 on a second signal', async () => {

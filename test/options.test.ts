@@ -122,6 +122,26 @@ describe('resolveOptions', () => {
     );
   });
 
+  it('rejects pacing that does not fit the budget, and both forms of pacing at once', () => {
+    expect(() =>
+      resolveOptions({ 'drain-window': '9500', 'drain-timeout': '10000' }, noEnv),
+    ).toThrow(
+      '--drain-delay (0 ms) + --drain-window (9500 ms) must fit in --drain-timeout (10000 ms) with 750 ms to spare for the last answers and the exit: use a window of at most 9250 ms or a longer --drain-timeout',
+    );
+    expect(() =>
+      resolveOptions(
+        { 'drain-window': '1000', 'drain-delay': '8800', 'drain-timeout': '10000' },
+        noEnv,
+      ),
+    ).toThrow('use a window of at most 450 ms');
+    expect(
+      resolveOptions({ 'drain-window': '9250', 'drain-timeout': '10000' }, noEnv).drainWindow,
+    ).toBe(9250);
+    expect(() => resolveOptions({ 'drain-window': '1000', 'drain-rate': '500' }, noEnv)).toThrow(
+      '--drain-window and --drain-rate are two ways to pace the same closes: set only one',
+    );
+  });
+
   it('checks programmatic options with the same rules', () => {
     expect(() => validateOptions({ drainTimeout: -1 })).toThrow(
       'options.drainTimeout must be an integer from 100 to 3600000 (ms), got -1',

@@ -13,7 +13,6 @@
  */
 import cluster, { type Worker } from 'node:cluster';
 import { OPTIONS_ENV } from '../cli.js';
-import { formatHint } from '../hint.js';
 import { createLogger, type Logger } from '../log.js';
 import type { WsdrainOptions } from '../options.js';
 import { DrainProgress, exitMargin } from '../progress.js';
@@ -55,8 +54,6 @@ export interface CoordinatorTimings {
   crashLimit: number;
   /** @default 60000 */
   crashWindowMs: number;
-  /** Spread of the reconnect hint sent with 1012 on a roll, in ms. @default 1000 */
-  hintWindowMs: number;
 }
 
 export const kDefaultTimings: CoordinatorTimings = {
@@ -65,7 +62,6 @@ export const kDefaultTimings: CoordinatorTimings = {
   backoffMaxMs: 10_000,
   crashLimit: 10,
   crashWindowMs: 60_000,
-  hintWindowMs: 1_000,
 };
 
 /** Runs the primary until it exits the process. */
@@ -314,14 +310,19 @@ export class Coordinator {
       }
       const budget = this.#opts.drainTimeout;
       old.state = 'draining';
-      const retry = Math.round(Math.random() * this.#t.hintWindowMs);
+      // No delay on a roll: the port stays served by the other workers, and a draining
+      // worker that kept listening would refuse the clients the primary hands it.
       sendToWorker(
         old.worker,
         msg({
           type: 'drain',
           code: 1012,
-          reason: formatHint({ kind: 'restart', retryMs: retry }),
+          kind: 'restart',
           deadline: Date.now() + budget - exitMargin(budget),
+          delayMs: 0,
+          windowMs: this.#opts.drainWindow,
+          rate: this.#opts.drainRate,
+          reconnectWindowMs: this.#opts.reconnectWindow,
         }),
       );
       this.#metrics.restarts.inc({ reason: 'roll' });
@@ -380,7 +381,17 @@ export class Coordinator {
       s.state = 'draining';
       sendToWorker(
         s.worker,
-        msg({ type: 'drain', code: 1001, reason: formatHint({ kind: 'shutdown' }), deadline }),
+        msg({
+          type: 'drain',
+          code: 1001,
+          kind: 'shutdown',
+          deadline,
+          delayMs: this.#opts.drainDelay,
+          windowMs: this.#opts.drainWindow,
+          // --drain-rate is for the whole server: each worker takes its share.
+          rate: this.#opts.drainRate / Math.max(1, live.length),
+          reconnectWindowMs: this.#opts.reconnectWindow,
+        }),
       );
     }
     for (const s of this.#slots.values())
@@ -424,6 +435,7 @@ export class Coordinator {
       lateUpgrades: sum('lateUpgrades'),
       durationMs: Date.now() - started,
       code: 1001,
+      windowMs: Math.max(0, ...slots.map((s) => s.report?.windowMs ?? 0)),
       workersKilled: slots.filter((s) => s.killed).length,
       workersLost: slots.filter((s) => !s.report && !s.killed && s.state === 'exited').length,
       workers,

@@ -1,8 +1,9 @@
 /**
  * The phased drain of one server, driven by one absolute deadline (epoch ms):
  *
- *   1. stop taking work   /readyz -> 503, listener closed, late upgrades closed with `code`
- *   2. delay              `drainDelay` ms (bounded by the deadline) for load balancers
+ *   1. stop taking work   /readyz -> 503; new upgrades get 503 + Retry-After
+ *   2. delay              `drainDelay` ms (bounded by the deadline) for load balancers, then
+ *                         the listener closes; late upgrades are closed with `code`
  *   3. finish in-flight   a socket's close frame waits for the replies it already owes
  *   4. close frames       `code` + reason, sent in chunks so the event loop keeps turning
  *   5. bounded wait       for the peers' close frames, until the deadline
@@ -12,6 +13,7 @@
  * cancelled when the drain ends early.
  */
 import { DrainStateError } from '../errors.js';
+import { MIN_ANSWER_MS } from '../options.js';
 import { CloseCode, type Conn, type WsdrainServer } from './server.js';
 
 /** What one server's drain did. */
@@ -34,14 +36,28 @@ export interface DrainReport {
   durationMs: number;
   /** Close code sent. */
   code: number;
+  /** Window the close frames were spread over, in ms (0: all at once). */
+  windowMs: number;
 }
 
 /** Options of one drain. */
 export interface DrainOptions {
   /** Close code: 1001 on shutdown, 1012 on a rolling restart. @default 1001 */
   code?: number;
-  /** Close reason (at most 123 bytes). @default '' */
-  reason?: string;
+  /**
+   * Close reason (at most 123 bytes), or a function called once per socket, so each can
+   * carry its own reconnect hint. @default ''
+   */
+  reason?: string | (() => string);
+  /**
+   * Spread the close frames evenly (with jitter) over this many ms, starting after the
+   * delay; capped so the peers still have time to answer before the deadline. @default 0
+   */
+  windowMs?: number;
+  /** Alternative to `windowMs`: close at most this many sockets per second. @default 0 */
+  rate?: number;
+  /** Source of jitter. @default Math.random */
+  random?: () => number;
   /** Absolute deadline, epoch ms: sockets still open then are terminated. */
   deadline: number;
   /** Phase 2 delay, in ms. @default server.options.drainDelay */
@@ -89,7 +105,9 @@ function sleep(ms: number, signal?: AbortSignal): Promise<void> {
 async function runDrain(server: WsdrainServer, opts: DrainOptions): Promise<DrainReport> {
   const started = Date.now();
   const code = opts.code ?? CloseCode.GOING_AWAY;
-  const reason = opts.reason ?? '';
+  const given = opts.reason ?? '';
+  const reason = typeof given === 'function' ? given : () => given;
+  const random = opts.random ?? Math.random;
   const chunk = opts.chunk ?? 512;
   const { stats } = server;
   const before = {
@@ -107,6 +125,7 @@ async function runDrain(server: WsdrainServer, opts: DrainOptions): Promise<Drai
     lateUpgrades: 0,
     durationMs: 0,
     code,
+    windowMs: 0,
   };
   // The deadline is also the abort of every wait below.
   const ac = new AbortController();
@@ -129,8 +148,8 @@ async function runDrain(server: WsdrainServer, opts: DrainOptions): Promise<Drai
   let phase = 1;
   server.on('conn-close', onClose);
 
-  // 1. Stop taking work.
-  server.stopAccepting(code, reason);
+  // 1. Stop taking work: readiness off now; the listener closes after the delay.
+  server.beginDrain(code, reason);
   const progress = opts.onProgress
     ? setInterval(() => opts.onProgress?.(server.conns.size), opts.progressMs ?? 250)
     : undefined;
@@ -141,19 +160,34 @@ async function runDrain(server: WsdrainServer, opts: DrainOptions): Promise<Drai
     Math.min(opts.delayMs ?? server.options.drainDelay, opts.deadline - Date.now()),
     ac.signal,
   );
+  server.closeListener();
 
-  // 3 + 4. Close frames, each after its socket's in-flight replies.
+  // 3 + 4. Close frames, each after its socket's in-flight replies; all at once, or paced:
+  // socket i of n goes at start + window * (i + jitter) / n.
   phase = 4;
   const snapshot = [...server.conns];
-  for (let i = 0; i < snapshot.length && !ac.signal.aborted; i++) {
+  const n = snapshot.length;
+  const start = Date.now();
+  const room = Math.max(0, opts.deadline - start - MIN_ANSWER_MS);
+  const wanted = opts.rate && opts.rate > 0 ? (n / opts.rate) * 1000 : (opts.windowMs ?? 0);
+  const window = n > 1 ? Math.min(wanted, room) : 0;
+  report.windowMs = Math.round(window);
+  for (let i = 0; i < n && !ac.signal.aborted; i++) {
+    if (window > 0) {
+      const due = start + (window * (i + random())) / n;
+      const wait = due - Date.now();
+      if (wait > 1) await sleep(wait, ac.signal);
+      if (ac.signal.aborted) break;
+    }
     const conn = snapshot[i]!;
+    if (conn.ws.readyState !== conn.ws.OPEN) continue;
     if (conn.inflight > 0) {
       conn.closeWhenIdle = code;
-      conn.closeReason = reason;
+      conn.closeReason = reason();
     } else {
-      server.closeConn(conn, code, reason);
+      server.closeConn(conn, code, reason());
     }
-    if ((i + 1) % chunk === 0) await new Promise<void>((r) => setImmediate(r));
+    if (window === 0 && (i + 1) % chunk === 0) await new Promise<void>((r) => setImmediate(r));
   }
 
   // 5. Bounded wait.

@@ -8,11 +8,11 @@
  */
 import cluster from 'node:cluster';
 import { writeFileSync } from 'node:fs';
-import { formatHint } from '../hint.js';
+import { type DrainKind, formatHint } from '../hint.js';
 import { createLogger, type Logger } from '../log.js';
 import type { WsdrainOptions } from '../options.js';
 import { DrainProgress, exitMargin } from '../progress.js';
-import { isOurs, msg, sendToPrimary, type ToWorker } from '../protocol.js';
+import { type DrainCommand, isOurs, msg, sendToPrimary, type ToWorker } from '../protocol.js';
 import { maskImplementation } from './bufferutil.js';
 import { type DrainOptions, type DrainReport, drainServer } from './drain.js';
 import { WorkerMetrics } from './metrics.js';
@@ -39,11 +39,19 @@ export async function runServerProcess(options: WsdrainOptions): Promise<void> {
     setImmediate(() => process.exit(code));
   };
 
-  const startDrain = (o: Omit<DrainOptions, 'signal' | 'onProgress'>): void => {
+  const startDrain = (cmd: DrainCommand): void => {
     if (drainStarted) return;
     drainStarted = true;
     const total = server.connections;
-    sendToPrimary(msg({ type: 'draining', code: o.code ?? CloseCode.GOING_AWAY, sockets: total }));
+    const o: DrainOptions = {
+      code: cmd.code,
+      deadline: cmd.deadline,
+      delayMs: cmd.delayMs,
+      windowMs: cmd.windowMs,
+      rate: cmd.rate,
+      reason: hintReason(cmd.kind, cmd.reconnectWindowMs),
+    };
+    sendToPrimary(msg({ type: 'draining', code: cmd.code, sockets: total }));
     const progress = clustered ? undefined : new DrainProgress(log, total);
     log.info(
       { code: o.code, sockets: total, deadlineInMs: o.deadline - Date.now() },
@@ -82,12 +90,7 @@ export async function runServerProcess(options: WsdrainOptions): Promise<void> {
   const onSignal = (signal: NodeJS.Signals): void => {
     if (!drainStarted) {
       log.info({ signal }, `${signal}: draining (send it again to terminate now)`);
-      const budget = options.drainTimeout;
-      startDrain({
-        code: CloseCode.GOING_AWAY,
-        reason: formatHint({ kind: 'shutdown' }),
-        deadline: Date.now() + budget - exitMargin(budget),
-      });
+      startDrain(localDrainCommand(options));
       return;
     }
     log.warn({ signal }, `${signal} again: terminating every socket now`);
@@ -113,7 +116,7 @@ export async function runServerProcess(options: WsdrainOptions): Promise<void> {
       if (!isOurs<ToWorker>(m)) return;
       switch (m.type) {
         case 'drain':
-          startDrain({ code: m.code, reason: m.reason, deadline: m.deadline });
+          startDrain(m);
           break;
         case 'terminate':
           forceStop();
@@ -134,8 +137,8 @@ export async function runServerProcess(options: WsdrainOptions): Promise<void> {
     // no time for an asynchronous drain. Send every close frame now, synchronously.
     cluster.worker?.on('disconnect', () => {
       if (exiting) return;
-      const reason = formatHint({ kind: 'shutdown' });
-      for (const conn of server.conns) server.closeConn(conn, CloseCode.GOING_AWAY, reason);
+      const reason = hintReason('shutdown', options.reconnectWindow);
+      for (const conn of server.conns) server.closeConn(conn, CloseCode.GOING_AWAY, reason());
     });
   }
 
@@ -163,6 +166,29 @@ export async function runServerProcess(options: WsdrainOptions): Promise<void> {
   );
   if (clustered) sendToPrimary(msg({ type: 'listening', port: address.port }));
   else if (process.send) process.send('ready');
+}
+
+/**
+ * The drain this process runs when it gets SIGTERM/SIGINT itself: the whole budget from
+ * now, close code 1001. In a cluster the rate is the worker's share of --drain-rate.
+ */
+export function localDrainCommand(options: WsdrainOptions): DrainCommand {
+  const budget = options.drainTimeout;
+  return {
+    code: CloseCode.GOING_AWAY,
+    kind: 'shutdown',
+    deadline: Date.now() + budget - exitMargin(budget),
+    delayMs: options.drainDelay,
+    windowMs: options.drainWindow,
+    rate: options.drainRate / Math.max(1, options.workers),
+    reconnectWindowMs: options.reconnectWindow,
+  };
+}
+
+/** Close reasons carrying a reconnect hint, each with its own random delay. */
+export function hintReason(kind: DrainKind, windowMs: number, random = Math.random): () => string {
+  return () =>
+    formatHint({ kind, retryMs: windowMs > 0 ? Math.round(random() * windowMs) : undefined });
 }
 
 /** One-line human summary of a report. */

@@ -75,6 +75,7 @@ export interface ServerStats {
   closedByCode: Map<number, number>;
   refusedFull: number;
   refusedOrigin: number;
+  refusedDraining: number;
   lateUpgrades: number;
   lateMessages: number;
   inflightCompletedDuringDrain: number;
@@ -121,6 +122,7 @@ export class WsdrainServer extends EventEmitter {
     closedByCode: new Map(),
     refusedFull: 0,
     refusedOrigin: 0,
+    refusedDraining: 0,
     lateUpgrades: 0,
     lateMessages: 0,
     inflightCompletedDuringDrain: 0,
@@ -135,8 +137,12 @@ export class WsdrainServer extends EventEmitter {
   /** Set by the cluster primary: false until every worker listens. */
   clusterReady = true;
   /** Code and reason used for upgrades that arrive while draining. */
-  drainClose: { code: number; reason: string } = { code: CloseCode.GOING_AWAY, reason: '' };
+  drainClose: { code: number; reason: () => string } = {
+    code: CloseCode.GOING_AWAY,
+    reason: () => '',
+  };
   #upgrading = 0;
+  #listening = false;
   /** Open-file limit and descriptors in use before any client (set in listen()). */
   #fdLimit = Number.POSITIVE_INFINITY;
   #fdBaseline = 0;
@@ -231,6 +237,7 @@ export class WsdrainServer extends EventEmitter {
       });
     });
     this.state = 'running';
+    this.#listening = true;
     if (this.options.heartbeat > 0) {
       this.#heartbeat = setInterval(() => this.#beat(), this.options.heartbeat);
       this.#heartbeat.unref();
@@ -279,8 +286,12 @@ export class WsdrainServer extends EventEmitter {
 
   #onUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void {
     socket.on('error', noop);
-    if (this.state === 'closed')
+    if (this.state === 'closed' || (this.state === 'draining' && this.#listening)) {
+      // Draining but still listening (the --drain-delay, while load balancers catch up):
+      // new clients are told to go elsewhere.
+      this.stats.refusedDraining++;
       return this.#refuse(socket, '503 Service Unavailable', 'Retry-After: 1\r\n');
+    }
     const allowed = this.options.origin;
     if (allowed.length > 0 && !allowed.includes(req.headers.origin ?? '')) {
       this.stats.refusedOrigin++;
@@ -371,7 +382,7 @@ export class WsdrainServer extends EventEmitter {
       // The listener was closed, but this upgrade was already on its way: close it with the
       // drain code at once, so the client learns why and reconnects elsewhere.
       this.stats.lateUpgrades++;
-      this.closeConn(conn, this.drainClose.code, this.drainClose.reason);
+      this.closeConn(conn, this.drainClose.code, this.drainClose.reason());
     } else if (this.#poolPressure) {
       this.#pause(conn);
     }
@@ -519,19 +530,28 @@ export class WsdrainServer extends EventEmitter {
   }
 
   /**
-   * Phase 1 of a drain: readiness off, listener closed.
-   * Upgrades that still arrive are closed with `code`.
+   * Phase 1 of a drain: readiness off. Until {@link closeListener}, the port stays open so
+   * probes get /readyz 503 (and /healthz 200) and new upgrades get 503 with Retry-After.
    */
-  stopAccepting(code: number, reason: string): void {
+  beginDrain(code: number, reason: () => string): void {
     if (this.state !== 'running' && this.state !== 'starting') return;
     this.state = 'draining';
     this.drainClose = { code, reason };
+    if (this.#heartbeat) clearInterval(this.#heartbeat);
+    this.#heartbeat = undefined;
+  }
+
+  /**
+   * End of phase 1 (after the delay): the listener closes. Upgrades that still arrive on
+   * connections accepted before are completed and closed with the drain code at once.
+   */
+  closeListener(): void {
+    if (!this.#listening) return;
+    this.#listening = false;
     // Idle HTTP connections stay open until shutdown(): an upgrade request may still be on
     // its way on one of them, and it must get the drain code, not a reset. Answers sent
     // while draining carry `Connection: close`.
     this.http.close();
-    if (this.#heartbeat) clearInterval(this.#heartbeat);
-    this.#heartbeat = undefined;
   }
 
   /** Terminates every socket now (second signal); idempotent. */
@@ -549,6 +569,7 @@ export class WsdrainServer extends EventEmitter {
     if (this.state === 'closed') return;
     this.state = 'closed';
     if (this.#heartbeat) clearInterval(this.#heartbeat);
+    this.#listening = false;
     this.http.close();
     this.http.closeAllConnections();
     await this.pool.destroy();
