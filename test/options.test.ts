@@ -3,6 +3,8 @@
  * nothing started.
  */
 import { spawnSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import {
   defaultMaxConnections,
@@ -162,6 +164,11 @@ describe('resolveOptions', () => {
     expect(defaultThreads(2, 2)).toBe(1);
     expect(defaultThreads(0, 4)).toBe(4);
     expect(defaultThreads(8, 2)).toBe(1);
+  });
+
+  it('documents every flag in the README table', () => {
+    const readme = readFileSync(join(ROOT, 'README.md'), 'utf8');
+    for (const def of OPTION_DEFS) expect(readme).toContain(`| \`--${def.flag}\` |`);
   });
 
   it('documents every flag in --help', () => {

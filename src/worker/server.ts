@@ -15,7 +15,7 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import type { AddressInfo, Socket } from 'node:net';
 import type { Duplex, Writable } from 'node:stream';
 import { WebSocket, WebSocketServer } from 'ws';
-import { ListenError } from '../errors.js';
+import { HandlerError, ListenError } from '../errors.js';
 import type { Logger } from '../log.js';
 import {
   defaultMaxConnections,
@@ -432,7 +432,11 @@ export class WsdrainServer extends EventEmitter {
       if (result === null || ws.readyState !== WebSocket.OPEN || conn.closeSent) continue;
       if (typeof result === 'object' && !(result instanceof Uint8Array)) {
         this.stats.handlerErrors++;
-        this.log.warn({ err: result.error }, 'handler failed; closing connection with 1011');
+        const err = new HandlerError(result.error);
+        this.log.warn(
+          { code: err.code, err: err.message },
+          'handler failed; closing connection with 1011',
+        );
         this.closeConn(conn, CloseCode.INTERNAL, 'handler error');
         continue;
       }
