@@ -7,7 +7,7 @@ import { connect as netConnect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { codes, connect, connectMany, nextMessages } from './helpers/clients.js';
+import { codes, connect, connectMany } from './helpers/clients.js';
 import { killAll, sleep, startWsdrain } from './helpers/process.js';
 import { rawPeer, waitFrame } from './helpers/raw.js';
 
