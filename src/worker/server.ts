@@ -41,6 +41,9 @@ export const CloseCode = {
 /** Per-connection pending messages at which that socket stops being read. */
 const CONN_HIGH_WATER = 64;
 
+/** Sockets pinged per event-loop turn in a heartbeat round. */
+const HEARTBEAT_CHUNK = 1000;
+
 /** Pings one peer may send per second; more is a flood, closed with 1008. */
 export const PING_LIMIT_PER_SECOND = 100;
 
@@ -141,6 +144,7 @@ export class WsdrainServer extends EventEmitter {
     code: CloseCode.GOING_AWAY,
     reason: () => '',
   };
+  #beating = false;
   #upgrading = 0;
   #listening = false;
   /** Open-file limit and descriptors in use before any client (set in listen()). */
@@ -239,7 +243,7 @@ export class WsdrainServer extends EventEmitter {
     this.state = 'running';
     this.#listening = true;
     if (this.options.heartbeat > 0) {
-      this.#heartbeat = setInterval(() => this.#beat(), this.options.heartbeat);
+      this.#heartbeat = setInterval(() => void this.#beat(), this.options.heartbeat);
       this.#heartbeat.unref();
     }
     return this.http.address() as AddressInfo;
@@ -520,17 +524,27 @@ export class WsdrainServer extends EventEmitter {
     conn.ws.resume();
   }
 
-  #beat(): void {
-    for (const conn of this.conns) {
-      if (conn.closeSent) continue;
+  /**
+   * One heartbeat round: a peer that has not answered the previous ping is terminated, the
+   * others are pinged. In chunks, so tens of thousands of pings do not stall the event loop.
+   */
+  async #beat(): Promise<void> {
+    if (this.#beating) return;
+    this.#beating = true;
+    let n = 0;
+    for (const conn of [...this.conns]) {
+      if (this.state !== 'running') break;
+      if (conn.closeSent || conn.ws.readyState !== WebSocket.OPEN) continue;
       if (!conn.alive) {
         this.stats.heartbeatTimeouts++;
         conn.ws.terminate();
-        continue;
+      } else {
+        conn.alive = false;
+        conn.ws.ping();
       }
-      conn.alive = false;
-      conn.ws.ping();
+      if (++n % HEARTBEAT_CHUNK === 0) await new Promise<void>((r) => setImmediate(r));
     }
+    this.#beating = false;
   }
 
   /**
