@@ -66,10 +66,24 @@ export interface Conn {
   closeSent: boolean;
   /** Terminated by the drain deadline. */
   terminated: boolean;
-  rateWindow: number;
-  rateCount: number;
-  pingWindow: number;
-  pingCount: number;
+  /** Messages and pings counted in the current one-second window. */
+  messages: RateWindow;
+  pings: RateWindow;
+}
+
+/** A one-second counting window. */
+interface RateWindow {
+  start: number;
+  count: number;
+}
+
+/** Counts one event; true when the window now holds more than `limit`. */
+function overRate(w: RateWindow, limit: number, now = Date.now()): boolean {
+  if (now - w.start >= 1000) {
+    w.start = now;
+    w.count = 0;
+  }
+  return ++w.count > limit;
 }
 
 /** Counters the drain report and the metrics read. */
@@ -335,10 +349,8 @@ export class WsdrainServer extends EventEmitter {
       closeReason: '',
       closeSent: false,
       terminated: false,
-      rateWindow: 0,
-      rateCount: 0,
-      pingWindow: 0,
-      pingCount: 0,
+      messages: { start: 0, count: 0 },
+      pings: { start: 0, count: 0 },
     };
     ws.on('error', (err: Error & { code?: string }) => {
       this.log.debug({ err: err.code ?? err.message }, 'websocket error');
@@ -369,12 +381,7 @@ export class WsdrainServer extends EventEmitter {
       conn.alive = true;
     });
     ws.on('ping', () => {
-      const now = Date.now();
-      if (now - conn.pingWindow >= 1000) {
-        conn.pingWindow = now;
-        conn.pingCount = 0;
-      }
-      if (++conn.pingCount > PING_LIMIT_PER_SECOND) {
+      if (overRate(conn.pings, PING_LIMIT_PER_SECOND)) {
         this.stats.rateLimited++;
         this.closeConn(conn, CloseCode.POLICY, 'ping flood');
       }
@@ -399,17 +406,10 @@ export class WsdrainServer extends EventEmitter {
       return;
     }
     const limit = this.options.rateLimit;
-    if (limit > 0) {
-      const now = Date.now();
-      if (now - conn.rateWindow >= 1000) {
-        conn.rateWindow = now;
-        conn.rateCount = 0;
-      }
-      if (++conn.rateCount > limit) {
-        this.stats.rateLimited++;
-        this.closeConn(conn, CloseCode.POLICY, 'rate limit exceeded');
-        return;
-      }
+    if (limit > 0 && overRate(conn.messages, limit)) {
+      this.stats.rateLimited++;
+      this.closeConn(conn, CloseCode.POLICY, 'rate limit exceeded');
+      return;
     }
     // Copy out of ws's receive buffer: a view would carry the whole chunk to the thread.
     const item: Item = isBinary ? new Uint8Array(data) : data.toString('utf8');
