@@ -159,6 +159,8 @@ export class WsdrainServer extends EventEmitter {
     reason: () => '',
   };
   #beating = false;
+  #ready = new Set<Conn>();
+  #readyScheduled = false;
   #upgrading = 0;
   #listening = false;
   /** Open-file limit and descriptors in use before any client (set in listen()). */
@@ -420,13 +422,26 @@ export class WsdrainServer extends EventEmitter {
     this.pool.submit(item, (result) => {
       slot.done = true;
       slot.result = result;
-      this.#deliver(conn);
+      this.#ready.add(conn);
+      if (!this.#readyScheduled) {
+        this.#readyScheduled = true;
+        queueMicrotask(this.#deliverReady);
+      }
     });
   }
+
+  /** Delivers, once per connection, every reply a pool batch has just answered. */
+  #deliverReady = (): void => {
+    this.#readyScheduled = false;
+    const conns = this.#ready;
+    this.#ready = new Set();
+    for (const conn of conns) this.#deliver(conn);
+  };
 
   /** Sends the answered replies at the head of the connection's queue, in order. */
   #deliver(conn: Conn): void {
     const { slots, ws } = conn;
+    let corked = false;
     while (conn.head < slots.length && slots[conn.head]!.done) {
       const { result } = slots[conn.head]!;
       slots[conn.head] = undefined as never;
@@ -444,6 +459,12 @@ export class WsdrainServer extends EventEmitter {
         this.closeConn(conn, CloseCode.INTERNAL, 'handler error');
         continue;
       }
+      // Replies that are ready together leave together: one writev for the batch instead of
+      // one system call per message (the largest cost of the echo path in profiles).
+      if (!corked) {
+        corked = true;
+        conn.socket.cork();
+      }
       ws.send(result);
       if (ws.bufferedAmount > this.options.maxBuffered) {
         // The peer does not read: a close frame would queue behind the data it ignores.
@@ -452,6 +473,7 @@ export class WsdrainServer extends EventEmitter {
         ws.terminate();
       }
     }
+    if (corked) conn.socket.uncork();
     if (conn.head === slots.length) {
       slots.length = 0;
       conn.head = 0;
