@@ -1,6 +1,7 @@
 /**
  * Writes a benchmark's results: bench/results/<name>.json (everything), <name>.md (tables
- * with ratios to terminate) and <name>.svg (sockets still open vs time since the signal, one
+ * with ratios to terminate, then the roll, healthz, throughput and capacity scenarios with
+ * their targets) and <name>.svg (sockets still open vs time since the signal, one
  * line per strategy, one panel per stalled fraction; handwritten SVG).
  *
  * Re-render the .md and .svg from an existing JSON: `npx tsx bench/report.ts bench/results/quick.json`
@@ -9,7 +10,12 @@ import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { arch, availableParallelism, cpus, platform, totalmem } from 'node:os';
 import { basename, dirname, join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
+import type { CapacityResult } from './capacity.js';
 import { type DrainResult, type DrainSummary, pct } from './drain.js';
+import type { HealthzResult, ProbeStats } from './healthz.js';
+import { TARGETS } from './lib/targets.js';
+import type { RollResult } from './roll.js';
+import type { ThroughputResult } from './throughput.js';
 
 export const RESULTS_DIR = fileURLToPath(new URL('./results', import.meta.url));
 
@@ -23,9 +29,31 @@ export interface BenchReport {
   runs: Omit<DrainResult['runs'][number], 'series'>[];
   skipped: string[];
   failures: string[];
+  /** The other scenarios, when they ran (see roll.ts, healthz.ts, throughput.ts, capacity.ts). */
+  roll?: RollResult;
+  healthz?: HealthzResult;
+  throughput?: ThroughputResult;
+  capacity?: CapacityResult;
+  /** Scenarios that failed to run (an exception), as "<scenario>: <message>". */
+  scenarioFailures?: string[];
+  /**
+   * Per scenario, mean CPU used by processes outside the bench while it ran, % of one core
+   * (lib/procfs.ts ForeignCpu): above ~20 the machine was shared and the figures are noisy.
+   */
+  otherCpuPct?: Record<string, number>;
 }
 
-export function buildReport(name: string, result: DrainResult): BenchReport {
+/** Results of the scenarios other than drain. */
+export type ScenarioResults = Pick<
+  BenchReport,
+  'roll' | 'healthz' | 'throughput' | 'capacity' | 'scenarioFailures' | 'otherCpuPct'
+>;
+
+export function buildReport(
+  name: string,
+  result: DrainResult,
+  scenarios: ScenarioResults = {},
+): BenchReport {
   return {
     name,
     createdAt: new Date().toISOString(),
@@ -41,6 +69,7 @@ export function buildReport(name: string, result: DrainResult): BenchReport {
     runs: result.runs.map(({ series: _series, ...run }) => run),
     skipped: result.skipped,
     failures: result.failures,
+    ...scenarios,
   };
 }
 
@@ -109,8 +138,187 @@ export function markdown(r: BenchReport): string {
   }
   if (r.skipped.length) lines.push('', '## Skipped', '', ...r.skipped.map((s) => `- ${s}`));
   if (r.failures.length) lines.push('', '## Failed runs', '', ...r.failures.map((s) => `- ${s}`));
-  lines.push('', `![sockets still open](${r.name}.svg)`, '');
+  if (r.drain.length) lines.push('', `![sockets still open](${r.name}.svg)`);
+  const noise = (key: string): string[] => {
+    const v = r.otherCpuPct?.[key];
+    if (v === undefined) return [];
+    return [
+      '',
+      `Other processes on the machine used ${v} % of one core on average while this ran` +
+        (v > 20 ? ': **a shared machine, figures noisy**.' : '.'),
+    ];
+  };
+  if (r.otherCpuPct?.drain !== undefined) lines.push(...noise('drain'));
+  if (r.roll) lines.push('', ...rollSection(r.roll), ...noise('roll'));
+  if (r.healthz) lines.push('', ...healthzSection(r.healthz), ...noise('healthz'));
+  if (r.throughput) lines.push('', ...throughputSection(r.throughput), ...noise('throughput'));
+  if (r.capacity) lines.push('', ...capacitySection(r.capacity), ...noise('capacity'));
+  if (r.scenarioFailures?.length) {
+    lines.push(
+      '',
+      '## Scenarios that failed to run',
+      '',
+      ...r.scenarioFailures.map((s) => `- ${s}`),
+    );
+  }
+  lines.push('');
   return lines.join('\n');
+}
+
+const codesText = (codes: Record<string, number>): string =>
+  Object.entries(codes)
+    .map(([c, n]) => `${c}: ${n}`)
+    .join(', ') || '—';
+
+const verdict = (misses: string[]): string =>
+  misses.length === 0 ? '**targets met**' : `**missed**: ${misses.join('; ')}`;
+
+function rollSection(r: RollResult): string[] {
+  const o = r.options;
+  const perSocket = Object.entries(r.closesPerSocket)
+    .map(([k, n]) => `${n} closed ${k}x`)
+    .join(', ');
+  return [
+    '## Rolling restart (SIGHUP)',
+    '',
+    `${r.connected} clients that reconnect at once on every close (retry hints ignored), ` +
+      `${o.workers} workers, --drain-timeout ${o.drainTimeoutMs} ms; a refused attempt is retried ` +
+      `after ${o.retryDelayMs} ms. Times in ms from SIGHUP.`,
+    '',
+    '| roll done (log line) | logged durationMs | all reconnected | last close | closes | codes | refusals | reconnect p50 | p90 | p99 | max | workers replaced |',
+    '|--:|--:|--:|--:|--:|---|--:|--:|--:|--:|--:|---|',
+    `| ${ms(r.rollDoneMs)} | ${ms(r.rollDurationMs)} | ${ms(r.allReconnectedMs)} | ` +
+      `${ms(r.lastCloseMs)} | ${r.closes} | ${codesText(r.codes)} | ${r.refusals} | ` +
+      `${ms(r.reconnectP50Ms)} | ${ms(r.reconnectP90Ms)} | ${ms(r.reconnectP99Ms)} | ` +
+      `${ms(r.reconnectMaxMs)} | ${r.allWorkersReplaced ? 'all' : 'NOT all'} ` +
+      `(${r.workersBefore.join(', ')} → ${r.workersAfter.join(', ')}) |`,
+    '',
+    `Per socket: ${perSocket || '—'} (clients of the first worker land partly on the second, ` +
+      `old one and are moved twice). Refusal causes: ${codesText(r.refusalCauses)}. ` +
+      `Retry hints sent: median ${ms(r.hintRetryP50Ms)}, max ${ms(r.hintRetryMaxMs)}. ` +
+      `For scale: the first connect ran at ${r.connectRatePerS ?? '—'} handshakes/s, so ` +
+      `${Math.round(r.connected / o.workers)} clients reconnecting at once take about ` +
+      `${r.connectRatePerS ? Math.round((r.connected / o.workers / r.connectRatePerS) * 1000) : '—'} ms ` +
+      'to get through.',
+    ...(r.rolled.length
+      ? [
+          '',
+          'Per rolled worker (the primary\'s "rolled worker" lines): ' +
+            r.rolled
+              .map(
+                (w) =>
+                  `${w.pid}: ${w.sockets} sockets, ${w.clean} clean, ${w.terminated} terminated, ` +
+                  `${w.dropped} dropped, ${w.lateUpgrades} late upgrades, ${w.durationMs} ms`,
+              )
+              .join('; '),
+        ]
+      : []),
+    '',
+    `Targets: 0 refusals, every close 1012, every client back, every worker replaced — ${verdict(r.misses)}.`,
+  ];
+}
+
+function probeCells(p: ProbeStats): string {
+  return `${p.responses} | ${p.non2xx} | ${p.errors} | ${ms(p.p50Ms)} | ${ms(p.p99Ms)} | ${ms(p.maxMs)}`;
+}
+
+function healthzSection(h: HealthzResult): string[] {
+  const o = h.options;
+  const lines = [
+    '## /healthz and /readyz during a drain',
+    '',
+    `autocannon on GET /healthz, ${o.connections} connections, a fresh connection per request ` +
+      `(as kubelet probes), ${o.durationS} s idle, then ${o.durationS} s with SIGTERM ` +
+      `${o.signalAfterMs} ms in; ${o.sockets} sockets, ${pct(o.stalled)} of them paused (never ` +
+      `read), so the drain lasts until --drain-timeout (window + 3 s) and the server stays up for ` +
+      `the whole window. "drain" rows: responses completed after SIGTERM; "reachable": the part ` +
+      `before the first refused connection. Latencies in ms, timed per response (sub-ms).`,
+    '',
+    '| --drain-delay | phase | responses | non-2xx | conn. errors | p50 | p99 | max | p99 / idle |',
+    '|--:|---|--:|--:|--:|--:|--:|--:|--:|',
+  ];
+  for (const r of h.runs) {
+    lines.push(
+      `| ${r.drainDelayMs} | idle | ${probeCells(r.idle)} | |`,
+      `| ${r.drainDelayMs} | drain (${r.drainWindowMs} ms) | ${probeCells(r.drain)} | |`,
+      `| ${r.drainDelayMs} | drain, reachable | ${probeCells(r.drainReachable)} | ` +
+        `${r.p99Ratio === null ? '—' : `×${r.p99Ratio}`} |`,
+    );
+  }
+  lines.push(
+    '',
+    '| --drain-delay | /readyz 503 after | first refused /readyz after | /readyz answers after SIGTERM (when sent) | first refused /healthz after | server exit |',
+    '|--:|--:|--:|---|--:|--:|',
+  );
+  for (const r of h.runs) {
+    lines.push(
+      `| ${r.drainDelayMs} | ${ms(r.readyz503Ms)} | ${ms(r.readyzRefusedMs)} | ` +
+        `${r.readyzTimeline.join(', ')} | ${ms(r.healthzRefusedMs ?? null)} | ${ms(r.exitMs)} |`,
+    );
+  }
+  lines.push(
+    '',
+    `Target: /healthz p99 during the drain within ${TARGETS.healthzP99VsIdle}× idle, no non-2xx. ` +
+      'Contract (DESIGN.md): /healthz 200 while the server is alive, /readyz 503 while draining.',
+    '',
+  );
+  for (const r of h.runs) lines.push(`- --drain-delay ${r.drainDelayMs}: ${verdict(r.misses)}`);
+  return lines;
+}
+
+function throughputSection(t: ThroughputResult): string[] {
+  const o = t.options;
+  const n = (v: number | null): string => (v === null ? '—' : `${v}`);
+  const lines = [
+    '## Echo throughput: wsdrain vs raw ws',
+    '',
+    `${o.connections} connections, ${o.size}-byte text messages, K outstanding per connection, ` +
+      `${o.durationS} s after ${o.warmupS} s warm-up, ${o.workers} workers (wsdrain --threads ` +
+      `${o.threads}), ${o.clientProcesses} client process(es), median of ${o.rounds} round(s). ` +
+      'CPU ms/1k: server processes (primary + workers, threads included) per 1000 replies. ' +
+      'CPU %: mean use during the run, % of one core (server / client); *other*: the largest ' +
+      'CPU use by processes outside the bench in any run (above 20 %, the row is noisy).',
+    '',
+    '| K | raw replies/s | wsdrain replies/s | wsdrain / raw | raw rtt p50 / p99 | wsdrain rtt p50 / p99 | raw CPU ms/1k | wsdrain CPU ms/1k | raw CPU % | wsdrain CPU % | other |',
+    '|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|',
+  ];
+  for (const r of t.rows) {
+    lines.push(
+      `| ${r.window} | ${n(r.rawPerSecond)} | ${n(r.wsdrainPerSecond)} | ` +
+        `${r.ratio === null ? '—' : `×${r.ratio}`} | ${ms(r.rawRttP50Ms)} / ${ms(r.rawRttP99Ms)} | ` +
+        `${ms(r.wsdrainRttP50Ms)} / ${ms(r.wsdrainRttP99Ms)} | ${n(r.rawCpuMsPer1k)} | ` +
+        `${n(r.wsdrainCpuMsPer1k)} | ${n(r.rawServerCpuPct)} / ${n(r.rawClientCpuPct)} | ` +
+        `${n(r.wsdrainServerCpuPct)} / ${n(r.wsdrainClientCpuPct)} | ${r.maxOtherCpuPct ?? '—'} % |`,
+    );
+  }
+  lines.push('', `Target: wsdrain / raw ≥ ${TARGETS.throughputRatio} — ${verdict(t.misses)}.`);
+  return lines;
+}
+
+function capacitySection(c: CapacityResult): string[] {
+  const mib = (b: number | null): string => (b === null ? '—' : (b / 2 ** 20).toFixed(1));
+  const o = c.options;
+  return [
+    '## Capacity: idle sockets',
+    '',
+    `${c.connected} idle sockets (${c.failed} failed) on ${o.workers} workers, client processes ` +
+      `of ≤ ${o.perProcess} sockets; RSS = VmRSS of the primary + workers, read ${o.settleMs} ms ` +
+      `after the last connect. Then SIGTERM, --drain-timeout ${o.drainTimeoutMs} ms.`,
+    '',
+    '| RSS before (MiB) | RSS after (MiB) | KiB per socket | drain p50 | p99 | last close | exit | codes | clean | forced |',
+    '|--:|--:|--:|--:|--:|--:|--:|---|--:|--:|',
+    `| ${mib(c.rssBefore)} | ${mib(c.rssAfter)} | ${c.kibPerSocket ?? '—'} | ${ms(c.p50Ms)} | ` +
+      `${ms(c.p99Ms)} | ${ms(c.lastCloseMs)} | ${ms(c.exitMs)} (${c.exitStatus}) | ` +
+      `${codesText(c.codes)} | ${c.clean} | ${c.forced} |`,
+    '',
+    'Per process (MiB, before → after): ' +
+      Object.entries(c.rssByPid)
+        .map(([pid, [b, a]]) => `${pid}: ${mib(b)} → ${mib(a)}`)
+        .join(', '),
+    '',
+    `Targets: ≤ ${TARGETS.kibPerIdleSocket} KiB per idle socket, every socket closed with 1001, ` +
+      `exit 0 within the budget — ${verdict(c.misses)}.`,
+  ];
 }
 
 // ---------------------------------------------------------------- SVG

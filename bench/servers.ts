@@ -52,11 +52,24 @@ export function unavailable(strategy: Strategy): string | undefined {
   return undefined;
 }
 
+/** Servers that are not drain strategies: baselines for other scenarios. */
+export type Baseline = 'raw-echo';
+
 export interface ServerSpec {
-  strategy: Strategy;
+  strategy: Strategy | Baseline;
   port: number;
   workers: number;
   drainTimeoutMs: number;
+  /** wsdrain only: more `wsdrain start` flags, e.g. ['--threads', '1']. */
+  extraArgs?: string[];
+  /** wsdrain only. @default 'warn' */
+  logLevel?: string;
+}
+
+/** One line the server printed, with the time it was read (epoch ms, lib/clock.ts). */
+export interface OutputLine {
+  line: string;
+  at: number;
 }
 
 export class Server {
@@ -65,14 +78,16 @@ export class Server {
   exitAt: number | undefined;
   exitStatus: string | undefined;
   #output = '';
+  readonly #watchers = new Set<(l: OutputLine) => void>();
 
   constructor(readonly spec: ServerSpec) {
     const { strategy, port, workers, drainTimeoutMs } = spec;
     const args =
       strategy === 'wsdrain'
         ? [WSDRAIN_CLI, 'start', '--port', port, '--host', '127.0.0.1', '--workers', workers]
-            .concat(['--drain-timeout', drainTimeoutMs, '--log-level', 'warn'])
+            .concat(['--drain-timeout', drainTimeoutMs, '--log-level', spec.logLevel ?? 'warn'])
             .map(String)
+            .concat(spec.extraArgs ?? [])
         : ['--import', 'tsx', `bench/baselines/${strategy}.ts`, '--port', `${port}`].concat([
             '--workers',
             `${workers}`,
@@ -86,7 +101,14 @@ export class Server {
     const keep = (chunk: Buffer): void => {
       this.#output = (this.#output + chunk.toString()).slice(-4000);
     };
-    this.child.stdout?.on('data', keep);
+    let partial = '';
+    this.child.stdout?.on('data', (chunk: Buffer) => {
+      keep(chunk);
+      const at = now();
+      const parts = (partial + chunk.toString()).split('\n');
+      partial = parts.pop() ?? '';
+      for (const line of parts) for (const w of this.#watchers) w({ line, at });
+    });
     this.child.stderr?.on('data', keep);
     this.child.on('exit', (code, signal) => {
       this.exitAt = now();
@@ -115,6 +137,15 @@ export class Server {
     throw new Error(
       `${strategy} did not become ready on port ${port} (${this.exitStatus ?? 'timeout'}):\n${this.output}`,
     );
+  }
+
+  /**
+   * Calls `fn` with every complete stdout line from now on (wsdrain logs one JSON object a
+   * line); returns the function that stops it.
+   */
+  onLine(fn: (l: OutputLine) => void): () => void {
+    this.#watchers.add(fn);
+    return () => this.#watchers.delete(fn);
   }
 
   signal(signal: NodeJS.Signals): void {

@@ -289,7 +289,7 @@ export const OPTION_DEFS: readonly OptionDef[] = [
 
 /** Time kept at the end of a budget for terminating stragglers and exiting, in ms. */
 export function exitMargin(budgetMs: number): number {
-  return Math.min(500, Math.max(50, Math.round(budgetMs * 0.05)));
+  return Math.min(500, Math.max(150, Math.round(budgetMs * 0.05)));
 }
 
 /** Time kept after the last paced close frame for the peers to answer, in ms. */

@@ -56,3 +56,15 @@ export function median(values: readonly (number | null)[]): number | null {
 export function round1(ms: number): number {
   return Math.round(ms * 10) / 10;
 }
+
+/** Nearest-rank percentile (q in [0, 1]) of ascending values; null when there are none. */
+export function percentile(sorted: readonly number[], q: number): number | null {
+  if (sorted.length === 0) return null;
+  const rank = Math.min(sorted.length, Math.max(1, Math.ceil(q * sorted.length)));
+  return sorted[rank - 1]!;
+}
+
+/** Rounds to 2 decimals (sub-millisecond figures). */
+export function round2(v: number): number {
+  return Math.round(v * 100) / 100;
+}

@@ -2,7 +2,9 @@
  * Load-generator client process (forked with IPC by index.ts, run as `node --import tsx`).
  * Opens `--count` sockets to `--url`, at most `--concurrency` handshakes at a time, rotating
  * source addresses over `--addr-prefix`.1 .. .`--addr-count`. A `--stalled` fraction of the
- * sockets stop reading once connected; the others send a message every `--message-every` ms
+ * sockets stop reading once connected (`--stall-mode drop`: bytes are read and dropped, so the
+ * server's FIN is seen; `pause`: nothing is read, a peer that holds its socket until the
+ * server's deadline); the others send a message every `--message-every` ms
  * (0 = no traffic). Records, per socket, when it closed relative to the parent's mark and with
  * which code. See protocol.ts for the IPC messages.
  */
@@ -23,6 +25,7 @@ const { values } = parseArgs({
     'addr-count': { type: 'string', default: '250' },
     'handshake-timeout': { type: 'string', default: '10000' },
     attempts: { type: 'string', default: '3' },
+    'stall-mode': { type: 'string', default: 'drop' },
   },
 });
 const url = values.url ?? fail('--url is required');
@@ -33,7 +36,9 @@ const messageEvery = int('message-every');
 const addrCount = int('addr-count');
 const handshakeTimeout = int('handshake-timeout');
 const attempts = int('attempts');
+const stallMode = values['stall-mode'];
 if (!(stalled >= 0 && stalled <= 1)) fail(`--stalled must be in [0, 1], got ${values.stalled}`);
+if (stallMode !== 'drop' && stallMode !== 'pause') fail('--stall-mode must be drop or pause');
 
 const send = (m: FromClient): void => {
   process.send?.(m);
@@ -76,7 +81,8 @@ function adopt(i: number, ws: WebSocket): void {
   sockets[i] = ws;
   open++;
   if (isStalled(i)) {
-    stopReading(ws);
+    if (stallMode === 'pause') ws.pause();
+    else stopReading(ws);
     return;
   }
   ws.on('message', () => {

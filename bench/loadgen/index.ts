@@ -29,6 +29,12 @@ export interface LoadOptions {
   concurrency?: number;
   /** Fraction of sockets that stop reading once connected. @default 0 */
   stalled?: number;
+  /**
+   * How stalled sockets stall: 'drop' reads and drops the bytes (the server's FIN is seen,
+   * so close times can be measured), 'pause' reads nothing (the socket stays open until the
+   * server terminates it). @default 'drop'
+   */
+  stallMode?: 'drop' | 'pause';
   /** Each non-stalled socket sends a message every this many ms; 0 = no traffic. @default 0 */
   messageEveryMs?: number;
   /** Give up connecting after this long. @default 120000 */
@@ -158,6 +164,7 @@ export class Load {
       ['--concurrency', o.concurrency ?? 200],
       ['--stalled', o.stalled ?? 0],
       ['--message-every', o.messageEveryMs ?? 0],
+      ['--stall-mode', o.stallMode ?? 'drop'],
       ['--addr-prefix', `127.0.${index + 1}`],
     ].flatMap(([k, v]) => [String(k), String(v)]);
     const child = fork(CLIENT, args, {

@@ -335,6 +335,14 @@ export class Coordinator {
           `rolled worker ${old.pid}: ${summarize(old.report)}`,
         );
       rolled++;
+      // Let this worker's clients land (they wait up to --reconnect-window, as the hint asks)
+      // before the next old worker drains: otherwise many reconnect into it and are moved twice.
+      const more = [...this.#slots.values()].some(
+        (s) => s.state === 'ready' && s.generation < this.#generation,
+      );
+      if (more && this.#opts.reconnectWindow > 0) {
+        await new Promise((r) => setTimeout(r, this.#opts.reconnectWindow));
+      }
     }
     if (this.#phase === 'rolling') {
       this.#phase = 'running';
@@ -436,7 +444,8 @@ export class Coordinator {
       durationMs: Date.now() - started,
       code: 1001,
       windowMs: Math.max(0, ...slots.map((s) => s.report?.windowMs ?? 0)),
-      workersKilled: slots.filter((s) => s.killed).length,
+      // A worker that reported its drain and was only slow to exit is not a failure.
+      workersKilled: slots.filter((s) => s.killed && !s.report).length,
       workersLost: slots.filter((s) => !s.report && !s.killed && s.state === 'exited').length,
       workers,
     };

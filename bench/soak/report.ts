@@ -1,0 +1,604 @@
+/**
+ * Turns what the soak recorded into figures, checks and a short Markdown summary; writes
+ * bench/results/soak-<name>.json (figures + every sample) and soak-<name>.md.
+ */
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { percentile, round1 } from '../lib/stats.js';
+import { count, quantile } from './hist.js';
+import type { ClientResults, LabelResults } from './protocol.js';
+import type { ProcSample, Sample } from './sampler.js';
+import type { DrainReport, RollDone, RolledWorker } from './server.js';
+
+const RESULTS = fileURLToPath(new URL('../results/', import.meta.url));
+
+export interface RollRun {
+  k: number;
+  label: string;
+  /** Epoch ms of the SIGHUP. */
+  hupAt: number;
+  oldPids: number[];
+  rollDoneAt?: number;
+  /** How the end of the roll was seen: the primary's log line, or the worker pids. */
+  rollDoneVia?: 'log' | 'pids';
+  settledAt?: number;
+  newPids?: number[];
+  error?: string;
+}
+
+export interface RunData {
+  name: string;
+  startedAt: number;
+  options: Record<string, unknown>;
+  env: Record<string, unknown>;
+  connect?: { requested: number; connected: number; failed: number; ms: number };
+  /** Phase boundaries, seconds since the start. */
+  phases: { name: string; start: number; end?: number }[];
+  rolls: RollRun[];
+  drain?: {
+    termAt: number;
+    exitAt?: number;
+    exitCode: number | null;
+    exitSignal: string | null;
+    clientsClosedAt?: number;
+  };
+  server?: {
+    rollsDone: RollDone[];
+    rolledWorkers: RolledWorker[];
+    finalReport: DrainReport | undefined;
+    warnings: string[];
+    stderr: string;
+  };
+  clients?: ClientResults;
+  samples: Sample[];
+  /** Echo round trips by phase (hist.ts buckets). */
+  rttByPhase?: Record<string, number[]>;
+  /** Where the server's log lines were written. */
+  serverLog?: string;
+  error?: string;
+}
+
+interface Check {
+  name: string;
+  ok: boolean;
+  hard: boolean;
+  detail: string;
+}
+
+const ms = (from: number, to: number | undefined | null): number | null =>
+  to === undefined || to === null || Number.isNaN(to) ? null : Math.round(to - from);
+const sum = (o: Record<string, number> | undefined): number =>
+  Object.values(o ?? {}).reduce((a, b) => a + b, 0);
+const sorted = (v: readonly number[]): number[] => [...v].sort((a, b) => a - b);
+
+function addCounts(into: Record<string, number>, from: Record<string, number>): void {
+  for (const [k, n] of Object.entries(from)) into[k] = (into[k] ?? 0) + n;
+}
+
+interface Range {
+  min: number;
+  median: number;
+  max: number;
+}
+
+function range(v: number[]): Range {
+  const o = sorted(v);
+  return { min: round1(o[0]!), median: round1(o[(o.length - 1) >> 1]!), max: round1(o.at(-1)!) };
+}
+
+/**
+ * Memory over a set of samples (a phase, or its first sample): min, median and max, since
+ * RSS saws up and down with V8's collections; the median is what phases are compared by.
+ */
+function memoryOf(samples: Sample[]) {
+  if (samples.length === 0) return null;
+  const workersRss = (s: Sample): number => s.workers.reduce((n, w) => n + w.rssMiB, 0);
+  const conns = (s: Sample): number => s.workers.reduce((n, w) => n + w.conns, 0);
+  const workers = range(samples.map(workersRss));
+  const sockets = range(samples.map(conns)).median;
+  return {
+    t: [samples[0]!.t, samples.at(-1)!.t],
+    samples: samples.length,
+    serverMiB: range(samples.map((s) => s.serverRssMiB)),
+    primaryMiB: range(samples.map((s) => s.primary?.rssMiB ?? 0)),
+    workersMiB: workers,
+    sockets,
+    workerKiBPerSocket: sockets ? Math.round((workers.median * 1024) / sockets) : null,
+    /** Per worker at the last sample. */
+    workers: samples.at(-1)!.workers.map((w) => ({ pid: w.pid, rssMiB: w.rssMiB, conns: w.conns })),
+  };
+}
+
+function ratio(a: number | null | undefined, b: number | null | undefined): number | null {
+  return a === null || a === undefined || !b ? null : Math.round((100 * a) / b) / 100;
+}
+
+export function analyse(d: RunData) {
+  const byPhase = (name: string): Sample[] => d.samples.filter((s) => s.phase === name);
+  const labels = d.clients?.labels ?? {};
+  const label = (name: string): LabelResults | undefined => labels[name];
+
+  // Memory: the baseline is steady phase 1 (after connect, before the first roll); after each
+  // roll, the first sample once every client is back, and the steady phase that follows.
+  const baseline = memoryOf(byPhase('steady1'));
+  const memory = {
+    afterConnect: memoryOf(byPhase('steady1').slice(0, 1)),
+    baseline,
+    afterRolls: d.rolls.map((r) => {
+      const steady = byPhase(`steady${r.k + 1}`);
+      const settled = memoryOf(steady.slice(0, 1));
+      const phase = memoryOf(steady);
+      return {
+        roll: r.k,
+        peakDuringRollMiB: Math.max(0, ...byPhase(r.label).map((s) => s.serverRssMiB)),
+        settled,
+        steady: phase,
+        ratios: {
+          serverSettled: ratio(settled?.serverMiB.median, baseline?.serverMiB.median),
+          serverMedian: ratio(phase?.serverMiB.median, baseline?.serverMiB.median),
+          serverMax: ratio(phase?.serverMiB.max, baseline?.serverMiB.max),
+          primaryMedian: ratio(phase?.primaryMiB.median, baseline?.primaryMiB.median),
+          workersMedian: ratio(phase?.workersMiB.median, baseline?.workersMiB.median),
+          kibPerSocket: ratio(phase?.workerKiBPerSocket, baseline?.workerKiBPerSocket),
+        },
+      };
+    }),
+  };
+
+  // Descriptors: per process, fds - TCP connections on the port, over time.
+  const fdOf = (pid: number, role: string, rows: { s: Sample; p: ProcSample }[]) => {
+    const steady = rows.filter((r) => r.s.phase.startsWith('steady')).map((r) => r.p.overhead);
+    const all = rows.map((r) => r.p.overhead);
+    const closeWait = Math.max(0, ...rows.map((r) => r.p.states.CLOSE_WAIT ?? 0));
+    const closeWaitSteady = Math.max(
+      0,
+      ...rows.filter((r) => r.s.phase.startsWith('steady')).map((r) => r.p.states.CLOSE_WAIT ?? 0),
+    );
+    return {
+      pid,
+      role,
+      from: rows[0]!.s.t,
+      to: rows[rows.length - 1]!.s.t,
+      phases: [...new Set(rows.map((r) => r.s.phase))],
+      samples: rows.length,
+      connsMax: Math.max(...rows.map((r) => r.p.conns)),
+      fdsMax: Math.max(...rows.map((r) => r.p.fds)),
+      overhead: {
+        first: all[0]!,
+        last: all[all.length - 1]!,
+        min: Math.min(...all),
+        max: Math.max(...all),
+        steadyMin: steady.length ? Math.min(...steady) : null,
+        steadyMax: steady.length ? Math.max(...steady) : null,
+        steadyFirst: steady.length ? steady[0]! : null,
+        steadyLast: steady.length ? steady[steady.length - 1]! : null,
+      },
+      closeWaitMax: closeWait,
+      closeWaitSteadyMax: closeWaitSteady,
+    };
+  };
+  const rowsByPid = new Map<number, { s: Sample; p: ProcSample }[]>();
+  for (const s of d.samples) {
+    for (const w of s.workers) {
+      if (!rowsByPid.has(w.pid)) rowsByPid.set(w.pid, []);
+      rowsByPid.get(w.pid)!.push({ s, p: w });
+    }
+  }
+  const primaryRows = d.samples.filter((s) => s.primary).map((s) => ({ s, p: s.primary! }));
+  const fds = {
+    primary: primaryRows.length ? fdOf(primaryRows[0]!.p.pid, 'primary', primaryRows) : null,
+    workers: [...rowsByPid.entries()].map(([pid, rows]) => fdOf(pid, 'worker', rows)),
+  };
+
+  // Close codes over the whole run, and per phase.
+  const codes: Record<string, number> = {};
+  const codesByPhase: Record<string, Record<string, number>> = {};
+  for (const [name, l] of Object.entries(labels)) {
+    addCounts(codes, l.closes);
+    codesByPhase[name] = l.closes;
+  }
+
+  // Rolls: timings, reconnects, and unanswered messages vs the server's `late` count.
+  const rolls = d.rolls.map((r) => {
+    const l = label(r.label);
+    const lat = sorted(l?.reconnectMs ?? []);
+    const hint = sorted(l?.hintMs ?? []);
+    const beyond = sorted((l?.reconnectMs ?? []).map((v, i) => v - (l?.hintMs[i] ?? 0)));
+    const reports = (d.server?.rolledWorkers ?? []).filter(
+      (w) => w.at >= r.hupAt && (r.settledAt === undefined || w.at <= r.settledAt + 1000),
+    );
+    const serverLate = reports.reduce((n, w) => n + (w.report.late ?? 0), 0);
+    const ages = sorted(l?.unansweredAgeMs ?? []);
+    return {
+      roll: r.k,
+      atS: round1((r.hupAt - d.startedAt) / 1000),
+      oldPids: r.oldPids,
+      newPids: r.newPids ?? null,
+      rollDoneMs: ms(r.hupAt, r.rollDoneAt),
+      rollDoneVia: r.rollDoneVia ?? null,
+      rollDurationLoggedMs: d.server?.rollsDone.find((x) => x.at >= r.hupAt)?.durationMs ?? null,
+      /** SIGHUP -> the last socket open again (the clients' own clock). */
+      reconnectAllMs: ms(r.hupAt, l?.lastReopenAt),
+      /** SIGHUP -> the soak saw roll done and every socket open (1 s stats granularity). */
+      settledMs: ms(r.hupAt, r.settledAt),
+      firstCloseMs: ms(r.hupAt, l?.firstCloseAt),
+      lastCloseMs: ms(r.hupAt, l?.lastCloseAt),
+      closes: l?.closes ?? {},
+      reasons: l?.reasons ?? {},
+      reconnects: lat.length,
+      reconnectMs: {
+        p50: percentile(lat, 0.5),
+        p99: percentile(lat, 0.99),
+        max: lat.at(-1) ?? null,
+      },
+      hintMs: { p50: percentile(hint, 0.5), max: hint.at(-1) ?? null },
+      beyondHintMs: {
+        p50: round(percentile(beyond, 0.5)),
+        p99: round(percentile(beyond, 0.99)),
+        max: round(beyond.at(-1) ?? null),
+      },
+      refusals: l?.refusals ?? {},
+      unanswered: l?.unanswered ?? {},
+      unansweredAgeMs: { p50: percentile(ages, 0.5), max: ages.at(-1) ?? null },
+      serverLate,
+      workerReports: reports.map((w) => ({ pid: w.pid, ...w.report })),
+      error: r.error ?? null,
+    };
+  });
+
+  // Final drain.
+  const dl = label('drain');
+  const drainAges = sorted(dl?.unansweredAgeMs ?? []);
+  const drain = d.drain
+    ? {
+        exitCode: d.drain.exitCode,
+        exitSignal: d.drain.exitSignal,
+        drainMs: ms(d.drain.termAt, d.drain.exitAt),
+        clientsAllClosedMs: ms(d.drain.termAt, d.drain.clientsClosedAt),
+        closes: dl?.closes ?? {},
+        unanswered: dl?.unanswered ?? {},
+        unansweredAgeMs: { p50: percentile(drainAges, 0.5), max: drainAges.at(-1) ?? null },
+        report: d.server?.finalReport
+          ? Object.fromEntries(
+              Object.entries(d.server.finalReport).filter(([k]) => k !== 'workers'),
+            )
+          : null,
+      }
+    : null;
+
+  // Echoes.
+  const c = d.clients;
+  const steadyRates = d.samples
+    .filter((s) => s.phase.startsWith('steady') && s.clients && s.clients.echoesPerSec > 0)
+    .map((s) => s.clients!.echoesPerSec);
+  const unansweredAtRestart = sum(
+    Object.fromEntries(Object.entries(labels).map(([k, l]) => [k, l.unanswered['1012'] ?? 0])),
+  );
+  const unansweredAtShutdown = sum(
+    Object.fromEntries(Object.entries(labels).map(([k, l]) => [k, l.unanswered['1001'] ?? 0])),
+  );
+  const serverLateAtRolls = rolls.reduce((n, r) => n + r.serverLate, 0);
+  const echoes = c
+    ? {
+        sent: c.sent,
+        echoed: c.echoed,
+        mismatched: c.mismatched,
+        timedOut: c.timedOut,
+        lostOnOtherClose: c.lostOnOtherClose,
+        pendingAtEnd: c.pendingOpen,
+        unansweredAtRestart,
+        serverLateAtRolls,
+        unansweredAtShutdown,
+        serverLateAtShutdown: d.server?.finalReport?.late ?? null,
+        /** Unanswered at a drain close and not counted late by the server: really lost. */
+        lost:
+          unansweredAtRestart -
+          serverLateAtRolls +
+          (unansweredAtShutdown - (d.server?.finalReport?.late ?? unansweredAtShutdown)) +
+          c.lostOnOtherClose,
+        steadyEchoesPerSec: steadyRates.length
+          ? Math.round(steadyRates.reduce((a, b) => a + b, 0) / steadyRates.length)
+          : null,
+        rttMs: {
+          p50: quantile(c.rtt, 0.5),
+          p99: quantile(c.rtt, 0.99),
+          p999: quantile(c.rtt, 0.999),
+        },
+      }
+    : null;
+
+  // Checks.
+  const checks: Check[] = [];
+  const check = (name: string, ok: boolean, detail: string, hard = true): void => {
+    checks.push({ name, ok, hard, detail });
+  };
+  if (d.error) check('completed', false, d.error);
+  if (d.connect)
+    check(
+      'all sockets connected',
+      d.connect.failed === 0,
+      `${d.connect.connected} of ${d.connect.requested}`,
+    );
+  check('no 1006 anywhere', (codes['1006'] ?? 0) === 0, `1006 x ${codes['1006'] ?? 0}`);
+  const unexpected = Object.entries(labels).flatMap(([name, l]) =>
+    Object.entries(l.closes)
+      .filter(([code]) =>
+        name.startsWith('roll') ? code !== '1012' : name === 'drain' ? code !== '1001' : true,
+      )
+      .map(([code, n]) => `${name}: ${code} x ${n}`),
+  );
+  check(
+    'only 1012 on rolls, 1001 on the drain, none otherwise',
+    unexpected.length === 0,
+    unexpected.join(', ') || 'yes',
+  );
+  for (const r of rolls) {
+    check(
+      `roll ${r.roll} settled`,
+      r.settledMs !== null && r.error === null,
+      r.error ?? `all reconnected ${r.reconnectAllMs} ms after SIGHUP`,
+    );
+    check(
+      `roll ${r.roll}: no refused reconnect`,
+      sum(r.refusals) === 0,
+      JSON.stringify(r.refusals),
+      false,
+    );
+    check(
+      `roll ${r.roll}: unanswered at 1012 = server late`,
+      (r.unanswered['1012'] ?? 0) === r.serverLate,
+      `${r.unanswered['1012'] ?? 0} unanswered, server counted ${r.serverLate} late`,
+    );
+  }
+  if (echoes) {
+    check(
+      'echoes: none mismatched, timed out or lost',
+      echoes.mismatched + echoes.timedOut + echoes.lostOnOtherClose === 0,
+      `${echoes.mismatched} mismatched, ${echoes.timedOut} timed out, ${echoes.lostOnOtherClose} lost on other closes`,
+    );
+  }
+  if (drain) {
+    check('exit code 0', drain.exitCode === 0, `exit ${drain.exitCode ?? drain.exitSignal}`);
+    const budget = Number(d.options.drainTimeoutMs);
+    check(
+      'drain within --drain-timeout',
+      drain.drainMs !== null && drain.drainMs <= budget,
+      `${drain.drainMs} ms of ${budget}`,
+    );
+    if (echoes && echoes.serverLateAtShutdown !== null)
+      check(
+        'drain: unanswered at 1001 = server late',
+        echoes.unansweredAtShutdown === echoes.serverLateAtShutdown,
+        `${echoes.unansweredAtShutdown} unanswered, server counted ${echoes.serverLateAtShutdown} late`,
+      );
+  }
+  for (const m of memory.afterRolls) {
+    check(
+      `RSS after roll ${m.roll} near baseline (median and peak <= 1.5x)`,
+      m.ratios.serverMedian !== null &&
+        m.ratios.serverMedian <= 1.5 &&
+        m.ratios.serverMax !== null &&
+        m.ratios.serverMax <= 1.5,
+      `server median ${m.ratios.serverMedian}x, peak ${m.ratios.serverMax}x; primary median ${m.ratios.primaryMedian}x`,
+      false,
+    );
+  }
+  for (const w of [fds.primary, ...fds.workers]) {
+    if (!w || w.overhead.steadyMin === null) continue;
+    const spread = w.overhead.steadyMax! - w.overhead.steadyMin;
+    check(
+      `${w.role} ${w.pid}: fds - sockets flat (spread <= 16 while steady)`,
+      spread <= 16 && w.closeWaitSteadyMax <= 16,
+      `${w.overhead.steadyMin}..${w.overhead.steadyMax}, CLOSE_WAIT max ${w.closeWaitSteadyMax} while steady, ${w.closeWaitMax} overall`,
+      false,
+    );
+  }
+
+  const rttByPhase = Object.fromEntries(
+    Object.entries(d.rttByPhase ?? {}).map(([p, h]) => [
+      p,
+      { echoes: count(h), p50: quantile(h, 0.5), p99: quantile(h, 0.99), p999: quantile(h, 0.999) },
+    ]),
+  );
+
+  return {
+    connect: d.connect ?? null,
+    memory,
+    rttByPhase,
+    fds,
+    codes,
+    codesByPhase,
+    rolls,
+    drain,
+    echoes,
+    checks,
+    passed: checks.every((x) => x.ok || !x.hard),
+  };
+}
+
+function round(v: number | null): number | null {
+  return v === null ? null : Math.round(v * 10) / 10;
+}
+
+export type Analysis = ReturnType<typeof analyse>;
+
+const f = (v: unknown): string => (v === null || v === undefined ? '–' : String(v));
+
+export function markdown(d: RunData, a: Analysis): string {
+  const o = d.options;
+  const out: string[] = [];
+  out.push(`# Soak: ${d.name}`);
+  out.push('');
+  out.push(
+    `${f(o.sockets)} sockets, ${f(o.workers)} workers, a message per socket every ${f(o.messageEveryMs)} ms, ${f(o.minutes)} min; ` +
+      `${new Date(d.startedAt).toISOString()}, node ${f(d.env.node)}, ${f(d.env.cpus)} cores, commit ${f(d.env.commit)}${d.env.srcDirty ? ' (src/ modified)' : ''}.`,
+  );
+  out.push('');
+  out.push(`**${a.passed ? 'PASS' : 'FAIL'}**`);
+  out.push('');
+  out.push('| check | | detail |');
+  out.push('| --- | --- | --- |');
+  for (const c of a.checks)
+    out.push(`| ${c.name} | ${c.ok ? 'ok' : c.hard ? '**FAIL**' : 'warn'} | ${c.detail} |`);
+  out.push('');
+
+  out.push('## Memory (RSS, MiB)');
+  out.push('');
+  out.push(
+    '| when | t (s) | server min / median / max | primary median | workers median | sockets | KiB/socket (workers) | × baseline (median / max) |',
+  );
+  out.push('| --- | --- | --- | --- | --- | --- | --- | --- |');
+  type Mem = ReturnType<typeof memoryOf>;
+  const row = (name: string, m: Mem, r: string): void => {
+    if (!m) return;
+    const sv = m.serverMiB;
+    const server = m.samples === 1 ? `${sv.median}` : `${sv.min} / ${sv.median} / ${sv.max}`;
+    out.push(
+      `| ${name} | ${m.t[0]}${m.samples > 1 ? `–${m.t[1]}` : ''} | ${server} | ${m.primaryMiB.median} | ${m.workersMiB.median} | ${m.sockets} | ${f(m.workerKiBPerSocket)} | ${r} |`,
+    );
+  };
+  const base = a.memory.baseline;
+  row(
+    'first sample after connect',
+    a.memory.afterConnect,
+    f(ratio(a.memory.afterConnect?.serverMiB.median, base?.serverMiB.median)),
+  );
+  row('**baseline**: steady 1, before roll 1', base, '1 / 1');
+  for (const m of a.memory.afterRolls) {
+    row(`roll ${m.roll} settled (first sample)`, m.settled, f(m.ratios.serverSettled));
+    row(
+      `steady ${m.roll + 1}, after roll ${m.roll}`,
+      m.steady,
+      `**${f(m.ratios.serverMedian)}** / ${f(m.ratios.serverMax)}`,
+    );
+  }
+  out.push('');
+  out.push(
+    `Peak server RSS during the rolls (three workers for a while): ${a.memory.afterRolls.map((m) => `${m.peakDuringRollMiB} MiB`).join(', ')}. ` +
+      'Worker RSS saws up and down with V8 collections under the message load, so phases are compared by their median and peak over every 2-s sample.',
+  );
+  out.push('');
+  out.push(
+    `Echo round trip by phase (p50 / p99 ms): ${Object.entries(a.rttByPhase)
+      .map(([p, r]) => `${p} ${f(r.p50)} / ${f(r.p99)}`)
+      .join('; ')}.`,
+  );
+  out.push('');
+
+  out.push('## Descriptors: fds − sockets on the port, per process');
+  out.push('');
+  out.push(
+    '| process | alive (s) | phases | sockets max | fds − sockets: first / min / max / last | while steady | CLOSE_WAIT max |',
+  );
+  out.push('| --- | --- | --- | --- | --- | --- | --- |');
+  for (const w of [a.fds.primary, ...a.fds.workers]) {
+    if (!w) continue;
+    const ov = w.overhead;
+    out.push(
+      `| ${w.role} ${w.pid} | ${w.from}–${w.to} | ${w.phases.join(', ')} | ${w.connsMax} | ${ov.first} / ${ov.min} / ${ov.max} / ${ov.last} | ${f(ov.steadyMin)}..${f(ov.steadyMax)} | ${w.closeWaitMax} |`,
+    );
+  }
+  out.push('');
+  // A timeline, about every 10 s.
+  const every = Math.max(1, Math.round(10_000 / Number(o.sampleEveryMs ?? 2000)));
+  const picked = d.samples.filter((_, i) => i % every === 0 || i === d.samples.length - 1);
+  out.push(
+    '| t (s) | phase | client sockets | echoes/s | primary fds−sockets | workers: pid fds−sockets=overhead (RSS MiB) |',
+  );
+  out.push('| --- | --- | --- | --- | --- | --- |');
+  for (const s of picked) {
+    const ws = s.workers
+      .map((w) => `${w.pid} ${w.fds}−${w.conns}=${w.overhead} (${w.rssMiB})`)
+      .join('; ');
+    out.push(
+      `| ${s.t} | ${s.phase} | ${f(s.clients?.open)} | ${f(s.clients?.echoesPerSec)} | ${f(s.primary?.overhead)} | ${ws} |`,
+    );
+  }
+  out.push('');
+
+  out.push('## Rolls');
+  out.push('');
+  out.push(
+    '| | roll done | all reconnected | closes (beyond one per socket) | reconnect p50 / p99 / max | beyond the hint p50 / p99 / max | refused | unanswered at 1012 (sent p50 / max ms before the close) | server late |',
+  );
+  out.push('| --- | --- | --- | --- | --- | --- | --- | --- | --- |');
+  for (const r of a.rolls) {
+    out.push(
+      `| roll ${r.roll} (t=${r.atS} s) | ${f(r.rollDoneMs)} ms | ${f(r.reconnectAllMs)} ms | ${JSON.stringify(r.closes)} (${sum(r.closes) - (d.connect?.connected ?? 0)}) | ${f(r.reconnectMs.p50)} / ${f(r.reconnectMs.p99)} / ${f(r.reconnectMs.max)} ms | ${f(r.beyondHintMs.p50)} / ${f(r.beyondHintMs.p99)} / ${f(r.beyondHintMs.max)} ms | ${sum(r.refusals)} | ${r.unanswered['1012'] ?? 0} (${f(r.unansweredAgeMs.p50)} / ${f(r.unansweredAgeMs.max)}) | ${r.serverLate} |`,
+    );
+  }
+  out.push('');
+  out.push(
+    'Times from the SIGHUP. Closes beyond one per socket: clients that reconnected to a worker of the old generation and were closed again when its turn came. "Beyond the hint": reconnect time minus the delay the close reason asked for. Unanswered at 1012: messages the client sent whose echo had not come when the close arrived; the server answers everything it reads before its close frame, so these crossed the close frame and the server counts them as `late` (RFC 6455: no data after a close frame).',
+  );
+  out.push('');
+
+  out.push('## Close codes (whole run)');
+  out.push('');
+  out.push(`| phase | ${Object.keys(a.codes).join(' | ')} |`);
+  out.push(
+    `| --- | ${Object.keys(a.codes)
+      .map(() => '---')
+      .join(' | ')} |`,
+  );
+  for (const [name, cs] of Object.entries(a.codesByPhase))
+    out.push(
+      `| ${name} | ${Object.keys(a.codes)
+        .map((k) => f(cs[k] ?? 0))
+        .join(' | ')} |`,
+    );
+  out.push(`| **total** | ${Object.values(a.codes).join(' | ')} |`);
+  out.push('');
+
+  if (a.echoes) {
+    const e = a.echoes;
+    out.push('## Echoes');
+    out.push('');
+    out.push(
+      `${e.sent} sent, ${e.echoed} echoed (${f(e.steadyEchoesPerSec)}/s while steady), round trip p50 ${f(e.rttMs.p50)} ms, p99 ${f(e.rttMs.p99)} ms, p99.9 ${f(e.rttMs.p999)} ms. ` +
+        `Failures: ${e.mismatched} mismatched, ${e.timedOut} timed out, ${e.lostOnOtherClose} lost on other closes. ` +
+        `Unanswered at 1012: ${e.unansweredAtRestart} (server late on rolls: ${e.serverLateAtRolls}); at 1001: ${e.unansweredAtShutdown} (server late: ${f(e.serverLateAtShutdown)}). ` +
+        `**Lost echoes (unanswered and not counted late by the server): ${e.lost}.**`,
+    );
+    out.push('');
+  }
+
+  if (a.drain) {
+    const dr = a.drain;
+    out.push('## Drain (SIGTERM)');
+    out.push('');
+    out.push(
+      `Exit ${f(dr.exitCode ?? dr.exitSignal)} ${f(dr.drainMs)} ms after SIGTERM; every client closed after ${f(dr.clientsAllClosedMs)} ms; codes ${JSON.stringify(dr.closes)}.` +
+        (dr.report ? ` Server report: ${JSON.stringify(dr.report)}.` : ''),
+    );
+    out.push('');
+  }
+  const warnings = d.server?.warnings ?? [];
+  if (warnings.length > 0) {
+    out.push('## Server warnings');
+    out.push('');
+    for (const w of warnings.slice(0, 20)) out.push(`- \`${w}\``);
+    if (warnings.length > 20) out.push(`- … ${warnings.length - 20} more in the JSON`);
+    out.push('');
+  }
+  return `${out.join('\n')}\n`;
+}
+
+/** Writes the JSON and the Markdown; returns their paths. */
+export function writeResults(d: RunData): { files: string[]; analysis: Analysis } {
+  const analysis = analyse(d);
+  mkdirSync(RESULTS, { recursive: true });
+  const json = `${RESULTS}soak-${d.name}.json`;
+  const md = `${RESULTS}soak-${d.name}.md`;
+  const { samples, server, clients, rttByPhase: _rtt, ...rest } = d;
+  const data = {
+    ...rest,
+    figures: analysis,
+    server: server ? { ...server, rolledWorkers: undefined } : undefined,
+    clientTotals: clients ? { ...clients, labels: undefined, rtt: undefined } : undefined,
+    samples,
+  };
+  writeFileSync(json, `${JSON.stringify(data, null, 1)}\n`);
+  writeFileSync(md, markdown(d, analysis));
+  return { files: [json, md], analysis };
+}

@@ -1,0 +1,168 @@
+/**
+ * Samples the server and the clients every `everyMs`: RSS, CPU and descriptors of the primary
+ * and of each worker (children of the primary), the TCP connections on the server port each
+ * of them holds, and the clients' sockets, echo rate and failures.
+ */
+import { now } from '../lib/clock.js';
+import { round1 } from '../lib/stats.js';
+import type { SoakClients } from './clients.js';
+import { merge, newHist, quantile } from './hist.js';
+import {
+  childPids,
+  countFds,
+  cpuMs,
+  type FdList,
+  listFds,
+  rssBytes,
+  serverSockets,
+} from './procfs.js';
+
+export interface ProcSample {
+  pid: number;
+  rssMiB: number;
+  /** CPU used since the previous sample, % of one core. */
+  cpuPct: number | null;
+  fds: number;
+  /** Descriptors that are TCP connections on the server port. */
+  conns: number;
+  /** Those by TCP state (a growing CLOSE_WAIT would be a leak). */
+  states: Record<string, number>;
+  /** fds - conns: everything else the process holds; flat when nothing leaks. */
+  overhead: number;
+}
+
+export interface ClientSample {
+  open: number;
+  reconnecting: number;
+  sentPerSec: number;
+  echoesPerSec: number;
+  /** Cumulative: mismatched + timed out + unanswered at closes other than 1012/1001. */
+  echoFailures: number;
+  rttP50Ms: number | null;
+  rttP99Ms: number | null;
+  /** CPU of the client processes together, % of one core. */
+  cpuPct: number | null;
+}
+
+export interface Sample {
+  /** Seconds since the soak started. */
+  t: number;
+  phase: string;
+  primary: ProcSample | undefined;
+  workers: ProcSample[];
+  /** Primary + workers. */
+  serverRssMiB: number;
+  clients: ClientSample | undefined;
+  /** How long taking this sample took, ms. */
+  costMs: number;
+}
+
+const MiB = 1024 * 1024;
+
+export class Sampler {
+  readonly samples: Sample[] = [];
+  /** Echo round trips by phase (hist.ts buckets). */
+  readonly rttByPhase: Record<string, number[]> = {};
+  phase = 'connect';
+  #timer: NodeJS.Timeout | undefined;
+  readonly #lastCpu = new Map<number, { at: number; ms: number }>();
+  #lastClients: { at: number; sent: number; echoed: number } | undefined;
+
+  constructor(
+    readonly primaryPid: number,
+    readonly port: number,
+    readonly clients: SoakClients,
+    readonly startedAt: number,
+  ) {}
+
+  start(everyMs: number): void {
+    this.sample();
+    this.#timer = setInterval(() => this.sample(), everyMs);
+  }
+
+  stop(): void {
+    clearInterval(this.#timer);
+  }
+
+  /** Pids of the workers now. */
+  workers(): number[] {
+    return childPids(this.primaryPid);
+  }
+
+  sample(): Sample {
+    const t0 = now();
+    // Descriptors first, then the TCP table (see countFds).
+    const pids = [this.primaryPid, ...this.workers()];
+    const lists = pids.map((pid) => ({ pid, rss: rssBytes(pid), fds: listFds(pid) }));
+    const ports = serverSockets(this.port);
+    const procs = lists.map((l) => this.#proc(l.pid, l.rss, l.fds, ports));
+    const primary = procs[0];
+    const workers = primary ? procs.slice(1).filter((p): p is ProcSample => p !== undefined) : [];
+    const s: Sample = {
+      t: Math.round((t0 - this.startedAt) / 100) / 10,
+      phase: this.phase,
+      primary,
+      workers,
+      serverRssMiB: round1((primary?.rssMiB ?? 0) + workers.reduce((n, w) => n + w.rssMiB, 0)),
+      clients: this.#clients(t0),
+      costMs: 0,
+    };
+    s.costMs = Math.round(now() - t0);
+    this.samples.push(s);
+    return s;
+  }
+
+  #cpuPct(pid: number, at: number): number | null {
+    const ms = cpuMs(pid);
+    if (ms === undefined) return null;
+    const last = this.#lastCpu.get(pid);
+    this.#lastCpu.set(pid, { at, ms });
+    if (!last || at <= last.at) return null;
+    return Math.round((100 * (ms - last.ms)) / (at - last.at));
+  }
+
+  #proc(
+    pid: number,
+    rss: number | undefined,
+    list: FdList | undefined,
+    ports: Map<number, string>,
+  ): ProcSample | undefined {
+    if (rss === undefined || list === undefined) return undefined;
+    const fd = countFds(list, ports);
+    return {
+      pid,
+      rssMiB: round1(rss / MiB),
+      cpuPct: this.#cpuPct(pid, now()),
+      fds: fd.fds,
+      conns: fd.conns,
+      states: fd.states,
+      overhead: fd.fds - fd.conns,
+    };
+  }
+
+  #clients(at: number): ClientSample | undefined {
+    const st = this.clients.stats();
+    if (!st) return undefined;
+    const rtt = this.clients.takeRtt();
+    this.rttByPhase[this.phase] ??= newHist();
+    merge(this.rttByPhase[this.phase]!, rtt);
+    const last = this.#lastClients;
+    this.#lastClients = { at: st.at, sent: st.sent, echoed: st.echoed };
+    const dt = last ? (st.at - last.at) / 1000 : 0;
+    let cpu: number | null = 0;
+    for (const pid of this.clients.pids) {
+      const c = this.#cpuPct(pid, at);
+      cpu = c === null || cpu === null ? null : cpu + c;
+    }
+    return {
+      open: st.open,
+      reconnecting: st.reconnecting,
+      sentPerSec: last && dt > 0 ? Math.round((st.sent - last.sent) / dt) : 0,
+      echoesPerSec: last && dt > 0 ? Math.round((st.echoed - last.echoed) / dt) : 0,
+      echoFailures: st.mismatched + st.timedOut + st.lostOnOtherClose,
+      rttP50Ms: quantile(rtt, 0.5),
+      rttP99Ms: quantile(rtt, 0.99),
+      cpuPct: cpu,
+    };
+  }
+}

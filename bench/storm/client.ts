@@ -1,0 +1,179 @@
+/**
+ * Storm client process (forked with IPC by clients.ts, run as `node --import tsx`): opens
+ * `--count` connections to `--url` with wsdrain's own reconnecting client, the built
+ * `dist/client/index.js` over `ws`, at most `--concurrency` first handshakes at a time. After
+ * the parent's mark it records every reconnect (when it opened, and its handshake latency:
+ * from the creation of its socket to 'open'), every close of an open connection (when, which
+ * code) and every failed attempt. See protocol.ts for the IPC messages.
+ */
+import { parseArgs } from 'node:util';
+import { WebSocket } from 'ws';
+import type { WebSocketConstructorLike, WsdrainClientOptions } from '../../src/client/index.js';
+import { now } from '../lib/clock.js';
+import type {
+  FromStormClient,
+  StormClientResults,
+  StormClientStatus,
+  ToStormClient,
+} from './protocol.js';
+
+// The built client, as users get it; the types come from its source.
+const DIST_CLIENT = new URL('../../dist/client/index.js', import.meta.url).href;
+const { WsdrainClient } = (await import(DIST_CLIENT)) as typeof import('../../src/client/index.js');
+type Client = InstanceType<typeof WsdrainClient>;
+
+const { values } = parseArgs({
+  options: {
+    url: { type: 'string' },
+    count: { type: 'string', default: '1000' },
+    concurrency: { type: 'string', default: '100' },
+    'hint-jitter': { type: 'string', default: 'default' },
+    'max-retries': { type: 'string', default: '50' },
+  },
+});
+const url = values.url ?? fail('--url is required');
+const count = int('count');
+const concurrency = Math.max(1, int('concurrency'));
+const maxRetries = int('max-retries');
+const hintJitterArg = values['hint-jitter'];
+const hintJitter: WsdrainClientOptions['hintJitter'] =
+  hintJitterArg === 'default'
+    ? undefined
+    : hintJitterArg === 'false'
+      ? false
+      : hintJitterArg === 'true'
+        ? true
+        : Number(hintJitterArg);
+
+/** `ws`'s WebSocket, stamped with the time each attempt started. */
+class StampedWebSocket extends WebSocket {
+  readonly startedAt: number;
+  constructor(address: string, protocols?: string | string[]) {
+    const t = now();
+    super(address, protocols, { perMessageDeflate: false });
+    this.startedAt = t;
+  }
+}
+
+interface Slot {
+  client: Client;
+  open: boolean;
+  closedSinceMark: boolean;
+}
+
+const send = (m: FromStormClient): void => {
+  process.send?.(m);
+};
+
+const slots: Slot[] = [];
+let markAt = Number.NaN;
+const status: StormClientStatus = { open: 0, closed: 0, gaveUp: 0 };
+const results: StormClientResults = {
+  ...status,
+  opens: [],
+  starts: [],
+  latencies: [],
+  closes: [],
+  codes: {},
+  refusals: 0,
+  refusalCodes: {},
+  connectErrors: 0,
+  delays: { hint: 0, backoff: 0 },
+};
+const marked = (): boolean => !Number.isNaN(markAt);
+const ms = (t: number): number => Math.round(t * 100) / 100;
+
+function start(): Promise<void> {
+  const client: Client = new WsdrainClient(url, {
+    WebSocket: StampedWebSocket as unknown as WebSocketConstructorLike,
+    hintJitter,
+    maxRetries,
+  });
+  const slot: Slot = { client, open: false, closedSinceMark: false };
+  slots.push(slot);
+  client.on('open', () => {
+    const t = now();
+    slot.open = true;
+    status.open++;
+    if (!marked()) return;
+    const socket = client.socket as unknown as StampedWebSocket | null;
+    results.opens.push(ms(t - markAt));
+    if (socket) {
+      results.starts.push(ms(socket.startedAt - markAt));
+      results.latencies.push(ms(t - socket.startedAt));
+    }
+  });
+  client.on('close', ({ code, willReconnect }) => {
+    const t = now();
+    if (slot.open) {
+      slot.open = false;
+      status.open--;
+      if (marked()) {
+        results.closes.push(ms(t - markAt));
+        results.codes[code] = (results.codes[code] ?? 0) + 1;
+        if (!slot.closedSinceMark) {
+          slot.closedSinceMark = true;
+          status.closed++;
+        }
+      }
+    } else if (marked()) {
+      results.refusals++;
+      results.refusalCodes[code] = (results.refusalCodes[code] ?? 0) + 1;
+    }
+    if (!willReconnect) status.gaveUp++;
+  });
+  client.on('error', () => {
+    if (!slot.open && marked()) results.connectErrors++;
+  });
+  client.on('reconnecting', ({ reason }) => {
+    if (marked()) results.delays[reason]++;
+  });
+  return new Promise((resolve) => {
+    client.once('open', () => resolve());
+    client.once('close', ({ willReconnect }) => {
+      if (!willReconnect) resolve();
+    });
+  });
+}
+
+async function startAll(): Promise<void> {
+  let next = 0;
+  const lane = async (): Promise<void> => {
+    while (next < count) {
+      next++;
+      await start();
+    }
+  };
+  const ticker = setInterval(() => send({ type: 'progress', open: status.open }), 100);
+  await Promise.all(Array.from({ length: Math.min(concurrency, count) }, lane));
+  clearInterval(ticker);
+  send({ type: 'ready', open: status.open });
+}
+
+process.on('message', (m: ToStormClient) => {
+  switch (m.type) {
+    case 'mark':
+      markAt = m.t;
+      setInterval(() => send({ type: 'status', status: { ...status } }), 50);
+      break;
+    case 'results':
+      send({ type: 'results', results: { ...results, ...status } });
+      break;
+    case 'stop':
+      process.exit(0);
+  }
+});
+process.on('disconnect', () => process.exit(0)); // the parent is gone
+
+function int(name: keyof typeof values): number {
+  const v = Number(values[name]);
+  if (!Number.isInteger(v) || v < 0) fail(`--${name} must be a non-negative integer`);
+  return v;
+}
+
+function fail(message: string): never {
+  console.error(`storm client: ${message}`);
+  process.exit(2);
+}
+
+await startAll();
