@@ -25,11 +25,12 @@
  *   --concurrency N (200)  --sample-every MS (2000)  --settle-timeout MS (60000)
  *   --log-level L (info: the roll and drain reports are info lines)  --ignore-hints
  *   (reconnect at once instead of after the hint's delay)  --build (npm run build first)
+ *   --cli PATH (another build's cli.js, e.g. of a clean checkout; default dist/cli.js)
  */
 import { execFileSync } from 'node:child_process';
 import { readdirSync, statSync } from 'node:fs';
 import { availableParallelism, tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { now, sleep } from './lib/clock.js';
@@ -58,6 +59,7 @@ const { values } = parseArgs({
     'log-level': { type: 'string', default: 'info' },
     'ignore-hints': { type: 'boolean', default: false },
     build: { type: 'boolean', default: false },
+    cli: { type: 'string' },
   },
 });
 
@@ -98,6 +100,7 @@ const log = (line: string): void => {
 
 // --- build, or at least say when dist/ looks older than src/ ------------------------------
 
+const cli = resolve(values.cli ?? WSDRAIN_CLI);
 if (values.build) {
   log('npm run build');
   execFileSync('npm', ['run', 'build'], { cwd: ROOT, stdio: ['ignore', 'inherit', 'inherit'] });
@@ -109,11 +112,11 @@ const newest = (dir: string): number =>
   }, 0);
 let distAt: number;
 try {
-  distAt = statSync(WSDRAIN_CLI).mtimeMs;
+  distAt = statSync(cli).mtimeMs;
 } catch {
-  throw new Error(`${WSDRAIN_CLI} does not exist: run \`npm run build\` (or pass --build)`);
+  throw new Error(`${cli} does not exist: run \`npm run build\` (or pass --build)`);
 }
-if (newest(join(ROOT, 'src')) > distAt) {
+if (values.cli === undefined && newest(join(ROOT, 'src')) > distAt) {
   log('warning: src/ has files newer than dist/cli.js; run `npm run build` or pass --build');
 }
 const git = (...args: string[]): string => {
@@ -133,8 +136,10 @@ const data: RunData = {
   env: {
     node: process.version,
     cpus: availableParallelism(),
-    commit: git('rev-parse', '--short', 'HEAD'),
-    srcDirty: git('status', '--porcelain', '--', 'src') !== '',
+    cli,
+    // The checkout's commit and state describe the server only when it runs this dist/.
+    commit: values.cli === undefined ? git('rev-parse', '--short', 'HEAD') : `(--cli ${cli})`,
+    srcDirty: values.cli === undefined && git('status', '--porcelain', '--', 'src') !== '',
   },
   phases: [],
   rolls: [],
@@ -231,6 +236,7 @@ async function run(): Promise<void> {
   const port = await freePort();
   data.serverLog = join(tmpdir(), `wsdrain-soak-${name}.log`);
   server = new WsdrainProcess({
+    cli,
     port,
     workers: opts.workers,
     drainTimeoutMs: opts.drainTimeoutMs,

@@ -17,6 +17,8 @@ const ROOT = fileURLToPath(new URL('../..', import.meta.url));
 export const WSDRAIN_CLI = fileURLToPath(new URL('../../dist/cli.js', import.meta.url));
 
 export interface ServerSpec {
+  /** The wsdrain CLI to run. @default dist/cli.js of this checkout */
+  cli?: string;
   port: number;
   workers: number;
   drainTimeoutMs: number;
@@ -66,7 +68,7 @@ export class WsdrainProcess {
   readonly #log: WriteStream;
 
   constructor(readonly spec: ServerSpec) {
-    const args = [WSDRAIN_CLI, 'start', '--port', spec.port, '--host', '127.0.0.1']
+    const args = [spec.cli ?? WSDRAIN_CLI, 'start', '--port', spec.port, '--host', '127.0.0.1']
       .concat(['--workers', spec.workers, '--drain-timeout', spec.drainTimeoutMs])
       .concat(['--log-level', spec.logLevel])
       .map(String);

@@ -70,6 +70,11 @@ export interface DrainOptions {
   progressMs?: number;
   /** Resolve the drain now: terminate what is left (second signal). */
   signal?: AbortSignal;
+  /**
+   * Keep listening until the drain ends (upgrades get 503 + Retry-After) instead of closing
+   * the listener after the delay. @default true for 1001 (shutdown), false otherwise
+   */
+  keepListening?: boolean;
 }
 
 const drains = new WeakMap<WsdrainServer, Promise<DrainReport>>();
@@ -160,7 +165,10 @@ async function runDrain(server: WsdrainServer, opts: DrainOptions): Promise<Drai
     Math.min(opts.delayMs ?? server.options.drainDelay, opts.deadline - Date.now()),
     ac.signal,
   );
-  server.closeListener();
+  // On a shutdown the port stays open to the end, so probes keep getting /healthz 200 and
+  // /readyz 503 and new clients a 503 + Retry-After, not a refused connection. On a restart
+  // the other workers serve the port: stop taking connections here now.
+  if (!(opts.keepListening ?? code === CloseCode.GOING_AWAY)) server.closeListener();
 
   // 3 + 4. Close frames, each after its socket's in-flight replies; all at once, or paced:
   // socket i of n goes at start + window * (i + jitter) / n.
