@@ -12,7 +12,7 @@
  *   --strategies a,b  --sockets N  --workers N  --stalled 0,0.1  --rounds N
  *   --drain-timeout MS  --message-every MS  --per-process N  --concurrency N  --grace MS
  * Other scenarios:
- *   --scenarios a,b          which scenarios (drain, roll, healthz, throughput, capacity)
+ *   --scenarios a,b          which scenarios (drain, roll, healthz, throughput, capacity, storm)
  *   --roll-clients N         --healthz-sockets N      --capacity-sockets N
  *   --throughput-windows 1,16  --throughput-connections N  --throughput-duration S
  *   --throughput-rounds N
@@ -33,6 +33,7 @@ import { ForeignCpu } from './lib/procfs.js';
 import './lib/procs.js'; // kill every child process on exit, whatever happens
 import { buildReport, type ScenarioResults, writeReport } from './report.js';
 import { ROLL_PRESETS, type RollOptions, runRoll } from './roll.js';
+import { runStorm, STORM_PRESETS, writeStormResult } from './storm.js';
 import { runThroughput, THROUGHPUT_PRESETS, type ThroughputOptions } from './throughput.js';
 
 const PRESETS: Record<'quick' | 'full', DrainOptions> = {
@@ -40,7 +41,7 @@ const PRESETS: Record<'quick' | 'full', DrainOptions> = {
   full: { ...DRAIN_DEFAULTS, sockets: 12_000, workers: 2, rounds: 3, stalled: [0, 0.1] },
 };
 
-const SCENARIOS = ['drain', 'roll', 'healthz', 'throughput', 'capacity'] as const;
+const SCENARIOS = ['drain', 'roll', 'healthz', 'throughput', 'capacity', 'storm'] as const;
 type Scenario = (typeof SCENARIOS)[number];
 
 const { values } = parseArgs({
@@ -158,6 +159,13 @@ await scenario('roll', rollOptions, () => runRoll(rollOptions));
 await scenario('healthz', healthzOptions, () => runHealthz(healthzOptions));
 await scenario('throughput', throughputOptions, () => runThroughput(throughputOptions));
 await scenario('capacity', capacityOptions, () => runCapacity(capacityOptions));
+// The reconnect storm, with and without pacing and hints: its own file, storm-<name>.json.
+await scenario('storm', STORM_PRESETS[preset], async () => {
+  const storm = await runStorm(STORM_PRESETS[preset]);
+  files.push(writeStormResult(name, storm));
+  if (storm.failures.length > 0) throw new Error(storm.failures.join('; '));
+  return undefined;
+});
 
 log(`bench ${name}: done in ${Math.round((Date.now() - started) / 1000)} s`);
 for (const f of files) console.log(f);

@@ -180,7 +180,14 @@ describe('failures during a drain', () => {
   });
 
   it('answers every request received before the close frame and counts the rest', async () => {
-    const srv = await startWsdrain(['--workers', '2', '--threads', '1', '--drain-timeout', '15000']);
+    const srv = await startWsdrain([
+      '--workers',
+      '2',
+      '--threads',
+      '1',
+      '--drain-timeout',
+      '15000',
+    ]);
     const n = 2000;
     const clients = await connectMany(srv.port, n);
     let sent = 0;
