@@ -116,7 +116,8 @@ try {
 } catch {
   throw new Error(`${cli} does not exist: run \`npm run build\` (or pass --build)`);
 }
-if (values.cli === undefined && newest(join(ROOT, 'src')) > distAt) {
+const distStale = values.cli === undefined && newest(join(ROOT, 'src')) > distAt;
+if (distStale) {
   log('warning: src/ has files newer than dist/cli.js; run `npm run build` or pass --build');
 }
 const git = (...args: string[]): string => {
@@ -140,6 +141,7 @@ const data: RunData = {
     // The checkout's commit and state describe the server only when it runs this dist/.
     commit: values.cli === undefined ? git('rev-parse', '--short', 'HEAD') : `(--cli ${cli})`,
     srcDirty: values.cli === undefined && git('status', '--porcelain', '--', 'src') !== '',
+    distStale,
   },
   phases: [],
   rolls: [],

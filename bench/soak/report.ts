@@ -394,6 +394,37 @@ export function analyse(d: RunData) {
     );
   }
 
+  // CPU the soak does not account for: other processes on the machine (a shared machine makes
+  // every latency figure worse) and kernel time charged to no process.
+  const otherCpu = Object.fromEntries(
+    [...new Set(d.samples.map((s) => s.phase))].map((p) => {
+      const v = d.samples.filter((s) => s.phase === p && s.machine).map((s) => s.machine!.otherPct);
+      const busy = d.samples
+        .filter((s) => s.phase === p && s.machine)
+        .map((s) => s.machine!.busyPct);
+      const mean = (a: number[]): number | null =>
+        a.length ? Math.round(a.reduce((x, y) => x + y, 0) / a.length) : null;
+      return [
+        p,
+        { meanPct: mean(v), maxPct: v.length ? Math.max(...v) : null, busyPct: mean(busy) },
+      ];
+    }),
+  );
+  // Judged on the steady phases: during rolls and the drain, workers that exit between two
+  // samples take their last CPU with them, and that shows up here too.
+  const allOther = d.samples
+    .filter((s) => s.machine && s.phase.startsWith('steady'))
+    .map((s) => s.machine!.otherPct);
+  const otherMean = allOther.length
+    ? Math.round(allOther.reduce((x, y) => x + y, 0) / allOther.length)
+    : null;
+  check(
+    'machine to itself: other CPU <= 15% of a core on average while steady',
+    otherMean !== null && otherMean <= 15,
+    `${otherMean}% on average, ${allOther.length ? Math.max(...allOther) : '–'}% at most (other processes and unattributed kernel time)`,
+    false,
+  );
+
   const rttByPhase = Object.fromEntries(
     Object.entries(d.rttByPhase ?? {}).map(([p, h]) => [
       p,
@@ -405,6 +436,7 @@ export function analyse(d: RunData) {
     connect: d.connect ?? null,
     memory,
     rttByPhase,
+    otherCpu,
     fds,
     codes,
     codesByPhase,
@@ -431,7 +463,7 @@ export function markdown(d: RunData, a: Analysis): string {
   out.push('');
   out.push(
     `${f(o.sockets)} sockets, ${f(o.workers)} workers, a message per socket every ${f(o.messageEveryMs)} ms, ${f(o.minutes)} min; ` +
-      `${new Date(d.startedAt).toISOString()}, node ${f(d.env.node)}, ${f(d.env.cpus)} cores, commit ${f(d.env.commit)}${d.env.srcDirty ? ' (src/ modified)' : ''}.`,
+      `${new Date(d.startedAt).toISOString()}, node ${f(d.env.node)}, ${f(d.env.cpus)} cores, commit ${f(d.env.commit)}${d.env.srcDirty ? ' (src/ modified)' : ''}${d.env.distStale ? ' (**dist/ older than src/**)' : ''}.`,
   );
   out.push('');
   out.push(`**${a.passed ? 'PASS' : 'FAIL'}**`);
@@ -476,6 +508,12 @@ export function markdown(d: RunData, a: Analysis): string {
   out.push(
     `Peak server RSS during the rolls (three workers for a while): ${a.memory.afterRolls.map((m) => `${m.peakDuringRollMiB} MiB`).join(', ')}. ` +
       'Worker RSS saws up and down with V8 collections under the message load, so phases are compared by their median and peak over every 2-s sample.',
+  );
+  out.push('');
+  out.push(
+    `Machine CPU by phase (busy / not ours, mean % of one core): ${Object.entries(a.otherCpu)
+      .map(([p, c]) => `${p} ${f(c.busyPct)} / ${f(c.meanPct)}`)
+      .join('; ')}.`,
   );
   out.push('');
   out.push(

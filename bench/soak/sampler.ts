@@ -4,6 +4,7 @@
  * of them holds, and the clients' sockets, echo rate and failures.
  */
 import { now } from '../lib/clock.js';
+import { machineBusyMs } from '../lib/procfs.js';
 import { round1 } from '../lib/stats.js';
 import type { SoakClients } from './clients.js';
 import { merge, newHist, quantile } from './hist.js';
@@ -44,10 +45,20 @@ export interface ClientSample {
   cpuPct: number | null;
 }
 
+/** CPU of the whole machine since the previous sample, % of one core (2 cores: up to 200). */
+export interface MachineSample {
+  busyPct: number;
+  /** The server, the clients and the soak itself. */
+  oursPct: number;
+  /** Everything else: other processes, and kernel time charged to no process (softirq). */
+  otherPct: number;
+}
+
 export interface Sample {
   /** Seconds since the soak started. */
   t: number;
   phase: string;
+  machine: MachineSample | undefined;
   primary: ProcSample | undefined;
   workers: ProcSample[];
   /** Primary + workers. */
@@ -66,6 +77,7 @@ export class Sampler {
   phase = 'connect';
   #timer: NodeJS.Timeout | undefined;
   readonly #lastCpu = new Map<number, { at: number; ms: number }>();
+  #lastMachine: { at: number; busyMs: number; selfUs: number } | undefined;
   #lastClients: { at: number; sent: number; echoed: number } | undefined;
 
   constructor(
@@ -98,18 +110,41 @@ export class Sampler {
     const procs = lists.map((l) => this.#proc(l.pid, l.rss, l.fds, ports));
     const primary = procs[0];
     const workers = primary ? procs.slice(1).filter((p): p is ProcSample => p !== undefined) : [];
+    const clients = this.#clients(t0);
     const s: Sample = {
       t: Math.round((t0 - this.startedAt) / 100) / 10,
       phase: this.phase,
+      machine: this.#machine(t0, [primary, ...workers], clients),
       primary,
       workers,
       serverRssMiB: round1((primary?.rssMiB ?? 0) + workers.reduce((n, w) => n + w.rssMiB, 0)),
-      clients: this.#clients(t0),
+      clients,
       costMs: 0,
     };
     s.costMs = Math.round(now() - t0);
     this.samples.push(s);
     return s;
+  }
+
+  #machine(
+    at: number,
+    procs: (ProcSample | undefined)[],
+    clients: ClientSample | undefined,
+  ): MachineSample | undefined {
+    const busyMs = machineBusyMs();
+    const u = process.cpuUsage();
+    const selfUs = u.user + u.system;
+    const last = this.#lastMachine;
+    this.#lastMachine = { at, busyMs, selfUs };
+    if (!last || at <= last.at) return undefined;
+    const dt = at - last.at;
+    const busyPct = Math.round((100 * (busyMs - last.busyMs)) / dt);
+    const oursPct = Math.round(
+      procs.reduce((n, p) => n + (p?.cpuPct ?? 0), 0) +
+        (clients?.cpuPct ?? 0) +
+        (100 * (selfUs - last.selfUs)) / 1000 / dt,
+    );
+    return { busyPct, oursPct, otherPct: Math.max(0, busyPct - oursPct) };
   }
 
   #cpuPct(pid: number, at: number): number | null {
