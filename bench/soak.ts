@@ -17,8 +17,8 @@
  * descriptors of the primary and each worker, the TCP connections on the port each holds,
  * the clients' open sockets, echoes/s and echo failures. Writes
  * bench/results/soak-<name>.json and .md (name: quick or full unless --name), the server's
- * log lines to $TMPDIR/wsdrain-soak-<name>.log, and exits 1 when a hard check failed. Everything is bounded in time; every process it started is
- * killed at the end (lib/procs.ts).
+ * log lines to $TMPDIR/wsdrain-soak-<name>.log, and exits 1 when a hard check failed.
+ * Everything is bounded in time; every process it started is killed at the end (lib/procs.ts).
  *
  * Flags: --sockets N  --minutes M  --quick  --name S  --workers N (2)  --drain-timeout MS
  *   (10000)  --message-every MS (2000)  --echo-timeout MS (10000)  --per-process N (10000)

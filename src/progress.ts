@@ -7,13 +7,13 @@ import type { Logger } from './log.js';
 /** Reports remaining sockets during a drain. */
 export class DrainProgress {
   readonly #log: Logger;
-  readonly #total: number;
+  readonly #total: () => number;
   readonly #tty: boolean;
   #last = -1;
 
-  constructor(log: Logger, total: number, tty = Boolean(process.stderr.isTTY)) {
+  constructor(log: Logger, total: number | (() => number), tty = Boolean(process.stderr.isTTY)) {
     this.#log = log;
-    this.#total = total;
+    this.#total = typeof total === 'function' ? total : () => total;
     this.#tty = tty;
   }
 
@@ -23,13 +23,14 @@ export class DrainProgress {
     this.#last = remaining;
     if (this.#tty) {
       const width = 30;
-      const done = this.#total > 0 ? (this.#total - remaining) / this.#total : 1;
+      const total = this.#total();
+      const done = total > 0 ? (total - remaining) / total : 1;
       const filled = Math.max(0, Math.min(width, Math.round(done * width)));
       process.stderr.write(
         `\rdraining [${'#'.repeat(filled)}${'.'.repeat(width - filled)}] ${remaining} sockets left   `,
       );
     }
-    this.#log.info({ remaining, total: this.#total }, `draining: ${remaining} sockets left`);
+    this.#log.info({ remaining, total: this.#total() }, `draining: ${remaining} sockets left`);
   }
 
   /** Ends the bar line. */

@@ -35,6 +35,8 @@ interface Slot {
   report: DrainReport | undefined;
   /** Killed by the primary (deadline or second signal). */
   killed: boolean;
+  /** Sockets the worker held when its drain began. */
+  drainTotal: number;
   /** Started draining on its own (a signal sent to the worker, not to the primary). */
   selfDrained: boolean;
   listening: Promise<boolean>;
@@ -160,6 +162,7 @@ export class Coordinator {
       report: undefined,
       killed: false,
       selfDrained: false,
+      drainTotal: 0,
       listening: new Promise((r) => {
         onListening = r;
       }),
@@ -197,6 +200,7 @@ export class Coordinator {
             slot.selfDrained = true;
           }
           slot.remaining = m.sockets;
+          slot.drainTotal = m.sockets;
           break;
         case 'progress':
           slot.remaining = m.remaining;
@@ -335,14 +339,6 @@ export class Coordinator {
           `rolled worker ${old.pid}: ${summarize(old.report)}`,
         );
       rolled++;
-      // Let this worker's clients land (they wait up to --reconnect-window, as the hint asks)
-      // before the next old worker drains: otherwise many reconnect into it and are moved twice.
-      const more = [...this.#slots.values()].some(
-        (s) => s.state === 'ready' && s.generation < this.#generation,
-      );
-      if (more && this.#opts.reconnectWindow > 0) {
-        await new Promise((r) => setTimeout(r, this.#opts.reconnectWindow));
-      }
     }
     if (this.#phase === 'rolling') {
       this.#phase = 'running';
@@ -380,7 +376,8 @@ export class Coordinator {
     const live = [...this.#slots.values()].filter(
       (s) => s.state === 'ready' || s.state === 'draining',
     );
-    const total = live.reduce((n, s) => n + s.remaining, 0);
+    // Workers tell their socket counts when they start draining ('draining' messages).
+    const total = (): number => live.reduce((n, s) => n + s.drainTotal, 0);
     this.#log.info(
       { reason, workers: live.length, budgetMs: budget },
       `${reason}: draining ${live.length} workers (send it again to terminate now)`,
