@@ -12,7 +12,7 @@
  */
 import { EventEmitter } from 'node:events';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
-import type { AddressInfo, Socket } from 'node:net';
+import { type AddressInfo, Server as NetServer, type Socket } from 'node:net';
 import type { Duplex, Writable } from 'node:stream';
 import { WebSocket, WebSocketServer } from 'ws';
 import { HandlerError, ListenError } from '../errors.js';
@@ -590,8 +590,9 @@ export class WsdrainServer extends EventEmitter {
     this.#listening = false;
     // Idle HTTP connections stay open until shutdown(): an upgrade request may still be on
     // its way on one of them, and it must get the drain code, not a reset. Answers sent
-    // while draining carry `Connection: close`.
-    this.http.close();
+    // while draining carry `Connection: close`. http.Server#close() would also close the
+    // idle ones (Node 19+), so only the listening socket is closed here.
+    NetServer.prototype.close.call(this.http);
   }
 
   /** Terminates every socket now (second signal); idempotent. */
