@@ -5,6 +5,7 @@
  * the server process exits. Strategies are interleaved within each round, in a rotated order.
  */
 import { now, sleep } from './lib/clock.js';
+import { machineBusyMs } from './lib/procfs.js';
 import { closedBy, median, openSeries, round1, type SeriesPoint } from './lib/stats.js';
 import { Load } from './loadgen/index.js';
 import {
@@ -48,6 +49,8 @@ export interface DrainRun {
   /** Server process exit; null if it had not exited when we gave up (then SIGKILLed). */
   exitMs: number | null;
   exitStatus: string;
+  /** CPU the whole machine spent (all cores, servers and clients) from the signal to the last close, ms. */
+  cpuMs: number;
   codes: Record<string, number>;
   clean: number;
   forced: number;
@@ -70,6 +73,7 @@ export interface DrainSummary {
   p50Ms: number | null;
   p90Ms: number | null;
   p99Ms: number | null;
+  cpuMs: number | null;
   codes: Record<string, number>;
   clean: number;
   forced: number;
@@ -214,12 +218,14 @@ async function runOnce(
     await sleep(200 + 2 * opts.messageEveryMs); // let the last upgrades and some traffic settle
     if (server.exitAt !== undefined) throw new Error(`server exited early:\n${server.output}`);
 
+    const busy0 = machineBusyMs();
     const t0 = load.mark();
     server.signal('SIGTERM');
     if (strategy === 'pm2-default')
       pm2Kill = setTimeout(() => server.killTree(), PM2_KILL_TIMEOUT_MS);
     const giveUpAt = t0 + budget + opts.graceMs;
     await load.waitAllClosed(giveUpAt - now());
+    const cpu = machineBusyMs() - busy0;
     await server.waitExit(Math.max(0, giveUpAt - now()));
     const r = await load.results();
 
@@ -238,6 +244,7 @@ async function runOnce(
       lastCloseMs: r.open === 0 ? closedBy(sorted, total, 1) : null,
       exitMs: server.exitAt === undefined ? null : round1(server.exitAt - t0),
       exitStatus: server.exitStatus ?? 'still running (killed)',
+      cpuMs: Math.round(cpu),
       codes: r.codes,
       clean: r.clean,
       forced: r.forced,
@@ -273,6 +280,7 @@ function summarize(runs: DrainRun[], opts: DrainOptions): DrainSummary[] {
         p50Ms: median(rs.map((r) => r.p50Ms)),
         p90Ms: median(rs.map((r) => r.p90Ms)),
         p99Ms: median(rs.map((r) => r.p99Ms)),
+        cpuMs: median(rs.map((r) => r.cpuMs)),
         codes: rep.codes,
         clean: rep.clean,
         forced: rep.forced,
@@ -292,7 +300,7 @@ function describe(r: DrainRun): string {
   ].filter(Boolean);
   return (
     `${r.sockets} sockets, p50 ${ms(r.p50Ms)}, p99 ${ms(r.p99Ms)}, last ${ms(r.lastCloseMs)}, ` +
-    `exit ${ms(r.exitMs)} (${r.exitStatus}), codes ${JSON.stringify(r.codes)}` +
+    `exit ${ms(r.exitMs)} (${r.exitStatus}), cpu ${r.cpuMs} ms, codes ${JSON.stringify(r.codes)}` +
     (extra.length ? `, ${extra.join(', ')}` : '')
   );
 }

@@ -16,6 +16,8 @@
  *   --roll-clients N         --healthz-sockets N      --capacity-sockets N
  *   --throughput-windows 1,16  --throughput-connections N  --throughput-duration S
  *   --throughput-rounds N
+ * Profiling: BENCH_SERVER_NODE_ARGS (wsdrain's node, inherited by its workers) and
+ * BENCH_CLIENT_NODE_ARGS (load-generator clients), e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof".
  */
 import { parseArgs } from 'node:util';
 import { CAPACITY_DEFAULTS, type CapacityOptions, runCapacity } from './capacity.js';

@@ -84,7 +84,17 @@ export class Server {
     const { strategy, port, workers, drainTimeoutMs } = spec;
     const args =
       strategy === 'wsdrain'
-        ? [WSDRAIN_CLI, 'start', '--port', port, '--host', '127.0.0.1', '--workers', workers]
+        ? [
+            ...(process.env.BENCH_SERVER_NODE_ARGS?.split(' ') ?? []),
+            WSDRAIN_CLI,
+            'start',
+            '--port',
+            port,
+            '--host',
+            '127.0.0.1',
+            '--workers',
+            workers,
+          ]
             .concat(['--drain-timeout', drainTimeoutMs, '--log-level', spec.logLevel ?? 'warn'])
             .map(String)
             .concat(spec.extraArgs ?? [])

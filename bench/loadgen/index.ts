@@ -169,7 +169,7 @@ export class Load {
     ].flatMap(([k, v]) => [String(k), String(v)]);
     const child = fork(CLIENT, args, {
       cwd: ROOT,
-      execArgv: ['--import', 'tsx'],
+      execArgv: ['--import', 'tsx', ...(process.env.BENCH_CLIENT_NODE_ARGS?.split(' ') ?? [])],
       detached: true,
       stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
     });

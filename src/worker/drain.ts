@@ -180,6 +180,8 @@ async function runDrain(server: WsdrainServer, opts: DrainOptions): Promise<Drai
   const wanted = opts.rate && opts.rate > 0 ? (n / opts.rate) * 1000 : (opts.windowMs ?? 0);
   const window = n > 1 ? Math.min(wanted, room) : 0;
   report.windowMs = Math.round(window);
+  // A burst: the peers' answers are read once every close frame is out (see holdReads).
+  if (window === 0) server.holdReads();
   for (let i = 0; i < n && !ac.signal.aborted; i++) {
     if (window > 0) {
       const due = start + (window * (i + random())) / n;
@@ -197,6 +199,7 @@ async function runDrain(server: WsdrainServer, opts: DrainOptions): Promise<Drai
     }
     if (window === 0 && (i + 1) % chunk === 0) await new Promise<void>((r) => setImmediate(r));
   }
+  server.releaseReads();
 
   // 5. Bounded wait.
   if (server.conns.size > 0 && !ac.signal.aborted) {

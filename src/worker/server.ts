@@ -13,7 +13,7 @@
 import { EventEmitter } from 'node:events';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { type AddressInfo, Server as NetServer, type Socket } from 'node:net';
-import type { Duplex, Writable } from 'node:stream';
+import type { Duplex } from 'node:stream';
 import { WebSocket, WebSocketServer } from 'ws';
 import { HandlerError, ListenError } from '../errors.js';
 import type { Logger } from '../log.js';
@@ -26,6 +26,7 @@ import {
   type WsdrainOptions,
 } from '../options.js';
 import { type BatchResult, type Item, MessagePool } from './pool.js';
+import { idempotentEnds, startReading, stopReading } from './socket.js';
 
 export type ServerState = 'starting' | 'running' | 'draining' | 'closed';
 
@@ -108,22 +109,6 @@ export type ServerOptions = WsdrainOptions & { logger: Logger };
 function noop(): void {}
 
 /**
- * ws ends a socket, and its frame parser (a Writable), more than once in a clean close
- * (after each close frame, on the peer's FIN, on 'close'). Past the first call, Node builds
- * and drops an ERR_STREAM_ALREADY_FINISHED error, stack trace included, every time: the
- * largest single cost of a drain in CPU profiles. Make the extra calls no-ops (ws passes
- * no callback to these calls).
- */
-function idempotentEnd(stream: Writable | undefined): void {
-  if (!stream || typeof stream.end !== 'function') return;
-  const end = stream.end;
-  stream.end = function (this: Writable, ...args: unknown[]) {
-    if (this.writableEnded) return this;
-    return (end as (...a: unknown[]) => Writable).apply(this, args);
-  } as Writable['end'];
-}
-
-/**
  * One worker's server. Emits `'conn-close' (conn, code)` when a WebSocket connection closes. Use {@link WsdrainServer.listen} then, to stop,
  * `drainServer()` from `./drain.js` (graceful) or {@link WsdrainServer.terminateAll} (forced).
  */
@@ -169,6 +154,8 @@ export class WsdrainServer extends EventEmitter {
   #fdExhausted = false;
   #paused = new Set<Conn>();
   #heartbeat: NodeJS.Timeout | undefined;
+  /** Sockets whose reading is held back while a burst of close frames goes out. */
+  #held: Socket[] | undefined;
 
   constructor(options: ServerOptions) {
     super();
@@ -332,8 +319,7 @@ export class WsdrainServer extends EventEmitter {
     socket.once('close', done);
     this.wss.handleUpgrade(req, socket, head, (ws) => {
       done();
-      idempotentEnd(socket as Socket);
-      idempotentEnd((ws as unknown as { _receiver?: Writable })._receiver);
+      idempotentEnds(ws);
       this.#onConnection(ws, socket as Socket);
     });
   }
@@ -510,6 +496,24 @@ export class WsdrainServer extends EventEmitter {
     // frame is still read (and counted clean), and so is anything it sent before it.
     conn.socket.end();
     conn.ws.resume();
+    if (this.#held && stopReading(conn.socket)) this.#held.push(conn.socket);
+  }
+
+  /**
+   * From now until {@link releaseReads}, sockets closed with {@link closeConn} are not read:
+   * their peers' answers wait in the kernel. A drain sends every close frame first, and the
+   * CPU this process would spend reading answers goes to the peers that still wait for
+   * their close frame.
+   */
+  holdReads(): void {
+    this.#held ??= [];
+  }
+
+  /** Reads the sockets held since {@link holdReads} again. */
+  releaseReads(): void {
+    const held = this.#held ?? [];
+    this.#held = undefined;
+    for (const socket of held) startReading(socket);
   }
 
   /** Terminates one connection (no handshake). */
