@@ -12,6 +12,7 @@ import type { Duplex } from 'node:stream';
 import { parseArgs } from 'node:util';
 import { WebSocket } from 'ws';
 import { idempotentEnds } from '../../src/worker/socket.js';
+import { Dialer, flags, inLanes, onParent, toParent } from '../lib/client-proc.js';
 import { now } from '../lib/clock.js';
 import type { ClientResults, FromClient, ToClient } from './protocol.js';
 
@@ -29,6 +30,7 @@ const { values } = parseArgs({
     'stall-mode': { type: 'string', default: 'drop' },
   },
 });
+const { int, fail } = flags('loadgen client', values);
 const url = values.url ?? fail('--url is required');
 const count = int('count');
 const concurrency = int('concurrency');
@@ -41,9 +43,8 @@ const stallMode = values['stall-mode'];
 if (!(stalled >= 0 && stalled <= 1)) fail(`--stalled must be in [0, 1], got ${values.stalled}`);
 if (stallMode !== 'drop' && stallMode !== 'pause') fail('--stall-mode must be drop or pause');
 
-const send = (m: FromClient): void => {
-  process.send?.(m);
-};
+const send: (m: FromClient) => void = toParent;
+const dialer = new Dialer({ url, addrPrefix: values['addr-prefix'], addrCount, handshakeTimeout });
 
 /** Epoch ms of each socket's close (NaN while open or never connected). */
 const closedAt = new Float64Array(count).fill(Number.NaN);
@@ -55,30 +56,16 @@ let connected = 0;
 let failed = 0;
 let sent = 0;
 let received = 0;
-let nextAddress = 0;
 
 /** Spreads `count * stalled` stalled sockets evenly over the indexes. */
 const isStalled = (i: number): boolean => Math.floor((i + 1) * stalled) > Math.floor(i * stalled);
 
-function connectOnce(i: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const localAddress = `${values['addr-prefix']}.${(nextAddress++ % addrCount) + 1}`;
-    const ws = new WebSocket(url, { localAddress, handshakeTimeout, perMessageDeflate: false });
-    let opened = false;
-    ws.on('error', () => {}); // a failed handshake is followed by 'close'
-    ws.once('open', () => {
-      opened = true;
-      adopt(i, ws);
-      resolve(true);
-    });
-    ws.on('close', (code) => {
-      if (opened) closed(i, code);
-      else resolve(false);
-    });
-  });
+async function connectOnce(i: number): Promise<boolean> {
+  return typeof (await dialer.attempt((ws) => adopt(i, ws))) !== 'string';
 }
 
 function adopt(i: number, ws: WebSocket): void {
+  ws.on('close', (code) => closed(i, code));
   // The same for every strategy: ws's repeated end() calls cost this process CPU that, on a
   // machine shared with the server, would be taken from the server under test.
   idempotentEnds(ws);
@@ -126,19 +113,18 @@ function closed(i: number, code: number): void {
 }
 
 async function connectAll(): Promise<void> {
-  let next = 0;
-  const lane = async (): Promise<void> => {
-    while (next < count) {
-      const i = next++;
+  await inLanes({
+    count,
+    concurrency,
+    work: async (i) => {
       let ok = false;
       for (let a = 0; a < attempts && !ok; a++) ok = await connectOnce(i);
       if (ok) connected++;
       else failed++;
-    }
-  };
-  const ticker = setInterval(() => send({ type: 'progress', connected, failed }), 100);
-  await Promise.all(Array.from({ length: Math.min(concurrency, count) }, lane));
-  clearInterval(ticker);
+    },
+    tick: () => send({ type: 'progress', connected, failed }),
+    tickEveryMs: 100,
+  });
   send({ type: 'ready', connected, failed });
 }
 
@@ -170,7 +156,7 @@ function results(): ClientResults {
   return r;
 }
 
-process.on('message', (m: ToClient) => {
+onParent<ToClient>((m) => {
   switch (m.type) {
     case 'mark':
       markAt = m.t;
@@ -184,17 +170,5 @@ process.on('message', (m: ToClient) => {
       process.exit(0);
   }
 });
-process.on('disconnect', () => process.exit(0)); // the parent is gone
-
-function int(name: keyof typeof values): number {
-  const v = Number(values[name]);
-  if (!Number.isInteger(v) || v < 0) fail(`--${name} must be a non-negative integer`);
-  return v;
-}
-
-function fail(message: string): never {
-  console.error(`loadgen client: ${message}`);
-  process.exit(2);
-}
 
 await connectAll();

@@ -10,6 +10,7 @@
  */
 import { parseArgs } from 'node:util';
 import { WebSocket } from 'ws';
+import { flags, onParent, toParent } from '../lib/client-proc.js';
 import { now } from '../lib/clock.js';
 import type { EchoResults, FromEcho, ToEcho } from './echo.js';
 
@@ -24,6 +25,7 @@ const { values } = parseArgs({
     'addr-prefix': { type: 'string', default: '127.0.201' },
   },
 });
+const { int, fail } = flags('echo client', values);
 const url = values.url ?? fail('--url is required');
 const connections = int('connections');
 const window = Math.max(1, int('window'));
@@ -31,9 +33,7 @@ const size = Math.max(12, int('size'));
 const warmup = int('warmup');
 const duration = int('duration');
 
-const send = (m: FromEcho): void => {
-  process.send?.(m);
-};
+const send: (m: FromEcho) => void = toParent;
 
 const PAD = 'x'.repeat(size);
 const payload = (seq: number): string => `${String(seq).padStart(10, '0')}|${PAD}`.slice(0, size);
@@ -132,7 +132,7 @@ function results(): EchoResults {
   };
 }
 
-process.on('message', (m: ToEcho) => {
+onParent<ToEcho>((m) => {
   switch (m.type) {
     case 'start':
       start();
@@ -142,18 +142,6 @@ process.on('message', (m: ToEcho) => {
       process.exit(0);
   }
 });
-process.on('disconnect', () => process.exit(0));
-
-function int(name: keyof typeof values): number {
-  const v = Number(values[name]);
-  if (!Number.isInteger(v) || v < 0) fail(`--${name} must be a non-negative integer`);
-  return v;
-}
-
-function fail(message: string): never {
-  console.error(`echo client: ${message}`);
-  process.exit(2);
-}
 
 // connect 50 at a time
 for (let i = 0; i < connections; i += 50) {

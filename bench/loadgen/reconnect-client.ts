@@ -10,7 +10,8 @@
  * and each reconnect latency: from the 'close' event to the new socket's 'open'.
  */
 import { parseArgs } from 'node:util';
-import { WebSocket } from 'ws';
+import type { WebSocket } from 'ws';
+import { Dialer, flags, inLanes, onParent, toParent } from '../lib/client-proc.js';
 import { now } from '../lib/clock.js';
 import type { FromReconnect, ReconnectResults, ToReconnect } from './reconnect.js';
 
@@ -26,6 +27,7 @@ const { values } = parseArgs({
     'max-attempts': { type: 'string', default: '500' },
   },
 });
+const { int, fail } = flags('reconnect client', values);
 const url = values.url ?? fail('--url is required');
 const count = int('count');
 const concurrency = int('concurrency');
@@ -34,13 +36,11 @@ const handshakeTimeout = int('handshake-timeout');
 const retryDelay = int('retry-delay');
 const maxAttempts = int('max-attempts');
 
-const send = (m: FromReconnect): void => {
-  process.send?.(m);
-};
+const send: (m: FromReconnect) => void = toParent;
+const dialer = new Dialer({ url, addrPrefix: values['addr-prefix'], addrCount, handshakeTimeout });
 
 const sockets: (WebSocket | undefined)[] = new Array(count);
 const closesPerSocket = new Uint16Array(count);
-let nextAddress = 0;
 let markAt = Number.NaN;
 let stopping = false;
 let open = 0;
@@ -59,27 +59,6 @@ const reasons: Record<string, number> = {};
 const refusalCauses: Record<string, number> = {};
 const latencies: number[] = [];
 const hintRetries: number[] = [];
-
-/** One handshake; resolves with the open socket, or the cause of the failure. */
-function attempt(): Promise<WebSocket | string> {
-  return new Promise((resolve) => {
-    const localAddress = `${values['addr-prefix']}.${(nextAddress++ % addrCount) + 1}`;
-    const ws = new WebSocket(url, { localAddress, handshakeTimeout, perMessageDeflate: false });
-    let cause = 'closed';
-    ws.on('error', (err: Error & { code?: string }) => {
-      const http = /Unexpected server response: (\d+)/.exec(err.message);
-      cause = http ? `http ${http[1]}` : (err.code ?? err.message.slice(0, 40));
-    });
-    let opened = false;
-    ws.once('open', () => {
-      opened = true;
-      resolve(ws);
-    });
-    ws.once('close', () => {
-      if (!opened) resolve(cause);
-    });
-  });
-}
 
 function adopt(i: number, ws: WebSocket): void {
   sockets[i] = ws;
@@ -111,7 +90,7 @@ async function reconnect(i: number, closedAt: number): Promise<void> {
   reconnecting++;
   try {
     for (let a = 0; a < maxAttempts && !stopping; a++) {
-      const r = await attempt();
+      const r = await dialer.attempt();
       if (stopping) {
         if (typeof r !== 'string') r.terminate();
         return;
@@ -138,13 +117,13 @@ async function reconnect(i: number, closedAt: number): Promise<void> {
 }
 
 async function connectAll(): Promise<void> {
-  let next = 0;
-  const lane = async (): Promise<void> => {
-    while (next < count) {
-      const i = next++;
+  await inLanes({
+    count,
+    concurrency,
+    work: async (i) => {
       let ok = false;
       for (let a = 0; a < 3 && !ok; a++) {
-        const r = await attempt();
+        const r = await dialer.attempt();
         if (typeof r !== 'string') {
           adopt(i, r);
           ok = true;
@@ -152,11 +131,10 @@ async function connectAll(): Promise<void> {
       }
       if (ok) connected++;
       else failed++;
-    }
-  };
-  const ticker = setInterval(() => send({ type: 'progress', connected, failed }), 100);
-  await Promise.all(Array.from({ length: Math.min(concurrency, count) }, lane));
-  clearInterval(ticker);
+    },
+    tick: () => send({ type: 'progress', connected, failed }),
+    tickEveryMs: 100,
+  });
   send({ type: 'ready', connected, failed });
 }
 
@@ -184,7 +162,7 @@ function results(): ReconnectResults {
 }
 
 let reporting = false;
-process.on('message', (m: ToReconnect) => {
+onParent<ToReconnect>((m) => {
   switch (m.type) {
     case 'mark':
       markAt = m.t;
@@ -202,17 +180,5 @@ process.on('message', (m: ToReconnect) => {
       process.exit(0);
   }
 });
-process.on('disconnect', () => process.exit(0)); // the parent is gone
-
-function int(name: keyof typeof values): number {
-  const v = Number(values[name]);
-  if (!Number.isInteger(v) || v < 0) fail(`--${name} must be a non-negative integer`);
-  return v;
-}
-
-function fail(message: string): never {
-  console.error(`reconnect client: ${message}`);
-  process.exit(2);
-}
 
 await connectAll();

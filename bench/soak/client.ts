@@ -22,6 +22,7 @@
 import { parseArgs } from 'node:util';
 import { WebSocket } from 'ws';
 import { parseHint } from '../../src/hint.js';
+import { Dialer, flags, inLanes, onParent, toParent } from '../lib/client-proc.js';
 import { now } from '../lib/clock.js';
 import { newHist, record } from './hist.js';
 import {
@@ -47,6 +48,7 @@ const { values } = parseArgs({
     'ignore-hints': { type: 'boolean', default: false },
   },
 });
+const { int, fail } = flags('soak client', values);
 const url = values.url ?? fail('--url is required');
 const count = int('count');
 const concurrency = int('concurrency');
@@ -74,9 +76,8 @@ interface Sock {
   hintMs: number;
 }
 
-const send = (m: FromSoakClient): void => {
-  process.send?.(m);
-};
+const send: (m: FromSoakClient) => void = toParent;
+const dialer = new Dialer({ url, addrPrefix: values['addr-prefix'], addrCount, handshakeTimeout });
 
 const socks: Sock[] = Array.from({ length: count }, () => ({
   ws: undefined,
@@ -88,7 +89,6 @@ const socks: Sock[] = Array.from({ length: count }, () => ({
   closedAt: Number.NaN,
   hintMs: 0,
 }));
-let nextAddress = 0;
 let label = 'connect';
 let final = false;
 let stopping = false;
@@ -111,27 +111,6 @@ function current(): LabelResults {
 }
 
 const payload = (i: number, seq: number): string => `{"op":"echo","s":${i},"n":${seq}}`;
-
-/** One handshake; resolves with the open socket, or the cause of the failure. */
-function attempt(): Promise<WebSocket | string> {
-  return new Promise((resolve) => {
-    const localAddress = `${values['addr-prefix']}.${(nextAddress++ % addrCount) + 1}`;
-    const ws = new WebSocket(url, { localAddress, handshakeTimeout, perMessageDeflate: false });
-    let cause = 'closed';
-    ws.on('error', (err: Error & { code?: string }) => {
-      const http = /Unexpected server response: (\d+)/.exec(err.message);
-      cause = http ? `http ${http[1]}` : (err.code ?? err.message.slice(0, 40));
-    });
-    let opened = false;
-    ws.once('open', () => {
-      opened = true;
-      resolve(ws);
-    });
-    ws.once('close', () => {
-      if (!opened) resolve(cause);
-    });
-  });
-}
 
 function adopt(i: number, ws: WebSocket): void {
   const s = socks[i]!;
@@ -221,7 +200,7 @@ async function reconnect(i: number): Promise<void> {
       checkAllClosed();
       return;
     }
-    const r = await attempt();
+    const r = await dialer.attempt();
     if (typeof r !== 'string') {
       reconnecting--;
       const L = current();
@@ -308,27 +287,27 @@ function results(): ClientResults {
 }
 
 async function connectAll(): Promise<void> {
-  let next = 0;
-  const lane = async (): Promise<void> => {
-    while (next < count && !stopping) {
-      const i = next++;
+  await inLanes({
+    count,
+    concurrency,
+    work: async (i) => {
       let ws: WebSocket | string = 'not tried';
-      for (let a = 0; a < 3 && typeof ws === 'string'; a++) ws = await attempt();
+      for (let a = 0; a < 3 && typeof ws === 'string'; a++) ws = await dialer.attempt();
       if (typeof ws === 'string') {
         failed++;
-        continue;
+        return;
       }
       connected++;
       adopt(i, ws);
-    }
-  };
-  const ticker = setInterval(() => send({ type: 'progress', connected, failed }), 250);
-  await Promise.all(Array.from({ length: Math.min(concurrency, count) }, lane));
-  clearInterval(ticker);
+    },
+    tick: () => send({ type: 'progress', connected, failed }),
+    tickEveryMs: 250,
+    keepGoing: () => !stopping,
+  });
   send({ type: 'ready', connected, failed });
 }
 
-process.on('message', (m: ToSoakClient) => {
+onParent<ToSoakClient>((m) => {
   switch (m.type) {
     case 'label':
       label = m.label;
@@ -345,20 +324,8 @@ process.on('message', (m: ToSoakClient) => {
       process.exit(0);
   }
 });
-process.on('disconnect', () => process.exit(0)); // the parent is gone
 
 setInterval(() => send({ type: 'stats', stats: stats() }), 1000);
 setInterval(checkTimeouts, 1000);
-
-function int(name: keyof typeof values): number {
-  const v = Number(values[name]);
-  if (!Number.isInteger(v) || v < 0) fail(`--${name} must be a non-negative integer`);
-  return v;
-}
-
-function fail(message: string): never {
-  console.error(`soak client: ${message}`);
-  process.exit(2);
-}
 
 await connectAll();

@@ -9,12 +9,14 @@
 import { parseArgs } from 'node:util';
 import { WebSocket } from 'ws';
 import type { WebSocketConstructorLike, WsdrainClientOptions } from '../../src/client/index.js';
+import { flags, inLanes, onParent, toParent } from '../lib/client-proc.js';
 import { now } from '../lib/clock.js';
-import type {
-  FromStormClient,
-  StormClientResults,
-  StormClientStatus,
-  ToStormClient,
+import {
+  emptyStormResults,
+  type FromStormClient,
+  type StormClientResults,
+  type StormClientStatus,
+  type ToStormClient,
 } from './protocol.js';
 
 // The built client, as users get it; the types come from its source.
@@ -31,6 +33,7 @@ const { values } = parseArgs({
     'max-retries': { type: 'string', default: '50' },
   },
 });
+const { int, fail } = flags('storm client', values);
 const url = values.url ?? fail('--url is required');
 const count = int('count');
 const concurrency = Math.max(1, int('concurrency'));
@@ -61,25 +64,12 @@ interface Slot {
   closedSinceMark: boolean;
 }
 
-const send = (m: FromStormClient): void => {
-  process.send?.(m);
-};
+const send: (m: FromStormClient) => void = toParent;
 
 const slots: Slot[] = [];
 let markAt = Number.NaN;
 const status: StormClientStatus = { open: 0, closed: 0, gaveUp: 0 };
-const results: StormClientResults = {
-  ...status,
-  opens: [],
-  starts: [],
-  latencies: [],
-  closes: [],
-  codes: {},
-  refusals: 0,
-  refusalCodes: {},
-  connectErrors: 0,
-  delays: { hint: 0, backoff: 0 },
-};
+const results: StormClientResults = emptyStormResults();
 const marked = (): boolean => !Number.isNaN(markAt);
 const ms = (t: number): number => Math.round(t * 100) / 100;
 
@@ -137,20 +127,17 @@ function start(): Promise<void> {
 }
 
 async function startAll(): Promise<void> {
-  let next = 0;
-  const lane = async (): Promise<void> => {
-    while (next < count) {
-      next++;
-      await start();
-    }
-  };
-  const ticker = setInterval(() => send({ type: 'progress', open: status.open }), 100);
-  await Promise.all(Array.from({ length: Math.min(concurrency, count) }, lane));
-  clearInterval(ticker);
+  await inLanes({
+    count,
+    concurrency,
+    work: start,
+    tick: () => send({ type: 'progress', open: status.open }),
+    tickEveryMs: 100,
+  });
   send({ type: 'ready', open: status.open });
 }
 
-process.on('message', (m: ToStormClient) => {
+onParent<ToStormClient>((m) => {
   switch (m.type) {
     case 'mark':
       markAt = m.t;
@@ -163,17 +150,5 @@ process.on('message', (m: ToStormClient) => {
       process.exit(0);
   }
 });
-process.on('disconnect', () => process.exit(0)); // the parent is gone
-
-function int(name: keyof typeof values): number {
-  const v = Number(values[name]);
-  if (!Number.isInteger(v) || v < 0) fail(`--${name} must be a non-negative integer`);
-  return v;
-}
-
-function fail(message: string): never {
-  console.error(`storm client: ${message}`);
-  process.exit(2);
-}
 
 await startAll();

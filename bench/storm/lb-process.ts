@@ -4,6 +4,7 @@
  * sockets does not share an event loop with the bench's bookkeeping.
  */
 import { parseArgs } from 'node:util';
+import { onParent, toParent } from '../lib/client-proc.js';
 import { Balancer } from './lb.js';
 import type { FromBalancer, ToBalancer } from './protocol.js';
 
@@ -16,16 +17,14 @@ if (backends.length === 0 || backends.some((p) => !Number.isInteger(p) || p <= 0
   process.exit(2);
 }
 
-const send = (m: FromBalancer): void => {
-  process.send?.(m);
-};
+const send: (m: FromBalancer) => void = toParent;
 const lb = new Balancer({
   backends,
   pollMs: Number(values['poll-ms']),
   onReadyChange: (ready) => send({ type: 'ready', ready }),
 });
 
-process.on('message', (m: ToBalancer) => {
+onParent<ToBalancer>((m) => {
   switch (m.type) {
     case 'mark':
       lb.mark(m.t);
@@ -38,7 +37,6 @@ process.on('message', (m: ToBalancer) => {
       process.exit(0);
   }
 });
-process.on('disconnect', () => process.exit(0)); // the parent is gone
 
 const port = await lb.listen();
 send({ type: 'listening', port });

@@ -49,6 +49,24 @@ export interface StormClientResults extends StormClientStatus {
   delays: { hint: number; backoff: number };
 }
 
+/** Results with nothing counted yet. */
+export function emptyStormResults(): StormClientResults {
+  return {
+    open: 0,
+    closed: 0,
+    gaveUp: 0,
+    opens: [],
+    starts: [],
+    latencies: [],
+    closes: [],
+    codes: {},
+    refusals: 0,
+    refusalCodes: {},
+    connectErrors: 0,
+    delays: { hint: 0, backoff: 0 },
+  };
+}
+
 /** Parent -> load balancer process. */
 export type ToBalancer = { type: 'mark'; t: number } | { type: 'results' } | { type: 'stop' };
 
