@@ -68,3 +68,23 @@ export function percentile(sorted: readonly number[], q: number): number | null 
 export function round2(v: number): number {
   return Math.round(v * 100) / 100;
 }
+
+/** Adds the counts of `from` into `into` (close codes, causes, ...). */
+export function addCounts(into: Record<string, number>, from: Record<string, number>): void {
+  for (const [k, n] of Object.entries(from)) into[k] = (into[k] ?? 0) + n;
+}
+
+/** The largest of the numbers that are not null; null when there are none. */
+export function maxOrNull(values: readonly (number | null)[]): number | null {
+  const xs = values.filter((x): x is number => x !== null);
+  return xs.length > 0 ? Math.max(...xs) : null;
+}
+
+/** Adds the number fields `keys` of `from` into `into` (results summed over processes). */
+export function addFields<K extends string>(
+  into: Record<K, number>,
+  from: Record<K, number>,
+  keys: readonly K[],
+): void {
+  for (const k of keys) into[k] += from[k];
+}

@@ -4,8 +4,9 @@
  * replies each counted in its own measuring window are summed.
  */
 import { fileURLToPath } from 'node:url';
-import { ChildProc, until } from '../lib/child.js';
+import { ChildGroup, cliArgs, spread } from '../lib/child.js';
 import { treeCpuMs } from '../lib/procfs.js';
+import { maxOrNull } from '../lib/stats.js';
 
 const CLIENT = fileURLToPath(new URL('./echo-client.ts', import.meta.url));
 
@@ -48,47 +49,39 @@ export interface EchoTotals extends EchoResults {
 
 /** Runs one measurement; resolves with the totals. */
 export async function runEchoLoad(o: EchoLoadOptions): Promise<EchoTotals> {
-  const procs: { proc: ChildProc<ToEcho, FromEcho>; ready: boolean; results?: EchoResults }[] = [];
+  const procs = new ChildGroup<ToEcho, FromEcho, { ready: boolean; results?: EchoResults }>(
+    'echo',
+    20,
+  );
   const k = Math.max(1, Math.min(o.processes, o.connections));
   try {
-    for (let i = 0; i < k; i++) {
-      const connections = Math.floor(o.connections / k) + (i < o.connections % k ? 1 : 0);
-      const args = [
-        ['--url', o.url],
-        ['--connections', connections],
-        ['--window', o.window],
-        ['--size', o.size],
-        ['--warmup', o.warmupMs],
-        ['--duration', o.durationMs],
-        ['--addr-prefix', `127.0.${201 + i}`],
-      ].flat();
-      const p: (typeof procs)[number] = { ready: false } as (typeof procs)[number];
-      p.proc = new ChildProc<ToEcho, FromEcho>(CLIENT, args, (m) => {
+    spread(o.connections, k).forEach((connections, i) => {
+      const args = cliArgs({
+        url: o.url,
+        connections,
+        window: o.window,
+        size: o.size,
+        warmup: o.warmupMs,
+        duration: o.durationMs,
+        'addr-prefix': `127.0.${201 + i}`,
+      });
+      procs.add(CLIENT, args, { ready: false }, (p, m) => {
         if (m.type === 'ready') p.ready = true;
         else p.results = m.results;
       });
-      procs.push(p);
-    }
-    const dead = (): string | undefined =>
-      procs.some((p) => p.proc.died) ? 'an echo client process exited' : undefined;
-    await until(() => procs.every((p) => p.ready), 60_000, 'echo connect', dead, 20);
-    const clientCpu = (): number => procs.reduce((s, p) => s + treeCpuMs(p.proc.child.pid!), 0);
+    });
+    await procs.until(() => procs.members.every((p) => p.ready), 60_000, 'connect');
+    const clientCpu = (): number => procs.sum((p) => treeCpuMs(p.proc.child.pid!));
     const cpuBefore = clientCpu();
-    for (const p of procs) p.proc.send({ type: 'start' });
-    await until(
-      () => procs.every((p) => p.results),
+    procs.broadcast({ type: 'start' });
+    await procs.until(
+      () => procs.members.every((p) => p.results),
       o.warmupMs + o.durationMs + 30_000,
-      'echo run',
-      dead,
-      20,
+      'run',
     );
     const clientCpuMs = clientCpu() - cpuBefore;
-    const rs = procs.map((p) => p.results!);
+    const rs = procs.members.map((p) => p.results!);
     const sum = (f: (r: EchoResults) => number): number => rs.reduce((s, r) => s + f(r), 0);
-    const maxOf = (f: (r: EchoResults) => number | null): number | null => {
-      const xs = rs.map(f).filter((x): x is number => x !== null);
-      return xs.length ? Math.max(...xs) : null;
-    };
     return {
       connections: sum((r) => r.connections),
       replies: sum((r) => r.replies),
@@ -98,12 +91,12 @@ export async function runEchoLoad(o: EchoLoadOptions): Promise<EchoTotals> {
       mismatches: sum((r) => r.mismatches),
       closed: sum((r) => r.closed),
       // across processes: the worst process's percentile (one process in the presets)
-      rttP50Ms: maxOf((r) => r.rttP50Ms),
-      rttP99Ms: maxOf((r) => r.rttP99Ms),
+      rttP50Ms: maxOrNull(rs.map((r) => r.rttP50Ms)),
+      rttP99Ms: maxOrNull(rs.map((r) => r.rttP99Ms)),
       perSecond: Math.round(sum((r) => (r.replies * 1000) / r.windowMs)),
       clientCpuMs,
     };
   } finally {
-    await Promise.all(procs.map((p) => p.proc.stop({ type: 'stop' })));
+    await procs.stop({ type: 'stop' });
   }
 }

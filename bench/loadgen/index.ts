@@ -10,15 +10,14 @@
  *   const r = await load.results();    // close times in ms since the mark, codes, clean/forced
  *   await load.stop();
  */
-import { type ChildProcess, fork } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
-import { now, sleep } from '../lib/clock.js';
-import { killGroup, track } from '../lib/procs.js';
+import { ChildGroup, type ConnectState, cliArgs, connectReport, spread } from '../lib/child.js';
+import { now } from '../lib/clock.js';
 import { progress } from '../lib/progress.js';
+import { addCounts, addFields } from '../lib/stats.js';
 import type { ClientResults, FromClient, ToClient } from './protocol.js';
 
 const CLIENT = fileURLToPath(new URL('./client.ts', import.meta.url));
-const ROOT = fileURLToPath(new URL('../..', import.meta.url));
 export const MAX_PER_PROCESS = 15_000;
 
 export interface LoadOptions {
@@ -43,21 +42,15 @@ export interface LoadOptions {
 
 export type LoadResults = ClientResults & { connected: number };
 
-interface Client {
-  child: ChildProcess;
+interface ClientState extends ConnectState {
   count: number;
-  connected: number;
-  failed: number;
-  ready: boolean;
   allClosed: boolean;
   results?: ClientResults;
-  exited: boolean;
 }
 
 export class Load {
   readonly #opts: LoadOptions;
-  #clients: Client[] = [];
-  #stopping = false;
+  #clients = new ChildGroup<ToClient, FromClient, ClientState>('loadgen');
 
   constructor(opts: LoadOptions) {
     const perProcess = opts.perProcess ?? 6000;
@@ -71,16 +64,14 @@ export class Load {
   async connect(n: number): Promise<number> {
     const k = Math.ceil(n / this.#opts.perProcess!);
     if (k > 254) throw new Error(`too many client processes (${k})`);
-    for (let i = 0; i < k; i++) {
-      const count = Math.floor(n / k) + (i < n % k ? 1 : 0);
-      this.#clients.push(this.#spawn(i, count));
-    }
+    for (const [i, count] of spread(n, k).entries()) this.#spawn(i, count);
+    const g = this.#clients;
     const bar = progress(`connecting ${this.#opts.url}`, n);
     try {
-      await this.#until(
+      await g.until(
         () => {
-          bar.update(this.#sum((c) => c.connected));
-          return this.#clients.every((c) => c.ready);
+          bar.update(g.sum((c) => c.connected));
+          return g.members.every((c) => c.ready);
         },
         this.#opts.connectTimeoutMs ?? 120_000,
         'connect',
@@ -88,36 +79,27 @@ export class Load {
     } finally {
       bar.end();
     }
-    const failed = this.#sum((c) => c.failed);
+    const failed = g.sum((c) => c.failed);
     if (failed > 0) process.stderr.write(`loadgen: ${failed} of ${n} sockets failed to connect\n`);
-    return this.#sum((c) => c.connected);
+    return g.sum((c) => c.connected);
   }
 
   /** Sends time zero to every client and returns it (epoch ms, lib/clock.ts). */
   mark(): number {
     const t = now();
-    for (const c of this.#clients) this.#send(c, { type: 'mark', t });
+    this.#clients.broadcast({ type: 'mark', t });
     return t;
   }
 
   /** Resolves true once every socket has closed, false after timeoutMs. */
-  async waitAllClosed(timeoutMs: number): Promise<boolean> {
-    try {
-      await this.#until(() => this.#clients.every((c) => c.allClosed), timeoutMs, 'close');
-      return true;
-    } catch (err) {
-      if (err instanceof TimeoutError) return false;
-      throw err;
-    }
+  waitAllClosed(timeoutMs: number): Promise<boolean> {
+    const g = this.#clients;
+    return g.within(() => g.members.every((c) => c.allClosed), timeoutMs, 'close');
   }
 
   /** Close times (ms since the mark, ascending), codes and counts over all clients. */
   async results(): Promise<LoadResults> {
-    for (const c of this.#clients) {
-      c.results = undefined;
-      this.#send(c, { type: 'results' });
-    }
-    await this.#until(() => this.#clients.every((c) => c.results), 30_000, 'results');
+    const all = await this.#clients.results({ type: 'results' }, 30_000);
     const total: LoadResults = {
       closeTimes: [],
       codes: {},
@@ -128,19 +110,12 @@ export class Load {
       failed: 0,
       sent: 0,
       received: 0,
-      connected: this.#sum((c) => c.connected),
+      connected: this.#clients.sum((c) => c.connected),
     };
-    for (const { results: r } of this.#clients) {
-      for (const t of r!.closeTimes) total.closeTimes.push(t);
-      for (const [code, n] of Object.entries(r!.codes))
-        total.codes[code] = (total.codes[code] ?? 0) + n;
-      total.clean += r!.clean;
-      total.forced += r!.forced;
-      total.early += r!.early;
-      total.open += r!.open;
-      total.failed += r!.failed;
-      total.sent += r!.sent;
-      total.received += r!.received;
+    for (const r of all) {
+      for (const t of r.closeTimes) total.closeTimes.push(t);
+      addCounts(total.codes, r.codes);
+      addFields(total, r, ['clean', 'forced', 'early', 'open', 'failed', 'sent', 'received']);
     }
     total.closeTimes.sort((a, b) => a - b);
     return total;
@@ -148,86 +123,32 @@ export class Load {
 
   /** Stops every client process (SIGKILL after 3 s). */
   async stop(): Promise<void> {
-    this.#stopping = true;
-    for (const c of this.#clients) this.#send(c, { type: 'stop' });
-    const deadline = Date.now() + 3000;
-    while (Date.now() < deadline && this.#clients.some((c) => !c.exited)) await sleep(20);
-    for (const c of this.#clients) killGroup(c.child);
-    this.#clients = [];
+    await this.#clients.stop({ type: 'stop' });
   }
 
-  #spawn(index: number, count: number): Client {
+  #spawn(index: number, count: number): void {
     const o = this.#opts;
-    const args = [
-      ['--url', o.url],
-      ['--count', count],
-      ['--concurrency', o.concurrency ?? 200],
-      ['--stalled', o.stalled ?? 0],
-      ['--message-every', o.messageEveryMs ?? 0],
-      ['--stall-mode', o.stallMode ?? 'drop'],
-      ['--addr-prefix', `127.0.${index + 1}`],
-    ].flatMap(([k, v]) => [String(k), String(v)]);
-    const child = fork(CLIENT, args, {
-      cwd: ROOT,
-      execArgv: ['--import', 'tsx', ...(process.env.BENCH_CLIENT_NODE_ARGS?.split(' ') ?? [])],
-      detached: true,
-      stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
-    });
-    track(child);
-    const c: Client = {
-      child,
+    const args = cliArgs({
+      url: o.url,
       count,
-      connected: 0,
-      failed: 0,
-      ready: false,
-      allClosed: false,
-      exited: false,
-    };
-    child.on('message', (m: FromClient) => {
-      switch (m.type) {
-        case 'progress':
-        case 'ready':
-          c.connected = m.connected;
-          c.failed = m.failed;
-          c.ready = m.type === 'ready';
-          break;
-        case 'allClosed':
-          c.allClosed = true;
-          break;
-        case 'results':
-          c.results = m.results;
-      }
+      concurrency: o.concurrency ?? 200,
+      stalled: o.stalled ?? 0,
+      'message-every': o.messageEveryMs ?? 0,
+      'stall-mode': o.stallMode ?? 'drop',
+      'addr-prefix': `127.0.${index + 1}`,
     });
-    child.on('exit', () => {
-      c.exited = true;
-    });
-    return c;
-  }
-
-  #send(c: Client, m: ToClient): void {
-    if (c.child.connected) c.child.send(m);
-  }
-
-  #sum(f: (c: Client) => number): number {
-    return this.#clients.reduce((s, c) => s + f(c), 0);
-  }
-
-  /** Polls `done` every 5 ms; fails on timeout or when a client process dies. */
-  async #until(done: () => unknown, timeoutMs: number, what: string): Promise<void> {
-    const deadline = now() + timeoutMs;
-    for (;;) {
-      if (done()) return;
-      const dead = this.#clients.find((c) => c.exited);
-      if (dead && !this.#stopping) {
-        throw new Error(
-          `loadgen: a client process exited (code ${dead.child.exitCode}) during ${what}`,
-        );
-      }
-      if (now() >= deadline)
-        throw new TimeoutError(`loadgen: ${what} timed out after ${timeoutMs} ms`);
-      await sleep(5);
-    }
+    const state: ClientState = { count, connected: 0, failed: 0, ready: false, allClosed: false };
+    const nodeArgs = process.env.BENCH_CLIENT_NODE_ARGS?.split(' ') ?? [];
+    this.#clients.add(
+      CLIENT,
+      args,
+      state,
+      (c, m) => {
+        if (connectReport(c, m)) return;
+        if (m.type === 'allClosed') c.allClosed = true;
+        else if (m.type === 'results') c.results = m.results;
+      },
+      nodeArgs,
+    );
   }
 }
-
-class TimeoutError extends Error {}

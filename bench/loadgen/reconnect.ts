@@ -11,9 +11,10 @@
  *   await load.stop();
  */
 import { fileURLToPath } from 'node:url';
-import { ChildProc, TimeoutError, until } from '../lib/child.js';
+import { ChildGroup, type ConnectState, cliArgs, connectReport, spread } from '../lib/child.js';
 import { now } from '../lib/clock.js';
 import { progress } from '../lib/progress.js';
+import { addCounts, addFields, maxOrNull } from '../lib/stats.js';
 import { MAX_PER_PROCESS } from './index.js';
 
 const CLIENT = fileURLToPath(new URL('./reconnect-client.ts', import.meta.url));
@@ -67,18 +68,14 @@ export interface ReconnectLoadOptions {
   retryDelayMs?: number;
 }
 
-interface Client {
-  proc: ChildProc<ToReconnect, FromReconnect>;
-  connected: number;
-  failed: number;
-  ready: boolean;
+interface ClientState extends ConnectState {
   status?: Extract<FromReconnect, { type: 'status' }>;
   results?: ReconnectResults;
 }
 
 export class ReconnectLoad {
   readonly #opts: Required<ReconnectLoadOptions>;
-  #clients: Client[] = [];
+  #clients = new ChildGroup<ToReconnect, FromReconnect, ClientState>('reconnect');
   #total = 0;
   /** How long connect() took, ms. */
   connectMs = 0;
@@ -96,65 +93,54 @@ export class ReconnectLoad {
     const k = Math.ceil(n / this.#opts.perProcess);
     if (k > 150) throw new Error(`too many client processes (${k})`);
     this.#total = n;
-    for (let i = 0; i < k; i++) {
-      const count = Math.floor(n / k) + (i < n % k ? 1 : 0);
-      const args = [
-        ['--url', this.#opts.url],
-        ['--count', count],
-        ['--concurrency', this.#opts.concurrency],
-        ['--retry-delay', this.#opts.retryDelayMs],
-        ['--addr-prefix', `127.0.${101 + i}`],
-      ].flat();
-      const c: Client = { connected: 0, failed: 0, ready: false } as Client;
-      c.proc = new ChildProc<ToReconnect, FromReconnect>(CLIENT, args, (m) => {
-        switch (m.type) {
-          case 'progress':
-          case 'ready':
-            c.connected = m.connected;
-            c.failed = m.failed;
-            c.ready = m.type === 'ready';
-            break;
-          case 'status':
-            c.status = m;
-            break;
-          case 'results':
-            c.results = m.results;
-        }
+    const g = this.#clients;
+    spread(n, k).forEach((count, i) => {
+      const args = cliArgs({
+        url: this.#opts.url,
+        count,
+        concurrency: this.#opts.concurrency,
+        'retry-delay': this.#opts.retryDelayMs,
+        'addr-prefix': `127.0.${101 + i}`,
       });
-      this.#clients.push(c);
-    }
+      g.add(CLIENT, args, { connected: 0, failed: 0, ready: false }, (c, m) => {
+        if (connectReport(c, m)) return;
+        if (m.type === 'status') c.status = m;
+        else if (m.type === 'results') c.results = m.results;
+      });
+    });
     const bar = progress(`connecting ${this.#opts.url} (reconnecting clients)`, n);
     const started = now();
     try {
-      await until(
+      await g.until(
         () => {
-          bar.update(this.#sum((c) => c.connected));
-          return this.#clients.every((c) => c.ready);
+          bar.update(g.sum((c) => c.connected));
+          return g.members.every((c) => c.ready);
         },
         120_000,
         'connect',
-        () => this.#dead(),
       );
     } finally {
       bar.end();
     }
     this.connectMs = now() - started;
-    return this.#sum((c) => c.connected);
+    return g.sum((c) => c.connected);
   }
 
+  /** Sends time zero to every client process and returns it (epoch ms, lib/clock.ts). */
   mark(): number {
     const t = now();
-    for (const c of this.#clients) c.proc.send({ type: 'mark', t });
+    this.#clients.broadcast({ type: 'mark', t });
     return t;
   }
 
   /** Sum of the latest status reports (open sockets, closes and refusals so far, ...). */
   status(): { open: number; reconnecting: number; closes: number; refusals: number } {
+    const g = this.#clients;
     return {
-      open: this.#sum((c) => c.status?.open ?? 0),
-      reconnecting: this.#sum((c) => c.status?.reconnecting ?? 0),
-      closes: this.#sum((c) => c.status?.closes ?? 0),
-      refusals: this.#sum((c) => c.status?.refusals ?? 0),
+      open: g.sum((c) => c.status?.open ?? 0),
+      reconnecting: g.sum((c) => c.status?.reconnecting ?? 0),
+      closes: g.sum((c) => c.status?.closes ?? 0),
+      refusals: g.sum((c) => c.status?.refusals ?? 0),
     };
   }
 
@@ -162,43 +148,21 @@ export class ReconnectLoad {
    * Resolves true once `extra()` holds and every socket is open again (none reconnecting,
    * none lost), false after timeoutMs.
    */
-  async waitSettled(timeoutMs: number, extra: () => boolean = () => true): Promise<boolean> {
-    try {
-      await until(
-        () =>
-          extra() &&
-          this.#clients.every(
-            (c) => c.status && c.status.reconnecting === 0 && c.status.lost === 0,
-          ) &&
-          this.status().open === this.#total - this.#sum((c) => c.failed),
-        timeoutMs,
-        'reconnect',
-        () => this.#dead(),
-      );
-      return true;
-    } catch (err) {
-      if (err instanceof TimeoutError) return false;
-      throw err;
-    }
+  waitSettled(timeoutMs: number, extra: () => boolean = () => true): Promise<boolean> {
+    const g = this.#clients;
+    return g.within(
+      () =>
+        extra() &&
+        g.members.every((c) => c.status && c.status.reconnecting === 0 && c.status.lost === 0) &&
+        this.status().open === this.#total - g.sum((c) => c.failed),
+      timeoutMs,
+      'reconnect',
+    );
   }
 
+  /** Results summed over the client processes; latencies and hints sorted ascending. */
   async results(): Promise<ReconnectResults> {
-    for (const c of this.#clients) {
-      c.results = undefined;
-      c.proc.send({ type: 'results' });
-    }
-    await until(
-      () => this.#clients.every((c) => c.results),
-      30_000,
-      'results',
-      () => this.#dead(),
-    );
-    const all = this.#clients.map((c) => c.results!);
-    const add = (dst: Record<string, number>, src: Record<string, number>): void => {
-      for (const [k, v] of Object.entries(src)) dst[k] = (dst[k] ?? 0) + v;
-    };
-    const maxOf = (xs: (number | null)[]): number | null =>
-      xs.some((x) => x !== null) ? Math.max(...xs.filter((x): x is number => x !== null)) : null;
+    const all = await this.#clients.results({ type: 'results' }, 30_000);
     const total: ReconnectResults = {
       open: 0,
       reconnecting: 0,
@@ -212,20 +176,15 @@ export class ReconnectLoad {
       latencies: [],
       hintRetries: [],
       closesPerSocket: {},
-      lastCloseMs: maxOf(all.map((r) => r.lastCloseMs)),
-      lastReopenMs: maxOf(all.map((r) => r.lastReopenMs)),
+      lastCloseMs: maxOrNull(all.map((r) => r.lastCloseMs)),
+      lastReopenMs: maxOrNull(all.map((r) => r.lastReopenMs)),
     };
     for (const r of all) {
-      total.open += r.open;
-      total.reconnecting += r.reconnecting;
-      total.lost += r.lost;
-      total.closes += r.closes;
-      total.earlyCloses += r.earlyCloses;
-      total.refusals += r.refusals;
-      add(total.codes, r.codes);
-      add(total.reasons, r.reasons);
-      add(total.refusalCauses, r.refusalCauses);
-      add(total.closesPerSocket, r.closesPerSocket);
+      addFields(total, r, ['open', 'reconnecting', 'lost', 'closes', 'earlyCloses', 'refusals']);
+      addCounts(total.codes, r.codes);
+      addCounts(total.reasons, r.reasons);
+      addCounts(total.refusalCauses, r.refusalCauses);
+      addCounts(total.closesPerSocket, r.closesPerSocket);
       for (const l of r.latencies) total.latencies.push(l);
       for (const h of r.hintRetries) total.hintRetries.push(h);
     }
@@ -234,17 +193,8 @@ export class ReconnectLoad {
     return total;
   }
 
+  /** Stops every client process (SIGKILL after 3 s). */
   async stop(): Promise<void> {
-    await Promise.all(this.#clients.map((c) => c.proc.stop({ type: 'stop' })));
-    this.#clients = [];
-  }
-
-  #dead(): string | undefined {
-    const dead = this.#clients.find((c) => c.proc.died);
-    return dead ? `a client process exited (code ${dead.proc.child.exitCode})` : undefined;
-  }
-
-  #sum(f: (c: Client) => number): number {
-    return this.#clients.reduce((s, c) => s + f(c), 0);
+    await this.#clients.stop({ type: 'stop' });
   }
 }

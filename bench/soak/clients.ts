@@ -3,11 +3,10 @@
  * most the load generator's MAX_PER_PROCESS each, so each stays under the open-file limit),
  * each with its own source-address block 127.0.<201+k>.1-250, and sums what they report.
  */
-import { type ChildProcess, fork } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
-import { now, sleep } from '../lib/clock.js';
-import { killGroup, track } from '../lib/procs.js';
+import { ChildGroup, type ConnectState, cliArgs, connectReport, spread } from '../lib/child.js';
 import { progress } from '../lib/progress.js';
+import { addCounts, addFields } from '../lib/stats.js';
 import { MAX_PER_PROCESS } from '../loadgen/index.js';
 import { merge, newHist } from './hist.js';
 import {
@@ -19,7 +18,6 @@ import {
 } from './protocol.js';
 
 const CLIENT = fileURLToPath(new URL('./client.ts', import.meta.url));
-const ROOT = fileURLToPath(new URL('../..', import.meta.url));
 
 export interface SoakClientOptions {
   url: string;
@@ -32,38 +30,18 @@ export interface SoakClientOptions {
   connectTimeoutMs: number;
 }
 
-interface Proc {
-  child: ChildProcess;
-  connected: number;
-  failed: number;
-  ready: boolean;
+interface ProcState extends ConnectState {
   stats: ClientStats | undefined;
   allClosedAt: number | undefined;
   results: ClientResults | undefined;
-  exited: boolean;
 }
 
 /** Sum of the latest stats of every client process. */
-export interface StatsSum {
-  at: number;
-  open: number;
-  reconnecting: number;
-  sent: number;
-  echoed: number;
-  mismatched: number;
-  timedOut: number;
-  lostOnOtherClose: number;
-  closes: number;
-  reopens: number;
-  refusals: number;
-  lastReopenAt: number;
-  rtt: number[];
-}
+export type StatsSum = Omit<ClientStats, 'label'>;
 
 export class SoakClients {
   readonly #o: SoakClientOptions;
-  #procs: Proc[] = [];
-  #stopping = false;
+  readonly #procs = new ChildGroup<ToSoakClient, FromSoakClient, ProcState>('soak clients', 10);
   /** Round trips reported since the last takeRtt(). */
   #rtt = newHist();
 
@@ -75,7 +53,7 @@ export class SoakClients {
   }
 
   get pids(): number[] {
-    return this.#procs.map((p) => p.child.pid ?? 0);
+    return this.#procs.members.map((p) => p.proc.child.pid ?? 0);
   }
 
   /** Opens every socket; resolves with the number connected. */
@@ -83,16 +61,14 @@ export class SoakClients {
     const { sockets, perProcess } = this.#o;
     const k = Math.ceil(sockets / perProcess);
     if (k > 50) throw new Error(`too many client processes (${k})`);
-    for (let i = 0; i < k; i++) {
-      const count = Math.floor(sockets / k) + (i < sockets % k ? 1 : 0);
-      this.#procs.push(this.#spawn(i, count));
-    }
+    for (const [i, count] of spread(sockets, k).entries()) this.#spawn(i, count);
+    const g = this.#procs;
     const bar = progress(`connecting ${this.#o.url}`, sockets);
     try {
-      await this.#until(
+      await g.until(
         () => {
-          bar.update(this.#sum((p) => p.connected));
-          return this.#procs.every((p) => p.ready);
+          bar.update(g.sum((p) => p.connected));
+          return g.members.every((p) => p.ready);
         },
         this.#o.connectTimeoutMs,
         'connect',
@@ -100,17 +76,18 @@ export class SoakClients {
     } finally {
       bar.end();
     }
-    return { connected: this.#sum((p) => p.connected), failed: this.#sum((p) => p.failed) };
+    return { connected: g.sum((p) => p.connected), failed: g.sum((p) => p.failed) };
   }
 
   label(label: string, final = false): void {
-    for (const p of this.#procs) this.#send(p, { type: 'label', label, final });
+    this.#procs.broadcast({ type: 'label', label, final });
   }
 
   /** Latest stats of every process, summed; undefined until each has reported once. */
   stats(): StatsSum | undefined {
-    if (this.#procs.some((p) => !p.stats)) return undefined;
-    const all = this.#procs.map((p) => p.stats!);
+    const procs = this.#procs.members;
+    if (procs.some((p) => !p.stats)) return undefined;
+    const all = procs.map((p) => p.stats!);
     const sum = (f: (s: ClientStats) => number): number => all.reduce((n, s) => n + f(s), 0);
     // NaN crosses IPC as null.
     const reopenTimes = all
@@ -142,79 +119,51 @@ export class SoakClients {
 
   /** Resolves with the epoch ms of the last close once every socket closed, else undefined. */
   async waitAllClosed(timeoutMs: number): Promise<number | undefined> {
-    try {
-      await this.#until(
-        () => this.#procs.every((p) => p.allClosedAt !== undefined),
-        timeoutMs,
-        'close',
-      );
-    } catch (err) {
-      if (err instanceof TimeoutError) return undefined;
-      throw err;
-    }
-    return Math.max(...this.#procs.map((p) => p.allClosedAt!));
+    const g = this.#procs;
+    const done = await g.within(
+      () => g.members.every((p) => p.allClosedAt !== undefined),
+      timeoutMs,
+      'close',
+    );
+    return done ? Math.max(...g.members.map((p) => p.allClosedAt!)) : undefined;
   }
 
   async results(): Promise<ClientResults> {
-    for (const p of this.#procs) {
-      p.results = undefined;
-      this.#send(p, { type: 'results' });
-    }
-    await this.#until(() => this.#procs.every((p) => p.results), 30_000, 'results');
-    return mergeResults(this.#procs.map((p) => p.results!));
+    return mergeResults(await this.#procs.results({ type: 'results' }, 30_000));
   }
 
   /** Stops every client process (SIGKILL after 3 s). */
   async stop(): Promise<void> {
-    this.#stopping = true;
-    for (const p of this.#procs) this.#send(p, { type: 'stop' });
-    const deadline = now() + 3000;
-    while (now() < deadline && this.#procs.some((p) => !p.exited)) await sleep(20);
-    for (const p of this.#procs) killGroup(p.child);
+    await this.#procs.stop({ type: 'stop' });
   }
 
   /** A client process that died without being asked to, or undefined. */
   dead(): string | undefined {
-    const d = this.#procs.find((p) => p.exited);
-    return d && !this.#stopping ? `a client process exited (code ${d.child.exitCode})` : undefined;
+    return this.#procs.dead();
   }
 
-  #spawn(index: number, count: number): Proc {
+  #spawn(index: number, count: number): void {
     const o = this.#o;
-    const args = [
-      ['--url', o.url],
-      ['--count', count],
-      ['--concurrency', o.concurrency],
-      ['--message-every', o.messageEveryMs],
-      ['--echo-timeout', o.echoTimeoutMs],
-      ['--addr-prefix', `127.0.${201 + index}`],
-    ].flatMap(([k, v]) => [String(k), String(v)]);
-    if (o.ignoreHints) args.push('--ignore-hints');
-    const child = fork(CLIENT, args, {
-      cwd: ROOT,
-      execArgv: ['--import', 'tsx'],
-      detached: true,
-      stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+    const args = cliArgs({
+      url: o.url,
+      count,
+      concurrency: o.concurrency,
+      'message-every': o.messageEveryMs,
+      'echo-timeout': o.echoTimeoutMs,
+      'addr-prefix': `127.0.${201 + index}`,
     });
-    track(child);
-    const p: Proc = {
-      child,
+    if (o.ignoreHints) args.push('--ignore-hints');
+    const state: ProcState = {
       connected: 0,
       failed: 0,
       ready: false,
       stats: undefined,
       allClosedAt: undefined,
       results: undefined,
-      exited: false,
     };
-    child.on('message', (m: FromSoakClient) => {
+    this.#procs.add(CLIENT, args, state, (p, m) => {
+      if (connectReport(p, m)) return;
       switch (m.type) {
-        case 'progress':
-        case 'ready':
-          p.connected = m.connected;
-          p.failed = m.failed;
-          p.ready = m.type === 'ready';
-          break;
         case 'stats':
           p.stats = m.stats;
           merge(this.#rtt, m.stats.rtt);
@@ -226,43 +175,26 @@ export class SoakClients {
           p.results = m.results;
       }
     });
-    child.on('exit', () => {
-      p.exited = true;
-    });
-    return p;
   }
-
-  #send(p: Proc, m: ToSoakClient): void {
-    if (p.child.connected) p.child.send(m);
-  }
-
-  #sum(f: (p: Proc) => number): number {
-    return this.#procs.reduce((s, p) => s + f(p), 0);
-  }
-
-  async #until(done: () => unknown, timeoutMs: number, what: string): Promise<void> {
-    const deadline = now() + timeoutMs;
-    for (;;) {
-      if (done()) return;
-      const dead = this.dead();
-      if (dead) throw new Error(`soak clients: ${dead} during ${what}`);
-      if (now() >= deadline)
-        throw new TimeoutError(`soak clients: ${what} timed out after ${timeoutMs} ms`);
-      await sleep(10);
-    }
-  }
-}
-
-export class TimeoutError extends Error {}
-
-function addCounts(into: Record<string, number>, from: Record<string, number>): void {
-  for (const [k, n] of Object.entries(from)) into[k] = (into[k] ?? 0) + n;
 }
 
 const maxNum = (a: number, b: number): number =>
   Number.isNaN(a) ? b : Number.isNaN(b) ? a : Math.max(a, b);
 const minNum = (a: number, b: number): number =>
   Number.isNaN(a) ? b : Number.isNaN(b) ? a : Math.min(a, b);
+
+/** The counters of ClientResults that are summed over processes. */
+const SUMMED = [
+  'connected',
+  'failed',
+  'open',
+  'sent',
+  'echoed',
+  'mismatched',
+  'timedOut',
+  'lostOnOtherClose',
+  'pendingOpen',
+] as const;
 
 export function mergeResults(all: ClientResults[]): ClientResults {
   const total: ClientResults = {
@@ -279,15 +211,7 @@ export function mergeResults(all: ClientResults[]): ClientResults {
     labels: {},
   };
   for (const r of all) {
-    total.connected += r.connected;
-    total.failed += r.failed;
-    total.open += r.open;
-    total.sent += r.sent;
-    total.echoed += r.echoed;
-    total.mismatched += r.mismatched;
-    total.timedOut += r.timedOut;
-    total.lostOnOtherClose += r.lostOnOtherClose;
-    total.pendingOpen += r.pendingOpen;
+    addFields(total, r, SUMMED);
     merge(total.rtt, r.rtt);
     for (const [name, l] of Object.entries(r.labels)) {
       if (!total.labels[name]) total.labels[name] = emptyLabelResults();
