@@ -5,11 +5,12 @@
  */
 import { type ChildProcess, spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { get } from 'node:http';
-import { createServer } from 'node:net';
 import { fileURLToPath } from 'node:url';
 import { now, sleep } from './lib/clock.js';
+import { httpStatus } from './lib/net.js';
 import { killGroup, track } from './lib/procs.js';
+
+export { freePort } from './lib/net.js';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 export const WSDRAIN_CLI = fileURLToPath(new URL('../dist/cli.js', import.meta.url));
@@ -173,27 +174,4 @@ export class Server {
     while (this.exitAt === undefined && now() < deadline) await sleep(5);
     return this.exitAt !== undefined;
   }
-}
-
-function httpStatus(port: number, path: string): Promise<number | undefined> {
-  return new Promise((resolve) => {
-    const req = get({ host: '127.0.0.1', port, path, timeout: 1000 }, (res) => {
-      res.resume();
-      resolve(res.statusCode);
-    });
-    req.on('error', () => resolve(undefined));
-    req.on('timeout', () => req.destroy());
-  });
-}
-
-/** A port that was free a moment ago on 127.0.0.1. */
-export function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = createServer();
-    srv.on('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const address = srv.address();
-      srv.close(() => (typeof address === 'object' && address ? resolve(address.port) : reject()));
-    });
-  });
 }

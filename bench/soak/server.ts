@@ -4,17 +4,13 @@
  * the soak waits for (roll done, each rolled worker's drain report, the final report) and for
  * warnings.
  */
-import { type ChildProcess, spawn } from 'node:child_process';
 import { createWriteStream, type WriteStream } from 'node:fs';
-import { get } from 'node:http';
-import { createServer } from 'node:net';
 import { createInterface } from 'node:readline';
-import { fileURLToPath } from 'node:url';
-import { now, sleep } from '../lib/clock.js';
-import { killGroup, track } from '../lib/procs.js';
+import { now } from '../lib/clock.js';
+import { WSDRAIN_CLI, WsdrainChild } from '../lib/wsdrain.js';
 
-const ROOT = fileURLToPath(new URL('../..', import.meta.url));
-export const WSDRAIN_CLI = fileURLToPath(new URL('../../dist/cli.js', import.meta.url));
+export { freePort } from '../lib/net.js';
+export { WSDRAIN_CLI } from '../lib/wsdrain.js';
 
 export interface ServerSpec {
   /** The wsdrain CLI to run. @default dist/cli.js of this checkout */
@@ -53,12 +49,8 @@ export interface RolledWorker {
   report: DrainReport;
 }
 
-export class WsdrainProcess {
-  readonly child: ChildProcess;
+export class WsdrainProcess extends WsdrainChild {
   readonly pid: number;
-  exitAt: number | undefined;
-  exitCode: number | null = null;
-  exitSignal: string | null = null;
   readonly rollsDone: RollDone[] = [];
   readonly rolledWorkers: RolledWorker[] = [];
   finalReport: DrainReport | undefined;
@@ -72,12 +64,7 @@ export class WsdrainProcess {
       .concat(['--workers', spec.workers, '--drain-timeout', spec.drainTimeoutMs])
       .concat(['--log-level', spec.logLevel])
       .map(String);
-    this.child = spawn(process.execPath, args, {
-      cwd: ROOT,
-      detached: true,
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    track(this.child);
+    super(spec.port, args, { everyMs: 50 });
     this.pid = this.child.pid ?? 0;
     this.#log = createWriteStream(spec.logFile);
     createInterface({ input: this.child.stdout! }).on('line', (line) => {
@@ -88,15 +75,14 @@ export class WsdrainProcess {
       this.#log.write(chunk);
       this.#stderr = (this.#stderr + chunk.toString()).slice(-4000);
     });
-    this.child.on('exit', (code, signal) => {
-      this.exitAt = now();
-      this.exitCode = code;
-      this.exitSignal = signal;
-    });
   }
 
   get stderr(): string {
     return this.#stderr.trim();
+  }
+
+  get output(): string {
+    return this.stderr;
   }
 
   #onLine(line: string): void {
@@ -130,53 +116,4 @@ export class WsdrainProcess {
       this.finalReport = m.report as DrainReport;
     }
   }
-
-  /** Resolves once `GET /readyz` answers 200. */
-  async ready(timeoutMs = 30_000): Promise<void> {
-    const deadline = now() + timeoutMs;
-    while (now() < deadline && this.exitAt === undefined) {
-      if ((await httpStatus(this.spec.port, '/readyz')) === 200) return;
-      await sleep(50);
-    }
-    throw new Error(
-      `wsdrain did not become ready on port ${this.spec.port} (${this.exitAt === undefined ? 'timeout' : `exit ${this.exitCode ?? this.exitSignal}`}):\n${this.stderr}`,
-    );
-  }
-
-  signal(signal: NodeJS.Signals): void {
-    this.child.kill(signal);
-  }
-
-  async waitExit(timeoutMs: number): Promise<boolean> {
-    const deadline = now() + timeoutMs;
-    while (this.exitAt === undefined && now() < deadline) await sleep(5);
-    return this.exitAt !== undefined;
-  }
-
-  kill(): void {
-    killGroup(this.child);
-  }
-}
-
-function httpStatus(port: number, path: string): Promise<number | undefined> {
-  return new Promise((resolve) => {
-    const req = get({ host: '127.0.0.1', port, path, timeout: 1000 }, (res) => {
-      res.resume();
-      resolve(res.statusCode);
-    });
-    req.on('error', () => resolve(undefined));
-    req.on('timeout', () => req.destroy());
-  });
-}
-
-/** A port that was free a moment ago on 127.0.0.1. */
-export function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = createServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const { port } = s.address() as { port: number };
-      s.close(() => resolve(port));
-    });
-  });
 }
