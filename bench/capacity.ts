@@ -7,12 +7,11 @@
  * Targets: <= 10 KiB per idle socket; every socket closed clean with 1001.
  */
 import { now, sleep } from './lib/clock.js';
-import { log } from './lib/log.js';
 import { treeRss } from './lib/procfs.js';
+import { assertUp, judge, withWsdrain } from './lib/scenario.js';
 import { closedBy, round1 } from './lib/stats.js';
 import { TARGETS } from './lib/targets.js';
 import { Load, MAX_PER_PROCESS } from './loadgen/index.js';
-import { freePort, Server, unavailable } from './servers.js';
 
 export interface CapacityOptions {
   sockets: number;
@@ -56,29 +55,17 @@ export interface CapacityResult {
   misses: string[];
 }
 
-export async function runCapacity(opts: CapacityOptions): Promise<CapacityResult> {
-  const why = unavailable('wsdrain');
-  if (why) throw new Error(why);
-  const port = await freePort();
-  const server = new Server({
-    strategy: 'wsdrain',
-    port,
-    workers: opts.workers,
-    drainTimeoutMs: opts.drainTimeoutMs,
-  });
-  const load = new Load({
-    url: `ws://127.0.0.1:${port}`,
-    perProcess: opts.perProcess,
-    connectTimeoutMs: 300_000,
-  });
-  try {
-    await server.ready();
+export function runCapacity(opts: CapacityOptions): Promise<CapacityResult> {
+  const spec = { workers: opts.workers, drainTimeoutMs: opts.drainTimeoutMs };
+  const newLoad = (url: string): Load =>
+    new Load({ url, perProcess: opts.perProcess, connectTimeoutMs: 300_000 });
+  return withWsdrain(spec, newLoad, async (server, load) => {
     await sleep(1000); // let the workers' start-up garbage settle
     const pid = server.child.pid!;
     const before = treeRss(pid);
     const connected = await load.connect(opts.sockets);
     await sleep(opts.settleMs);
-    if (server.exitAt !== undefined) throw new Error(`server exited early:\n${server.output}`);
+    assertUp(server);
     const after = treeRss(pid);
     const rssByPid: CapacityResult['rssByPid'] = {};
     for (const p of new Set([...Object.keys(before.byPid), ...Object.keys(after.byPid)])) {
@@ -111,13 +98,8 @@ export async function runCapacity(opts: CapacityOptions): Promise<CapacityResult
       stillOpen: r.open,
       misses: [],
     };
-    result.misses = capacityMisses(result);
-    log(`capacity: ${describeCapacity(result)}`);
-    return result;
-  } finally {
-    await load.stop();
-    server.killTree();
-  }
+    return judge('capacity', result, capacityMisses, describeCapacity);
+  });
 }
 
 export function capacityMisses(r: CapacityResult): string[] {

@@ -19,11 +19,11 @@
 import { get } from 'node:http';
 import autocannon from 'autocannon';
 import { now, sleep } from './lib/clock.js';
-import { log } from './lib/log.js';
+import { assertUp, judge, withWsdrain } from './lib/scenario.js';
 import { percentile, round2 } from './lib/stats.js';
 import { TARGETS } from './lib/targets.js';
 import { Load } from './loadgen/index.js';
-import { freePort, Server, unavailable } from './servers.js';
+import { unavailable } from './servers.js';
 
 export interface HealthzOptions {
   sockets: number;
@@ -134,28 +134,19 @@ interface Sample {
   status: number;
 }
 
-async function runOnce(opts: HealthzOptions, drainDelayMs: number): Promise<HealthzRun> {
-  const port = await freePort();
-  const windowMs = opts.durationS * 1000;
-  const drainTimeoutMs = windowMs + 3000;
-  const server = new Server({
-    strategy: 'wsdrain',
-    port,
+function runOnce(opts: HealthzOptions, drainDelayMs: number): Promise<HealthzRun> {
+  const drainTimeoutMs = opts.durationS * 1000 + 3000;
+  const spec = {
     workers: opts.workers,
     drainTimeoutMs,
     extraArgs: ['--drain-delay', String(drainDelayMs)],
-  });
-  const load = new Load({
-    url: `ws://127.0.0.1:${port}`,
-    stalled: opts.stalled,
-    stallMode: 'pause',
-    perProcess: opts.perProcess,
-  });
-  try {
-    await server.ready();
+  };
+  const newLoad = (url: string): Load =>
+    new Load({ url, stalled: opts.stalled, stallMode: 'pause', perProcess: opts.perProcess });
+  return withWsdrain(spec, newLoad, async (server, load, port) => {
     const sockets = await load.connect(opts.sockets);
     await sleep(300);
-    if (server.exitAt !== undefined) throw new Error(`server exited early:\n${server.output}`);
+    assertUp(server);
 
     const idleRun = await cannon(port, opts);
     const idle = stats(idleRun.samples, idleRun.errors, 0, Number.POSITIVE_INFINITY);
@@ -222,13 +213,8 @@ async function runOnce(opts: HealthzOptions, drainDelayMs: number): Promise<Heal
           : null,
       misses: [],
     };
-    run.misses = healthzMisses(run);
-    log(`healthz: ${describeHealthz(run)}`);
-    return run;
-  } finally {
-    await load.stop();
-    server.killTree();
-  }
+    return judge('healthz', run, healthzMisses, describeHealthz);
+  });
 }
 
 /**

@@ -11,9 +11,10 @@
 import { sleep } from './lib/clock.js';
 import { log, parseLogLine } from './lib/log.js';
 import { childPids } from './lib/procfs.js';
+import { assertUp, judge, withWsdrain } from './lib/scenario.js';
 import { percentile, round1 } from './lib/stats.js';
 import { ReconnectLoad } from './loadgen/reconnect.js';
-import { freePort, Server, unavailable } from './servers.js';
+import type { Server } from './servers.js';
 
 export interface RollOptions {
   clients: number;
@@ -81,17 +82,18 @@ export interface RollResult {
   misses: string[];
 }
 
-export async function runRoll(opts: RollOptions): Promise<RollResult> {
-  const why = unavailable('wsdrain');
-  if (why) throw new Error(why);
-  const port = await freePort();
-  const server = new Server({
-    strategy: 'wsdrain',
-    port,
+export function runRoll(opts: RollOptions): Promise<RollResult> {
+  const spec = {
     workers: opts.workers,
     drainTimeoutMs: opts.drainTimeoutMs,
     logLevel: 'info', // "rolling restart done" and "rolled worker" are info lines
-  });
+  };
+  const newLoad = (url: string): ReconnectLoad =>
+    new ReconnectLoad({ url, perProcess: opts.perProcess, retryDelayMs: opts.retryDelayMs });
+  return withWsdrain(spec, newLoad, (server, load) => roll(opts, server, load));
+}
+
+async function roll(opts: RollOptions, server: Server, load: ReconnectLoad): Promise<RollResult> {
   let t0 = Number.NaN;
   let doneAt: number | undefined;
   let rollDurationMs: number | null = null;
@@ -115,65 +117,51 @@ export async function runRoll(opts: RollOptions): Promise<RollResult> {
       });
     }
   });
-  const load = new ReconnectLoad({
-    url: `ws://127.0.0.1:${port}`,
-    perProcess: opts.perProcess,
-    retryDelayMs: opts.retryDelayMs,
-  });
-  try {
-    await server.ready();
-    const pid = server.child.pid!;
-    const connected = await load.connect(opts.clients);
-    await sleep(300);
-    if (server.exitAt !== undefined) throw new Error(`server exited early:\n${server.output}`);
-    const workersBefore = childPids(pid).sort((a, b) => a - b);
+  const pid = server.child.pid!;
+  const connected = await load.connect(opts.clients);
+  await sleep(300);
+  assertUp(server);
+  const workersBefore = childPids(pid).sort((a, b) => a - b);
 
-    t0 = load.mark();
-    server.signal('SIGHUP');
-    const budget = opts.workers * (opts.drainTimeoutMs + 10_000) + 10_000;
-    const settled = await load.waitSettled(budget, () => doneAt !== undefined);
-    if (!settled) log(`roll: not settled after ${budget} ms (roll done: ${doneAt !== undefined})`);
-    await sleep(200); // stragglers
-    const r = await load.results();
-    const workersAfter = childPids(pid).sort((a, b) => a - b);
-    const ms = (v: number | null): number | null => (v === null ? null : round1(v));
-    const result: RollResult = {
-      options: opts,
-      connected,
-      connectRatePerS: Math.round((connected * 1000) / load.connectMs),
-      rollDoneMs: doneAt === undefined ? null : round1(doneAt - t0),
-      rollDurationMs,
-      allReconnectedMs: r.open === connected ? ms(r.lastReopenMs) : null,
-      lastCloseMs: ms(r.lastCloseMs),
-      closes: r.closes,
-      codes: r.codes,
-      reasons: r.reasons,
-      closesPerSocket: r.closesPerSocket,
-      refusals: r.refusals,
-      refusalCauses: r.refusalCauses,
-      lost: r.lost,
-      notReconnected: connected - r.open,
-      reconnectP50Ms: ms(percentile(r.latencies, 0.5)),
-      reconnectP90Ms: ms(percentile(r.latencies, 0.9)),
-      reconnectP99Ms: ms(percentile(r.latencies, 0.99)),
-      reconnectMaxMs: ms(percentile(r.latencies, 1)),
-      hintRetryP50Ms: percentile(r.hintRetries, 0.5),
-      hintRetryMaxMs: percentile(r.hintRetries, 1),
-      workersBefore,
-      workersAfter,
-      allWorkersReplaced:
-        workersAfter.length === opts.workers &&
-        workersAfter.every((p) => !workersBefore.includes(p)),
-      rolled,
-      misses: [],
-    };
-    result.misses = rollMisses(result);
-    log(`roll: ${describeRoll(result)}`);
-    return result;
-  } finally {
-    await load.stop();
-    server.killTree();
-  }
+  t0 = load.mark();
+  server.signal('SIGHUP');
+  const budget = opts.workers * (opts.drainTimeoutMs + 10_000) + 10_000;
+  const settled = await load.waitSettled(budget, () => doneAt !== undefined);
+  if (!settled) log(`roll: not settled after ${budget} ms (roll done: ${doneAt !== undefined})`);
+  await sleep(200); // stragglers
+  const r = await load.results();
+  const workersAfter = childPids(pid).sort((a, b) => a - b);
+  const ms = (v: number | null): number | null => (v === null ? null : round1(v));
+  const result: RollResult = {
+    options: opts,
+    connected,
+    connectRatePerS: Math.round((connected * 1000) / load.connectMs),
+    rollDoneMs: doneAt === undefined ? null : round1(doneAt - t0),
+    rollDurationMs,
+    allReconnectedMs: r.open === connected ? ms(r.lastReopenMs) : null,
+    lastCloseMs: ms(r.lastCloseMs),
+    closes: r.closes,
+    codes: r.codes,
+    reasons: r.reasons,
+    closesPerSocket: r.closesPerSocket,
+    refusals: r.refusals,
+    refusalCauses: r.refusalCauses,
+    lost: r.lost,
+    notReconnected: connected - r.open,
+    reconnectP50Ms: ms(percentile(r.latencies, 0.5)),
+    reconnectP90Ms: ms(percentile(r.latencies, 0.9)),
+    reconnectP99Ms: ms(percentile(r.latencies, 0.99)),
+    reconnectMaxMs: ms(percentile(r.latencies, 1)),
+    hintRetryP50Ms: percentile(r.hintRetries, 0.5),
+    hintRetryMaxMs: percentile(r.hintRetries, 1),
+    workersBefore,
+    workersAfter,
+    allWorkersReplaced:
+      workersAfter.length === opts.workers && workersAfter.every((p) => !workersBefore.includes(p)),
+    rolled,
+    misses: [],
+  };
+  return judge('roll', result, rollMisses, describeRoll);
 }
 
 /** Which targets the run missed: 0 refusals, all 1012, all reconnected, all replaced. */
