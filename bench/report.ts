@@ -1,7 +1,7 @@
 /**
  * Writes a benchmark's results: bench/results/<name>.json (everything), <name>.md (tables
- * with ratios to terminate, then the roll, healthz, throughput and capacity scenarios with
- * their targets) and <name>.svg (sockets still open vs time since the signal, one
+ * with ratios to terminate, then the roll, healthz, throughput, capacity and storm scenarios
+ * with their targets) and <name>.svg (sockets still open vs time since the signal, one
  * line per strategy, one panel per stalled fraction; handwritten SVG).
  *
  * Re-render the .md and .svg from an existing JSON: `npx tsx bench/report.ts bench/results/quick.json`
@@ -15,6 +15,7 @@ import { type DrainResult, type DrainSummary, pct } from './drain.js';
 import type { HealthzResult, ProbeStats } from './healthz.js';
 import { TARGETS } from './lib/targets.js';
 import type { RollResult } from './roll.js';
+import { type StormResult, type StormRun, TARGET_RATIO } from './storm.js';
 import type { ThroughputResult } from './throughput.js';
 
 export const RESULTS_DIR = fileURLToPath(new URL('./results', import.meta.url));
@@ -29,11 +30,13 @@ export interface BenchReport {
   runs: Omit<DrainResult['runs'][number], 'series'>[];
   skipped: string[];
   failures: string[];
-  /** The other scenarios, when they ran (see roll.ts, healthz.ts, throughput.ts, capacity.ts). */
+  /** The other scenarios, when they ran (roll.ts, healthz.ts, throughput.ts, capacity.ts, storm.ts). */
   roll?: RollResult;
   healthz?: HealthzResult;
   throughput?: ThroughputResult;
   capacity?: CapacityResult;
+  /** The reconnect storm (storm.ts), when it ran in the same invocation; also in storm-<name>.json. */
+  storm?: StormResult;
   /** Scenarios that failed to run (an exception), as "<scenario>: <message>". */
   scenarioFailures?: string[];
   /**
@@ -46,7 +49,7 @@ export interface BenchReport {
 /** Results of the scenarios other than drain. */
 export type ScenarioResults = Pick<
   BenchReport,
-  'roll' | 'healthz' | 'throughput' | 'capacity' | 'scenarioFailures' | 'otherCpuPct'
+  'roll' | 'healthz' | 'throughput' | 'capacity' | 'storm' | 'scenarioFailures' | 'otherCpuPct'
 >;
 
 export function buildReport(
@@ -112,27 +115,33 @@ export function markdown(r: BenchReport): string {
     'Times in ms from SIGTERM, seen by the clients; medians over rounds (codes: median round).',
     '*clean*: closed with a close frame from the server; *forced*: 1006, the TCP connection was',
     'cut without one. *budget*: the strategy’s own bound (0: it does not wait). Ratios are to',
-    'the terminate row with the same stalled fraction.',
+    'the terminate row with the same stalled fraction. *cpu* (0% stalled): CPU time the whole',
+    'machine spent (all cores, servers and clients) from the signal to the last close, ms, and',
+    '× the terminate row’s.',
   ];
   for (const stalled of o.stalled) {
     const rows = r.drain.filter((d) => d.stalled === stalled);
     if (rows.length === 0) continue;
     const base = rows.find((d) => d.strategy === 'terminate');
+    // The cooperative table (no stalled peers) also shows the CPU each drain cost.
+    const cpu = stalled === 0;
     lines.push(
       '',
       `## ${pct(stalled)} stalled peers`,
       '',
-      '| strategy | budget | p50 | p90 | p99 | last close | exit | clean | forced | codes | last / terminate | exit / terminate |',
-      '|---|--:|--:|--:|--:|--:|--:|--:|--:|---|--:|--:|',
+      `| strategy | budget | p50 | p90 | p99 | last close | exit | clean | forced | codes | last / terminate | exit / terminate |${cpu ? ' cpu |' : ''}`,
+      `|---|--:|--:|--:|--:|--:|--:|--:|--:|---|--:|--:|${cpu ? '--:|' : ''}`,
     );
     for (const d of rows) {
       const codes = Object.entries(d.codes)
         .map(([c, n]) => `${c}: ${n}`)
         .join(', ');
+      const cpuMs = d.cpuMs ?? null;
       lines.push(
         `| ${d.strategy} | ${d.budgetMs} | ${ms(d.p50Ms)} | ${ms(d.p90Ms)} | ${ms(d.p99Ms)} | ` +
           `${ms(d.lastCloseMs)} | ${ms(d.exitMs)} | ${d.clean} | ${d.forced} | ${codes} | ` +
-          `${ratio(d.lastCloseMs, base?.lastCloseMs)} | ${ratio(d.exitMs, base?.exitMs)} |`,
+          `${ratio(d.lastCloseMs, base?.lastCloseMs)} | ${ratio(d.exitMs, base?.exitMs)} |` +
+          (cpu ? ` ${cpuMs === null ? '—' : `${cpuMs} (${ratio(cpuMs, base?.cpuMs)})`} |` : ''),
       );
     }
   }
@@ -153,6 +162,7 @@ export function markdown(r: BenchReport): string {
   if (r.healthz) lines.push('', ...healthzSection(r.healthz), ...noise('healthz'));
   if (r.throughput) lines.push('', ...throughputSection(r.throughput), ...noise('throughput'));
   if (r.capacity) lines.push('', ...capacitySection(r.capacity), ...noise('capacity'));
+  if (r.storm) lines.push('', ...stormSection(r.storm), ...noise('storm'));
   if (r.scenarioFailures?.length) {
     lines.push(
       '',
@@ -319,6 +329,71 @@ function capacitySection(c: CapacityResult): string[] {
     `Targets: ≤ ${TARGETS.kibPerIdleSocket} KiB per idle socket, every socket closed with 1001, ` +
       `exit 0 within the budget — ${verdict(c.misses)}.`,
   ];
+}
+
+const STORM_CASES = [
+  ['roll', 'rolling restart (SIGHUP)'],
+  ['failover', 'failover to a second server (SIGTERM)'],
+] as const;
+
+export function stormSection(s: StormResult): string[] {
+  const o = s.options;
+  const n = (v: number | null | undefined): string =>
+    v === null || v === undefined ? '—' : `${v}`;
+  const x = (v: number | null): string => (v === null ? '—' : `×${v}`);
+  const lines = [
+    '## Reconnect storm: pacing and hints',
+    '',
+    `${o.clients} clients (wsdrain's own reconnecting client), --drain-timeout ${o.drainTimeoutMs} ms. ` +
+      'Without pacing: no --drain-window, --reconnect-window 0, clients with `hintJitter: false`; ' +
+      `with: --drain-window ${o.drainWindowMs} ms, --reconnect-window ${o.reconnectWindowMs} ms, ` +
+      `default hint handling. Rolling restart: one server with ${o.rollWorkers} workers; ` +
+      'failover: two servers behind a readiness-polling balancer, the first one stopped. *Peak*: ' +
+      'accepts per second on the servers that stay up (largest 100 ms bucket × 10; busiest ' +
+      'second in brackets). Handshake latency: socket creation to open, ms. *Peak cut*: the peak ' +
+      'without pacing / with (busiest second in brackets).',
+    '',
+    '| case | pacing + hints | peak accepts/s | handshake p50 | p99 | refusals | codes | all reconnected | drains within budget | peak cut |',
+    '|---|---|--:|--:|--:|--:|---|--:|---|--:|',
+  ];
+  const row = (label: string, paced: boolean, run: StormRun | null, cut: string): string =>
+    run === null
+      ? `| ${label} | ${paced ? 'yes' : 'no'} | not run | | | | | | | ${cut} |`
+      : `| ${label} | ${paced ? 'yes' : 'no'} | ${n(run.peakPerSec)} (${n(run.peak1sPerSec)}) | ` +
+        `${ms(run.latencyP50Ms)} | ${ms(run.latencyP99Ms)} | ${run.refusals} | ` +
+        `${codesText(run.codes)} | ${ms(run.allReconnectedMs)} | ${run.withinBudget ? 'yes' : 'no'} | ${cut} |`;
+  for (const [key, label] of STORM_CASES) {
+    const { baseline, paced } = s[key];
+    if (baseline === null && paced === null) continue;
+    const cut = `${x(s.peakRatio[key])} (${x(s.peakRatio1s[key])})`;
+    lines.push(row(label, false, baseline, ''), row(label, true, paced, cut));
+  }
+  const errors = STORM_CASES.flatMap(([key, label]) =>
+    (['baseline', 'paced'] as const).flatMap((mode) => {
+      const e = s[key][mode]?.error;
+      return e ? [`- ${label}, ${mode}: ${e.split('\n')[0]}`] : [];
+    }),
+  );
+  const checks = STORM_CASES.filter(([key]) => s[key].baseline || s[key].paced).map(
+    ([key, label]) => {
+      const c = s.checks[key];
+      const missed = [
+        c.ratio ? '' : `peak cut below ×${TARGET_RATIO}`,
+        c.refusals ? '' : 'refusals',
+        c.budget ? '' : 'a drain over its budget',
+      ].filter(Boolean);
+      return `${label}: ${verdict(missed)}`;
+    },
+  );
+  lines.push(
+    '',
+    `Targets: peak cut ≥ ×${TARGET_RATIO}, 0 refusals, every drain within its budget — ${checks.join('; ')}.`,
+    '',
+    `Load average ${s.host.loadBefore} before, ${s.host.loadAfter} after (${s.host.cpus} CPUs); ` +
+      `${Math.round(s.durationMs / 1000)} s in all.`,
+  );
+  if (errors.length) lines.push('', ...errors);
+  return lines;
 }
 
 // ---------------------------------------------------------------- SVG

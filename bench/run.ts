@@ -1,8 +1,9 @@
 /**
  * `npm run bench` (full) and `npm run bench -- --quick` (under 5 minutes). Scenarios, one file
  * each: drain (drain.ts), roll (roll.ts), healthz (healthz.ts), throughput (throughput.ts) and
- * capacity (capacity.ts: full run only, or `--capacity`). All write into one results file,
- * bench/results/<name>.json / .md / .svg (report.ts); `--name` picks it (default: quick or full).
+ * capacity (capacity.ts: full run only, or `--capacity`) and the reconnect storm (storm.ts). All
+ * write into one results file, bench/results/<name>.json / .md / .svg (report.ts); `--name` picks
+ * it (default: quick or full). The storm also writes storm-<name>.json.
  *
  *   npm run bench -- --quick                              # drain, roll, healthz, throughput
  *   npm run bench -- --quick --capacity                   # ... and capacity
@@ -13,7 +14,7 @@
  *   --drain-timeout MS  --message-every MS  --per-process N  --concurrency N  --grace MS
  * Other scenarios:
  *   --scenarios a,b          which scenarios (drain, roll, healthz, throughput, capacity, storm)
- *   --roll-clients N         --healthz-sockets N      --capacity-sockets N
+ *   --roll-clients N         --healthz-sockets N      --capacity-sockets N  --storm-clients N
  *   --throughput-windows 1,16  --throughput-connections N  --throughput-duration S
  *   --throughput-rounds N
  * Profiling: BENCH_SERVER_NODE_ARGS (wsdrain's node, inherited by its workers) and
@@ -35,7 +36,7 @@ import { ForeignCpu } from './lib/procfs.js';
 import './lib/procs.js'; // kill every child process on exit, whatever happens
 import { buildReport, type ScenarioResults, writeReport } from './report.js';
 import { ROLL_PRESETS, type RollOptions, runRoll } from './roll.js';
-import { runStorm, STORM_PRESETS, writeStormResult } from './storm.js';
+import { runStorm, STORM_PRESETS, type StormOptions, writeStormResult } from './storm.js';
 import { runThroughput, THROUGHPUT_PRESETS, type ThroughputOptions } from './throughput.js';
 
 const PRESETS: Record<'quick' | 'full', DrainOptions> = {
@@ -56,6 +57,7 @@ const { values } = parseArgs({
     'roll-clients': { type: 'string' },
     'healthz-sockets': { type: 'string' },
     'capacity-sockets': { type: 'string' },
+    'storm-clients': { type: 'string' },
     'throughput-windows': { type: 'string' },
     'throughput-connections': { type: 'string' },
     'throughput-duration': { type: 'string' },
@@ -110,6 +112,10 @@ const capacityOptions: CapacityOptions = {
   ...CAPACITY_DEFAULTS,
   sockets: int('capacity-sockets', CAPACITY_DEFAULTS.sockets),
 };
+const stormOptions: StormOptions = {
+  ...STORM_PRESETS[preset],
+  clients: int('storm-clients', STORM_PRESETS[preset].clients),
+};
 
 const started = Date.now();
 log(`bench ${name}: scenarios ${[...selected].join(', ')}`);
@@ -161,15 +167,18 @@ await scenario('roll', rollOptions, () => runRoll(rollOptions));
 await scenario('healthz', healthzOptions, () => runHealthz(healthzOptions));
 await scenario('throughput', throughputOptions, () => runThroughput(throughputOptions));
 await scenario('capacity', capacityOptions, () => runCapacity(capacityOptions));
-// The reconnect storm, with and without pacing and hints: its own file, storm-<name>.json.
-await scenario('storm', STORM_PRESETS[preset], async () => {
-  const storm = await runStorm(STORM_PRESETS[preset]);
-  files.push(writeStormResult(name, storm));
+// The reconnect storm, with and without pacing and hints: in <name>.json / .md, and in its own
+// file, storm-<name>.json.
+const stormFiles: string[] = [];
+await scenario('storm', stormOptions, async () => {
+  const storm = await runStorm(stormOptions);
+  stormFiles.push(writeStormResult(name, storm));
+  scenarios.storm = storm; // reported even when it failed
   if (storm.failures.length > 0) throw new Error(storm.failures.join('; '));
-  return undefined;
+  return storm;
 });
 
 log(`bench ${name}: done in ${Math.round((Date.now() - started) / 1000)} s`);
-for (const f of files) console.log(f);
+for (const f of [...files, ...stormFiles]) console.log(f);
 const failed = drain.failures.length + (scenarios.scenarioFailures?.length ?? 0);
 process.exit(failed > 0 ? 1 : 0);
