@@ -113,3 +113,74 @@ export async function inLanes(o: LanesOptions): Promise<void> {
     clearInterval(ticker);
   }
 }
+
+/** The flags every socket-opening client takes (parseArgs options; each adds its own). */
+export const DIAL_FLAGS = {
+  url: { type: 'string' },
+  count: { type: 'string', default: '1000' },
+  concurrency: { type: 'string', default: '200' },
+  'addr-count': { type: 'string', default: '250' },
+  'handshake-timeout': { type: 'string', default: '10000' },
+} as const;
+
+/** The progress and ready reports of a client process that opens sockets. */
+export type ConnectProgress = { type: 'progress' | 'ready'; connected: number; failed: number };
+
+export interface ConnectAllOptions {
+  count: number;
+  concurrency: number;
+  /** Tries per socket. */
+  attempts: number;
+  /** One try at socket `i`; true when it opened. */
+  connect: (i: number) => Promise<boolean>;
+  /** Gets a progress report every `tickEveryMs`, then the ready report. */
+  report: (m: ConnectProgress) => void;
+  tickEveryMs: number;
+  keepGoing?: () => boolean;
+}
+
+/** Opens the sockets in lanes (inLanes), counting the ones that connected and failed. */
+export async function connectAll(
+  o: ConnectAllOptions,
+): Promise<{ connected: number; failed: number }> {
+  let connected = 0;
+  let failed = 0;
+  await inLanes({
+    count: o.count,
+    concurrency: o.concurrency,
+    work: async (i) => {
+      let ok = false;
+      for (let a = 0; a < o.attempts && !ok; a++) ok = await o.connect(i);
+      if (ok) connected++;
+      else failed++;
+    },
+    tick: () => o.report({ type: 'progress', connected, failed }),
+    tickEveryMs: o.tickEveryMs,
+    keepGoing: o.keepGoing,
+  });
+  o.report({ type: 'ready', connected, failed });
+  return { connected, failed };
+}
+
+/** What DIAL_FLAGS (with `--addr-prefix`) give: the URL, the counts and a Dialer. */
+export interface Dial {
+  url: string;
+  count: number;
+  concurrency: number;
+  dialer: Dialer;
+}
+
+/** Reads DIAL_FLAGS and `--addr-prefix` from the parsed values. */
+export function readDial(
+  values: { url?: string; 'addr-prefix': string },
+  f: Pick<Flags<typeof DIAL_FLAGS>, 'int' | 'fail'>,
+): Dial {
+  const url = values.url ?? f.fail('--url is required');
+  const dialer = new Dialer({
+    url,
+    addrPrefix: values['addr-prefix'],
+    addrCount: f.int('addr-count'),
+    handshakeTimeout: f.int('handshake-timeout'),
+  });
+  return { url, count: f.int('count'), concurrency: f.int('concurrency'), dialer };
+}

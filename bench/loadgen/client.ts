@@ -12,39 +12,31 @@ import type { Duplex } from 'node:stream';
 import { parseArgs } from 'node:util';
 import { WebSocket } from 'ws';
 import { idempotentEnds } from '../../src/worker/socket.js';
-import { Dialer, flags, inLanes, onParent, toParent } from '../lib/client-proc.js';
+import { connectAll, DIAL_FLAGS, flags, onParent, readDial, toParent } from '../lib/client-proc.js';
 import { now } from '../lib/clock.js';
 import type { ClientResults, FromClient, ToClient } from './protocol.js';
 
 const { values } = parseArgs({
   options: {
-    url: { type: 'string' },
-    count: { type: 'string', default: '1000' },
-    concurrency: { type: 'string', default: '200' },
+    ...DIAL_FLAGS,
     stalled: { type: 'string', default: '0' },
     'message-every': { type: 'string', default: '0' },
     'addr-prefix': { type: 'string', default: '127.0.1' },
-    'addr-count': { type: 'string', default: '250' },
-    'handshake-timeout': { type: 'string', default: '10000' },
     attempts: { type: 'string', default: '3' },
     'stall-mode': { type: 'string', default: 'drop' },
   },
 });
-const { int, fail } = flags('loadgen client', values);
-const url = values.url ?? fail('--url is required');
-const count = int('count');
-const concurrency = int('concurrency');
+const f = flags('loadgen client', values);
+const { int, fail } = f;
+const { count, concurrency, dialer } = readDial(values, f);
 const stalled = Number(values.stalled);
 const messageEvery = int('message-every');
-const addrCount = int('addr-count');
-const handshakeTimeout = int('handshake-timeout');
 const attempts = int('attempts');
 const stallMode = values['stall-mode'];
 if (!(stalled >= 0 && stalled <= 1)) fail(`--stalled must be in [0, 1], got ${values.stalled}`);
 if (stallMode !== 'drop' && stallMode !== 'pause') fail('--stall-mode must be drop or pause');
 
 const send: (m: FromClient) => void = toParent;
-const dialer = new Dialer({ url, addrPrefix: values['addr-prefix'], addrCount, handshakeTimeout });
 
 /** Epoch ms of each socket's close (NaN while open or never connected). */
 const closedAt = new Float64Array(count).fill(Number.NaN);
@@ -52,7 +44,6 @@ const closeCode = new Uint16Array(count);
 const sockets: (WebSocket | undefined)[] = new Array(count);
 let markAt = Number.NaN;
 let open = 0;
-let connected = 0;
 let failed = 0;
 let sent = 0;
 let received = 0;
@@ -112,22 +103,6 @@ function closed(i: number, code: number): void {
   if (open === 0 && !Number.isNaN(markAt)) send({ type: 'allClosed' });
 }
 
-async function connectAll(): Promise<void> {
-  await inLanes({
-    count,
-    concurrency,
-    work: async (i) => {
-      let ok = false;
-      for (let a = 0; a < attempts && !ok; a++) ok = await connectOnce(i);
-      if (ok) connected++;
-      else failed++;
-    },
-    tick: () => send({ type: 'progress', connected, failed }),
-    tickEveryMs: 100,
-  });
-  send({ type: 'ready', connected, failed });
-}
-
 function results(): ClientResults {
   const r: ClientResults = {
     closeTimes: [],
@@ -171,4 +146,11 @@ onParent<ToClient>((m) => {
   }
 });
 
-await connectAll();
+({ failed } = await connectAll({
+  count,
+  concurrency,
+  attempts,
+  connect: connectOnce,
+  report: send,
+  tickEveryMs: 100,
+}));

@@ -11,33 +11,25 @@
  */
 import { parseArgs } from 'node:util';
 import type { WebSocket } from 'ws';
-import { Dialer, flags, inLanes, onParent, toParent } from '../lib/client-proc.js';
+import { connectAll, DIAL_FLAGS, flags, onParent, readDial, toParent } from '../lib/client-proc.js';
 import { now } from '../lib/clock.js';
 import type { FromReconnect, ReconnectResults, ToReconnect } from './reconnect.js';
 
 const { values } = parseArgs({
   options: {
-    url: { type: 'string' },
-    count: { type: 'string', default: '1000' },
-    concurrency: { type: 'string', default: '200' },
+    ...DIAL_FLAGS,
     'addr-prefix': { type: 'string', default: '127.0.101' },
-    'addr-count': { type: 'string', default: '250' },
-    'handshake-timeout': { type: 'string', default: '10000' },
     'retry-delay': { type: 'string', default: '20' },
     'max-attempts': { type: 'string', default: '500' },
   },
 });
-const { int, fail } = flags('reconnect client', values);
-const url = values.url ?? fail('--url is required');
-const count = int('count');
-const concurrency = int('concurrency');
-const addrCount = int('addr-count');
-const handshakeTimeout = int('handshake-timeout');
+const f = flags('reconnect client', values);
+const { int } = f;
+const { count, concurrency, dialer } = readDial(values, f);
 const retryDelay = int('retry-delay');
 const maxAttempts = int('max-attempts');
 
 const send: (m: FromReconnect) => void = toParent;
-const dialer = new Dialer({ url, addrPrefix: values['addr-prefix'], addrCount, handshakeTimeout });
 
 const sockets: (WebSocket | undefined)[] = new Array(count);
 const closesPerSocket = new Uint16Array(count);
@@ -46,8 +38,6 @@ let stopping = false;
 let open = 0;
 /** Sockets closed by the server and not open again yet. */
 let reconnecting = 0;
-let connected = 0;
-let failed = 0;
 let lost = 0;
 let closes = 0;
 let earlyCloses = 0;
@@ -116,26 +106,12 @@ async function reconnect(i: number, closedAt: number): Promise<void> {
   }
 }
 
-async function connectAll(): Promise<void> {
-  await inLanes({
-    count,
-    concurrency,
-    work: async (i) => {
-      let ok = false;
-      for (let a = 0; a < 3 && !ok; a++) {
-        const r = await dialer.attempt();
-        if (typeof r !== 'string') {
-          adopt(i, r);
-          ok = true;
-        }
-      }
-      if (ok) connected++;
-      else failed++;
-    },
-    tick: () => send({ type: 'progress', connected, failed }),
-    tickEveryMs: 100,
-  });
-  send({ type: 'ready', connected, failed });
+/** One try at socket i: the opened socket is adopted. */
+async function connectOnce(i: number): Promise<boolean> {
+  const r = await dialer.attempt();
+  if (typeof r === 'string') return false;
+  adopt(i, r);
+  return true;
 }
 
 function results(): ReconnectResults {
@@ -181,4 +157,11 @@ onParent<ToReconnect>((m) => {
   }
 });
 
-await connectAll();
+await connectAll({
+  count,
+  concurrency,
+  attempts: 3,
+  connect: connectOnce,
+  report: send,
+  tickEveryMs: 100,
+});

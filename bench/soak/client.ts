@@ -22,7 +22,7 @@
 import { parseArgs } from 'node:util';
 import { WebSocket } from 'ws';
 import { parseHint } from '../../src/hint.js';
-import { Dialer, flags, inLanes, onParent, toParent } from '../lib/client-proc.js';
+import { connectAll, DIAL_FLAGS, flags, onParent, readDial, toParent } from '../lib/client-proc.js';
 import { now } from '../lib/clock.js';
 import { newHist, record } from './hist.js';
 import {
@@ -36,26 +36,19 @@ import {
 
 const { values } = parseArgs({
   options: {
-    url: { type: 'string' },
-    count: { type: 'string', default: '1000' },
-    concurrency: { type: 'string', default: '200' },
+    ...DIAL_FLAGS,
     'message-every': { type: 'string', default: '2000' },
     'echo-timeout': { type: 'string', default: '10000' },
     'addr-prefix': { type: 'string', default: '127.0.201' },
-    'addr-count': { type: 'string', default: '250' },
-    'handshake-timeout': { type: 'string', default: '10000' },
     'retry-delay': { type: 'string', default: '100' },
     'ignore-hints': { type: 'boolean', default: false },
   },
 });
-const { int, fail } = flags('soak client', values);
-const url = values.url ?? fail('--url is required');
-const count = int('count');
-const concurrency = int('concurrency');
+const f = flags('soak client', values);
+const { int } = f;
+const { count, concurrency, dialer } = readDial(values, f);
 const messageEvery = int('message-every');
 const echoTimeout = int('echo-timeout');
-const addrCount = int('addr-count');
-const handshakeTimeout = int('handshake-timeout');
 const retryDelay = int('retry-delay');
 const ignoreHints = values['ignore-hints'] === true;
 
@@ -77,7 +70,6 @@ interface Sock {
 }
 
 const send: (m: FromSoakClient) => void = toParent;
-const dialer = new Dialer({ url, addrPrefix: values['addr-prefix'], addrCount, handshakeTimeout });
 
 const socks: Sock[] = Array.from({ length: count }, () => ({
   ws: undefined,
@@ -286,25 +278,12 @@ function results(): ClientResults {
   };
 }
 
-async function connectAll(): Promise<void> {
-  await inLanes({
-    count,
-    concurrency,
-    work: async (i) => {
-      let ws: WebSocket | string = 'not tried';
-      for (let a = 0; a < 3 && typeof ws === 'string'; a++) ws = await dialer.attempt();
-      if (typeof ws === 'string') {
-        failed++;
-        return;
-      }
-      connected++;
-      adopt(i, ws);
-    },
-    tick: () => send({ type: 'progress', connected, failed }),
-    tickEveryMs: 250,
-    keepGoing: () => !stopping,
-  });
-  send({ type: 'ready', connected, failed });
+/** One try at socket i: the opened socket is adopted. */
+async function connectOnce(i: number): Promise<boolean> {
+  const ws = await dialer.attempt();
+  if (typeof ws === 'string') return false;
+  adopt(i, ws);
+  return true;
 }
 
 onParent<ToSoakClient>((m) => {
@@ -328,4 +307,12 @@ onParent<ToSoakClient>((m) => {
 setInterval(() => send({ type: 'stats', stats: stats() }), 1000);
 setInterval(checkTimeouts, 1000);
 
-await connectAll();
+({ connected, failed } = await connectAll({
+  count,
+  concurrency,
+  attempts: 3,
+  connect: connectOnce,
+  report: send,
+  tickEveryMs: 250,
+  keepGoing: () => !stopping,
+}));

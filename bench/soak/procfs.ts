@@ -4,16 +4,9 @@
  * on the server port (by inode, matched against /proc/net/tcp and /proc/net/tcp6).
  */
 import { readdirSync, readFileSync, readlinkSync } from 'node:fs';
+import { childPids as scanChildPids } from '../lib/procfs.js';
 
-/** VmRSS in bytes, or undefined when the process is gone. */
-export function rssBytes(pid: number): number | undefined {
-  try {
-    const m = /^VmRSS:\s+(\d+)\s+kB/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
-    return m ? Number(m[1]) * 1024 : undefined;
-  } catch {
-    return undefined;
-  }
-}
+export { rssBytes } from '../lib/procfs.js';
 
 const TICKS_PER_SECOND = 100; // USER_HZ on Linux
 
@@ -43,19 +36,7 @@ export function childPids(pid: number): number[] {
   } catch {
     // no such file: scan
   }
-  const out: number[] = [];
-  for (const name of readdirSync('/proc')) {
-    if (!/^\d+$/.test(name)) continue;
-    try {
-      const stat = readFileSync(`/proc/${name}/stat`, 'utf8');
-      // pid (comm) state ppid ...: comm may hold spaces and parentheses; split after the last ')'
-      const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
-      if (ppid === pid) out.push(Number(name));
-    } catch {
-      // gone meanwhile
-    }
-  }
-  return out.sort((a, b) => a - b);
+  return scanChildPids(pid).sort((a, b) => a - b);
 }
 
 /** TCP states as /proc/net/tcp numbers them. */

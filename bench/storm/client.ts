@@ -14,7 +14,6 @@ import { now } from '../lib/clock.js';
 import {
   emptyStormResults,
   type FromStormClient,
-  type StormClientResults,
   type StormClientStatus,
   type ToStormClient,
 } from './protocol.js';
@@ -69,7 +68,7 @@ const send: (m: FromStormClient) => void = toParent;
 const slots: Slot[] = [];
 let markAt = Number.NaN;
 const status: StormClientStatus = { open: 0, closed: 0, gaveUp: 0 };
-const results: StormClientResults = emptyStormResults();
+const results = emptyStormResults();
 const marked = (): boolean => !Number.isNaN(markAt);
 const ms = (t: number): number => Math.round(t * 100) / 100;
 
