@@ -30,6 +30,11 @@ export type ToWorker =
   | ({ src: typeof SRC; type: 'drain' } & DrainCommand)
   | { src: typeof SRC; type: 'terminate' }
   | { src: typeof SRC; type: 'cluster-ready'; ready: boolean }
+  /**
+   * Rolling restart: `false` closes the worker's listening socket (it keeps serving the
+   * sockets it holds, and is not draining); `true` listens again (the roll stopped).
+   */
+  | { src: typeof SRC; type: 'accepting'; accepting: boolean }
   | { src: typeof SRC; type: 'metrics-request'; id: number };
 
 /** Worker -> primary. */

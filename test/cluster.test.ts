@@ -2,11 +2,12 @@
  * The cluster primary with real forked workers: drains, exit codes, rolling restarts,
  * crashes, primary death, metrics. Signals go to child processes only.
  */
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { codes, connectMany } from './helpers/clients.js';
+import { type Client, codes, connectMany, nextMessages } from './helpers/clients.js';
+import { keptAlive } from './helpers/keepalive.js';
 import { alive, killAll, type LogLine, sleep, startWsdrain } from './helpers/process.js';
 import { crowd } from './helpers/reconnecting.js';
 
@@ -21,6 +22,52 @@ const workerPids = (lines: LogLine[]): number[] =>
   lines
     .filter((l) => l.role === 'worker' && l.msg === 'worker listening')
     .map((l) => l.pid as number);
+
+const three = ['--workers', '3', '--threads', '1'];
+
+/** Opens `n` clients that stop reading: the worker holding them drains until its deadline. */
+async function stalledClients(port: number, n: number): Promise<Client[]> {
+  const clients = await connectMany(port, n);
+  for (const c of clients) c.stall();
+  return clients;
+}
+
+/** Pids of the workers new clients land on (the handler of `pidHandler` answers its pid). */
+async function landingPids(port: number, n: number): Promise<Set<number>> {
+  const clients = await connectMany(port, n);
+  const pids = await Promise.all(
+    clients.map(async (c) => {
+      c.ws.send('pid');
+      const [pid] = await nextMessages(c, 1);
+      c.ws.terminate();
+      return Number(pid);
+    }),
+  );
+  return new Set(pids);
+}
+
+/**
+ * A handler module answering every message with its process's pid, that refuses to load
+ * (so the worker fails to start) once the file `<module>.fail` exists.
+ */
+function pidHandler(): { path: string; failFrom: () => void; heal: () => void } {
+  const path = join(tmpdir(), `wsdrain-pid-handler-${process.pid}-${Date.now()}.mjs`);
+  const flag = `${path}.fail`;
+  writeFileSync(
+    path,
+    `import { existsSync } from 'node:fs';
+if (existsSync(${JSON.stringify(flag)})) throw new Error('test handler told to fail');
+export default () => String(process.pid);
+`,
+  );
+  return {
+    path,
+    failFrom: () => writeFileSync(flag, ''),
+    heal: () => {
+      if (existsSync(flag)) rmSync(flag);
+    },
+  };
+}
 
 async function metric(port: number, name: string): Promise<number> {
   const text = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
@@ -117,6 +164,134 @@ describe('rolling restart (SIGHUP)', () => {
     expect(after).toHaveLength(2);
     for (const pid of after) expect(before).not.toContain(pid);
     for (const pid of before) expect(alive(pid)).toBe(false);
+    await c.stop();
+    srv.kill('SIGTERM');
+    expect((await srv.exited).code).toBe(0);
+  });
+
+  it('moves every client once: the old workers stop accepting before the first drain', async () => {
+    const n = 300;
+    const srv = await startWsdrain([...three, '--drain-timeout', '3000']);
+    const before = workerPids(srv.lines);
+    // These clients reconnect the moment they are closed, hints or not: without the stop,
+    // a third of the first drain's clients would land on each old worker still listening.
+    const c = await crowd(srv.port, n);
+    srv.kill('SIGHUP');
+    await srv.waitFor((l) => /rolling restart done/.test(l.msg), 20_000);
+    await c.waitOpen(n);
+    const moves = Array.from({ length: n }, (_, i) => c.closesOf(i).length);
+    expect(moves.filter((m) => m !== 1)).toEqual([]);
+    expect(c.codes).toEqual({ 1012: n });
+    expect(c.refusals).toBe(0);
+    const stops = srv.lines.filter((l) => /old workers stop accepting/.test(l.msg));
+    expect(stops.map((l) => [...(l.pids as number[])].sort())).toEqual([[...before].sort()]);
+    await c.stop();
+    srv.kill('SIGTERM');
+    expect((await srv.exited).code).toBe(0);
+  });
+
+  it('serves upgrades on a stopped worker normally until its own drain', async () => {
+    // Keep-alive HTTP connections opened before the roll stay with their worker: an upgrade
+    // sent on one after that worker stopped accepting (and before its drain) is served.
+    const handler = pidHandler();
+    const srv = await startWsdrain([...two, '--drain-timeout', '2000', '--handler', handler.path]);
+    try {
+      const before = workerPids(srv.lines);
+      // The first old worker drains until its deadline: the second one waits, not draining.
+      await stalledClients(srv.port, 20);
+      const kept = await Promise.all(Array.from({ length: 4 }, () => keptAlive(srv.port)));
+      srv.kill('SIGHUP');
+      await srv.waitFor((l) => /old workers stop accepting/.test(l.msg), 20_000);
+      const drainedFirst = (
+        await srv.waitFor((l) => l.role === 'worker' && /^drain started/.test(l.msg))
+      ).pid as number;
+      const waiting = before.find((p) => p !== drainedFirst);
+      const served = [];
+      for (const k of kept) {
+        const { ws, localPort } = await k.upgrade();
+        expect(localPort).toBe(k.localPort);
+        const closed = new Promise<number>((r) => ws.on('close', (code) => r(code)));
+        const reply = new Promise<string>((r) => ws.once('message', (d) => r(String(d))));
+        ws.send('pid');
+        const first = await Promise.race([reply, closed.then((code) => `closed ${code}`)]);
+        // On the worker already draining: a late upgrade, closed with 1012 at once.
+        if (first === 'closed 1012') continue;
+        expect(first).toBe(String(waiting));
+        served.push(closed);
+      }
+      expect(served.length).toBeGreaterThan(0);
+      expect(srv.lines.some((l) => /^rolled worker/.test(l.msg))).toBe(false);
+      // ...and closed by that worker's own drain, like its other sockets.
+      for (const code of await Promise.all(served)) expect(code).toBe(1012);
+      await srv.waitFor((l) => /rolling restart done/.test(l.msg), 20_000);
+      srv.kill('SIGTERM');
+      expect((await srv.exited).code).toBe(0);
+    } finally {
+      rmSync(handler.path, { force: true });
+    }
+  });
+
+  it('accepts on the old workers again when a replacement fails to start', async () => {
+    const handler = pidHandler();
+    const srv = await startWsdrain(
+      [...three, '--drain-timeout', '2000', '--handler', handler.path],
+      {
+        env: fastTimings,
+      },
+    );
+    try {
+      const before = workerPids(srv.lines);
+      // The first drain lasts until its deadline, so the second replacement starts late.
+      await stalledClients(srv.port, 30);
+      const c = await crowd(srv.port, 60);
+      srv.kill('SIGHUP');
+      await srv.waitFor((l) => /old workers stop accepting/.test(l.msg), 20_000);
+      const fresh = workerPids(srv.lines).filter((p) => !before.includes(p));
+      expect(fresh).toHaveLength(1);
+      handler.failFrom();
+      await srv.waitFor((l) => /rolling restart stopped: a replacement/.test(l.msg), 20_000);
+      handler.heal();
+      const rolled = (await srv.waitFor((l) => /^rolled worker/.test(l.msg))).workerPid as number;
+      const olds = before.filter((p) => p !== rolled);
+      for (const pid of olds) {
+        await srv.waitFor((l) => l.pid === pid && /accepting new connections again/.test(l.msg));
+      }
+      // New clients land on every worker again, and nobody was refused meanwhile.
+      expect([...(await landingPids(srv.port, 60))].sort()).toEqual([...olds, ...fresh].sort());
+      expect(c.refusals).toBe(0);
+      expect(Object.keys(c.codes)).toEqual(['1012']);
+      expect((await fetch(`http://127.0.0.1:${srv.port}/readyz`)).status).toBe(200);
+      // No respawn of the failed replacement: three workers, not four.
+      await sleep(300);
+      expect(srv.lines.some((l) => /respawn/.test(l.msg))).toBe(false);
+      await c.stop();
+      srv.kill('SIGTERM');
+      expect((await srv.exited).code).toBe(0);
+    } finally {
+      handler.heal();
+      rmSync(handler.path, { force: true });
+    }
+  });
+
+  it('respawns a stopped old worker that crashes during a roll, and finishes the roll', async () => {
+    const srv = await startWsdrain([...three, '--drain-timeout', '2000'], { env: fastTimings });
+    const before = workerPids(srv.lines);
+    await stalledClients(srv.port, 30);
+    const c = await crowd(srv.port, 60, { reconnectOn: [1001, 1006, 1012, 1013] });
+    srv.kill('SIGHUP');
+    await srv.waitFor((l) => /old workers stop accepting/.test(l.msg), 20_000);
+    // The first old worker drains until its deadline; kill another old one meanwhile.
+    const draining = (await srv.waitFor((l) => l.role === 'worker' && /^drain started/.test(l.msg)))
+      .pid as number;
+    const victim = before.find((p) => p !== draining)!;
+    process.kill(victim, 'SIGKILL');
+    await srv.waitFor((l) => /respawned/.test(l.msg));
+    const done = await srv.waitFor((l) => /rolling restart done/.test(l.msg), 20_000);
+    const after = done.pids as number[];
+    expect(after).toHaveLength(3);
+    for (const pid of after) expect(before).not.toContain(pid);
+    await c.waitOpen(60);
+    expect(c.refusals).toBe(0);
     await c.stop();
     srv.kill('SIGTERM');
     expect((await srv.exited).code).toBe(0);

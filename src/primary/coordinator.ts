@@ -30,6 +30,13 @@ interface Slot {
   state: SlotState;
   /** Roll generation this worker was forked in. */
   generation: number;
+  /**
+   * Takes new connections (its share of the cluster's listening socket). False from the
+   * moment a rolling restart stops it, before its drain, so reconnects go to newer workers.
+   */
+  accepting: boolean;
+  /** Forked by a rolling restart as a replacement: if it fails to start, the roll stops. */
+  forRoll: boolean;
   forkedAt: number;
   remaining: number;
   report: DrainReport | undefined;
@@ -148,7 +155,7 @@ export class Coordinator {
     this.forceAll('stopping');
   }
 
-  #fork(): Slot {
+  #fork(forRoll = false): Slot {
     const worker = cluster.fork({ [OPTIONS_ENV]: JSON.stringify(this.#opts) });
     let onListening: (ok: boolean) => void = () => {};
     let onExit: () => void = () => {};
@@ -157,6 +164,8 @@ export class Coordinator {
       pid: worker.process.pid ?? 0,
       state: 'starting',
       generation: this.#generation,
+      accepting: true,
+      forRoll,
       forkedAt: Date.now(),
       remaining: 0,
       report: undefined,
@@ -201,6 +210,7 @@ export class Coordinator {
           }
           slot.remaining = m.sockets;
           slot.drainTotal = m.sockets;
+          this.#keepAccepting();
           break;
         case 'progress':
           slot.remaining = m.remaining;
@@ -223,6 +233,7 @@ export class Coordinator {
       slot.exitInfo = { code, signal };
       onListening(false);
       onExit();
+      this.#keepAccepting();
       const serving = this.#phase === 'running' || this.#phase === 'rolling';
       if (serving && slot.selfDrained) {
         // Someone signalled this worker alone: it drained; keep the capacity.
@@ -231,6 +242,13 @@ export class Coordinator {
           `worker ${slot.pid} drained on its own signal; replacing it`,
         );
         this.#replace('signal');
+      } else if (was === 'starting' && slot.forRoll && this.#phase === 'rolling') {
+        // The roll loop sees it fail and stops; the old worker it was to replace still
+        // serves, so a respawn would leave one worker too many.
+        this.#log.error(
+          { workerPid: slot.pid, code, signal },
+          'replacement worker exited while starting',
+        );
       } else if (was !== 'draining' && serving) {
         this.#onCrash(slot, code, signal);
       } else if (was !== 'draining' && this.#phase === 'starting') {
@@ -293,7 +311,54 @@ export class Coordinator {
     this.#rollLoop().catch((err: unknown) => {
       this.#log.error({ err: (err as Error).message }, 'rolling restart failed');
       if (this.#phase === 'rolling') this.#phase = 'running';
+      this.#resumeAccepting('the rolling restart failed');
     });
+  }
+
+  /**
+   * Rolling restart: every ready worker forked before generation `below` stops taking new
+   * connections (it keeps serving its sockets until its own drain). Clients closed by a
+   * drain then reconnect into the newer generation only, instead of into an old worker that
+   * would move them a second time when its own turn comes.
+   */
+  #stopAccepting(below: number): void {
+    const stopping = [...this.#slots.values()].filter(
+      (s) => s.state === 'ready' && s.accepting && s.generation < below,
+    );
+    if (stopping.length === 0) return;
+    this.#log.info(
+      { pids: stopping.map((s) => s.pid) },
+      `rolling restart: ${stopping.length} old workers stop accepting new connections`,
+    );
+    for (const s of stopping) {
+      s.accepting = false;
+      sendToWorker(s.worker, msg({ type: 'accepting', accepting: false }));
+    }
+  }
+
+  /** Ready workers stopped by {@link #stopAccepting} take new connections again. */
+  #resumeAccepting(why: string): void {
+    const stopped = [...this.#slots.values()].filter((s) => s.state === 'ready' && !s.accepting);
+    if (stopped.length === 0) return;
+    this.#log.warn(
+      { pids: stopped.map((s) => s.pid) },
+      `${why}: ${stopped.length} old workers accept new connections again`,
+    );
+    for (const s of stopped) {
+      s.accepting = true;
+      sendToWorker(s.worker, msg({ type: 'accepting', accepting: true }));
+    }
+  }
+
+  /**
+   * The port stays served: if no ready worker accepts any more (the replacements of a roll
+   * crashed or were signalled), the old ones that stopped accepting take connections again.
+   * (When the last worker leaves the cluster's shared socket, Node closes it.)
+   */
+  #keepAccepting(): void {
+    if (this.#phase === 'draining') return;
+    const serving = [...this.#slots.values()].some((s) => s.state === 'ready' && s.accepting);
+    if (!serving) this.#resumeAccepting('no worker accepts new connections');
   }
 
   async #rollLoop(): Promise<void> {
@@ -305,16 +370,19 @@ export class Coordinator {
         (s) => s.state === 'ready' && s.generation < this.#generation,
       );
       if (!old) break;
-      const fresh = this.#fork();
+      const fresh = this.#fork(true);
       const ok = await fresh.listening;
       if (this.#phase !== 'rolling') return;
       if (!ok) {
         this.#log.error('rolling restart stopped: a replacement worker failed to start');
         break;
       }
+      // The replacement listens: from now on only it (and the other new ones) take new
+      // connections, so the clients of each drain below are moved once.
+      this.#stopAccepting(fresh.generation);
       const budget = this.#opts.drainTimeout;
       old.state = 'draining';
-      // No delay on a roll: the port stays served by the other workers, and a draining
+      // No delay on a roll: the port stays served by the new workers, and a draining
       // worker that kept listening would refuse the clients the primary hands it.
       sendToWorker(
         old.worker,
@@ -342,6 +410,8 @@ export class Coordinator {
     }
     if (this.#phase === 'rolling') {
       this.#phase = 'running';
+      // Outside a roll every ready worker accepts (after a failed replacement, the old ones).
+      this.#resumeAccepting('rolling restart stopped');
       this.#log.info(
         {
           rolled,

@@ -124,6 +124,21 @@ export async function runServerProcess(options: WsdrainOptions): Promise<void> {
         case 'cluster-ready':
           server.clusterReady = m.ready;
           break;
+        case 'accepting':
+          // A rolling restart: an old worker stops taking new connections while the new
+          // generation starts (its own sockets are served until its drain), or takes them
+          // again when the roll stopped.
+          if (!m.accepting) {
+            if (server.state !== 'running') break; // draining: the drain owns the listener
+            server.closeListener();
+            log.info('stopped accepting new connections');
+          } else {
+            server.reopenListener().then(
+              () => log.info('accepting new connections again'),
+              (err: unknown) => log.error({ err: (err as Error).message }, 'cannot listen again'),
+            );
+          }
+          break;
         case 'metrics-request':
           metrics.get().then(
             (metricsJson) =>

@@ -227,21 +227,11 @@ export class WsdrainServer extends EventEmitter {
     // Accept a little beyond the WebSocket limit so health probes and 503s still get through,
     // but stop accepting before the process runs out of descriptors.
     this.http.maxConnections = this.maxConnections + HTTP_EXTRA;
-    const { port, host } = this.options;
-    await new Promise<void>((resolve, reject) => {
-      const onError = (err: NodeJS.ErrnoException): void => {
-        reject(new ListenError(`cannot listen on ${host}:${port}: ${err.code ?? err.message}`));
-      };
-      this.http.once('error', onError);
-      this.http.listen({ port, host, backlog: 4096 }, () => {
-        this.http.off('error', onError);
-        // From now on errors are accept() failures (EMFILE, ENFILE): the server keeps
-        // listening and accepts again once descriptors free up.
-        this.http.on('error', (err: NodeJS.ErrnoException) => {
-          this.log.error({ err: err.code ?? err.message }, 'accept failed');
-        });
-        resolve();
-      });
+    await this.#bind();
+    // From now on errors are accept() failures (EMFILE, ENFILE): the server keeps
+    // listening and accepts again once descriptors free up.
+    this.http.on('error', (err: NodeJS.ErrnoException) => {
+      this.log.error({ err: err.code ?? err.message }, 'accept failed');
     });
     this.state = 'running';
     this.#listening = true;
@@ -250,6 +240,21 @@ export class WsdrainServer extends EventEmitter {
       this.#heartbeat.unref();
     }
     return this.http.address() as AddressInfo;
+  }
+
+  /** Binds the configured port and host; rejects with a ListenError. */
+  #bind(): Promise<void> {
+    const { port, host } = this.options;
+    return new Promise<void>((resolve, reject) => {
+      const onError = (err: NodeJS.ErrnoException): void => {
+        reject(new ListenError(`cannot listen on ${host}:${port}: ${err.code ?? err.message}`));
+      };
+      this.http.once('error', onError);
+      this.http.listen({ port, host, backlog: 4096 }, () => {
+        this.http.off('error', onError);
+        resolve();
+      });
+    });
   }
 
   #fdsInUse(): number {
@@ -588,6 +593,8 @@ export class WsdrainServer extends EventEmitter {
   /**
    * End of phase 1 (after the delay): the listener closes. Upgrades that still arrive on
    * connections accepted before are completed and closed with the drain code at once.
+   * Also used before a drain, when a rolling restart stops the old workers from accepting:
+   * the server is still `running` then, so such upgrades are served as usual.
    */
   closeListener(): void {
     if (!this.#listening) return;
@@ -597,6 +604,24 @@ export class WsdrainServer extends EventEmitter {
     // while draining carry `Connection: close`. http.Server#close() would also close the
     // idle ones (Node 19+), so only the listening socket is closed here.
     NetServer.prototype.close.call(this.http);
+  }
+
+  /**
+   * Listens again after {@link closeListener} (a rolling restart that stopped), on the
+   * configured port: in a cluster that joins the primary's shared listening socket. Does
+   * nothing once a drain has begun.
+   */
+  async reopenListener(): Promise<void> {
+    if (this.#listening || this.state !== 'running') return;
+    this.#listening = true;
+    try {
+      await this.#bind();
+    } catch (err) {
+      this.#listening = false;
+      throw err;
+    }
+    // A drain (or shutdown) that began while binding wanted the listener closed.
+    if (!this.#listening) NetServer.prototype.close.call(this.http);
   }
 
   /** Terminates every socket now (second signal); idempotent. */

@@ -9,6 +9,8 @@ export interface Crowd {
   codes: Record<number, number>;
   /** Reconnect attempts that failed (refused, reset, non-101 answer). */
   refusals: number;
+  /** Per client (index i of n), close codes of its connections that had opened, in order. */
+  closesOf: (i: number) => number[];
   /** Connections currently open. */
   open: () => number;
   /** Resolves when `n` connections are open. */
@@ -24,6 +26,7 @@ export async function crowd(
   opts: { reconnectOn?: number[] } = {},
 ): Promise<Crowd> {
   const codes: Record<number, number> = {};
+  const perClient: number[][] = Array.from({ length: n }, () => []);
   let refusals = 0;
   let stopped = false;
   const sockets = new Set<WebSocket>();
@@ -47,6 +50,7 @@ export async function crowd(
         return;
       }
       codes[code] = (codes[code] ?? 0) + 1;
+      perClient[i]?.push(code);
       if (!stopped && reconnectOn.includes(code)) setImmediate(() => open(i));
     });
   };
@@ -55,6 +59,7 @@ export async function crowd(
     get refusals() {
       return refusals;
     },
+    closesOf: (i) => perClient[i] ?? [],
     open: () => [...sockets].filter((s) => s.readyState === WebSocket.OPEN).length,
     waitOpen: async (want, timeoutMs = 10_000) => {
       const t0 = Date.now();

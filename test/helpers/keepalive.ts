@@ -1,0 +1,42 @@
+/**
+ * A WebSocket upgrade sent on an HTTP keep-alive connection opened earlier: the connection
+ * stays with the worker that accepted it, whatever that worker's listener does since.
+ */
+import { Agent, get } from 'node:http';
+import { WebSocket } from 'ws';
+
+export interface KeptAlive {
+  /** Local port of the kept-alive TCP connection. */
+  localPort: number;
+  /** Sends the upgrade on that connection; resolves with the socket's local port once open. */
+  upgrade: () => Promise<{ ws: WebSocket; localPort: number }>;
+}
+
+/** Opens a keep-alive connection with one `GET /healthz`, then keeps it idle. */
+export function keptAlive(port: number): Promise<KeptAlive> {
+  const agent = new Agent({ keepAlive: true, maxSockets: 1 });
+  return new Promise((resolve, reject) => {
+    const req = get({ host: '127.0.0.1', port, path: '/healthz', agent }, (res) => {
+      const localPort = res.socket.localPort ?? 0;
+      res.resume();
+      res.on('end', () => {
+        // The agent takes the socket back on the next turn.
+        setImmediate(() =>
+          resolve({
+            localPort,
+            upgrade: () =>
+              new Promise((ok, fail) => {
+                const ws = new WebSocket(`ws://127.0.0.1:${port}/`, { agent });
+                ws.on('error', fail);
+                ws.on('open', () => {
+                  const socket = (ws as unknown as { _socket: { localPort?: number } })._socket;
+                  ok({ ws, localPort: socket.localPort ?? 0 });
+                });
+              }),
+          }),
+        );
+      });
+    });
+    req.on('error', reject);
+  });
+}
