@@ -233,6 +233,12 @@ async function runOnce(
       otherCpuPct: Math.max(0, pctOf(other)),
     };
   } finally {
+    // Under --cpu-prof (BENCH_SERVER_NODE_ARGS) the profiles are written only on a normal
+    // exit: let wsdrain drain and exit before the SIGKILL.
+    if (strategy === 'wsdrain' && process.env.BENCH_SERVER_NODE_ARGS) {
+      server.signal('SIGTERM');
+      await server.waitExit(5000);
+    }
     server.killTree();
   }
 }
