@@ -25,7 +25,7 @@ import {
   openFileLimit,
   type WsdrainOptions,
 } from '../options.js';
-import { type BatchResult, type Item, MessagePool } from './pool.js';
+import { Kind, MessagePool } from './pool.js';
 import { idempotentEnds, startReading, stopReading } from './socket.js';
 
 export type ServerState = 'starting' | 'running' | 'draining' | 'closed';
@@ -54,7 +54,7 @@ export interface Conn {
   /** The TCP socket under `ws`. */
   socket: Socket;
   /** Replies not yet sent, in message order; a slot is filled when its result arrives. */
-  slots: Array<{ done: boolean; result: BatchResult }>;
+  slots: Slot[];
   head: number;
   /** Messages handed to the pool and not answered yet. */
   inflight: number;
@@ -71,6 +71,22 @@ export interface Conn {
   messages: RateWindow;
   pings: RateWindow;
 }
+
+/** One message's place in its connection's reply order. */
+export interface Slot {
+  conn: Conn;
+  /** The result's kind; `PENDING` until the pool answers. */
+  kind: Kind | typeof PENDING;
+  /** The reply's bytes (TEXT, BINARY), the failure's message (ERROR), or null. */
+  data: Buffer | string | null;
+}
+
+/** Kind of a slot whose result has not arrived. */
+const PENDING = -1;
+
+/** ws.send options of the two reply kinds. */
+const AS_TEXT = { binary: false } as const;
+const AS_BINARY = { binary: true } as const;
 
 /** A one-second counting window. */
 interface RateWindow {
@@ -117,7 +133,7 @@ export class WsdrainServer extends EventEmitter {
   readonly log: Logger;
   readonly http: Server;
   readonly wss: WebSocketServer;
-  readonly pool: MessagePool;
+  readonly pool: MessagePool<Slot>;
   readonly conns = new Set<Conn>();
   readonly stats: ServerStats = {
     accepted: 0,
@@ -184,6 +200,7 @@ export class WsdrainServer extends EventEmitter {
       threads: options.threads ?? defaultThreads(options.workers),
       handler: options.handler,
       taskTimeout: options.taskTimeout,
+      onResult: (slot, kind, data) => this.#onResult(slot, kind, data),
       onPressure: (on) => this.#onPoolPressure(on),
     });
     this.http.on('request', (req, res) => this.#onRequest(req, res));
@@ -404,21 +421,23 @@ export class WsdrainServer extends EventEmitter {
       this.closeConn(conn, CloseCode.POLICY, 'rate limit exceeded');
       return;
     }
-    // Copy out of ws's receive buffer: a view would carry the whole chunk to the thread.
-    const item: Item = isBinary ? new Uint8Array(data) : data.toString('utf8');
-    const slot = { done: false, result: null as BatchResult };
+    const slot: Slot = { conn, kind: PENDING, data: null };
     conn.slots.push(slot);
     conn.inflight++;
     if (conn.inflight >= CONN_HIGH_WATER) this.#pause(conn);
-    this.pool.submit(item, (result) => {
-      slot.done = true;
-      slot.result = result;
-      this.#ready.add(conn);
-      if (!this.#readyScheduled) {
-        this.#readyScheduled = true;
-        queueMicrotask(this.#deliverReady);
-      }
-    });
+    // The pool copies the bytes out of ws's receive buffer (a view would carry the whole
+    // chunk); text is decoded in the pool thread.
+    this.pool.submit(data, isBinary, slot);
+  }
+
+  #onResult(slot: Slot, kind: Kind, data: Buffer | string | null): void {
+    slot.kind = kind;
+    slot.data = data;
+    this.#ready.add(slot.conn);
+    if (!this.#readyScheduled) {
+      this.#readyScheduled = true;
+      queueMicrotask(this.#deliverReady);
+    }
   }
 
   /** Delivers, once per connection, every reply a pool batch has just answered. */
@@ -433,16 +452,16 @@ export class WsdrainServer extends EventEmitter {
   #deliver(conn: Conn): void {
     const { slots, ws } = conn;
     let corked = false;
-    while (conn.head < slots.length && slots[conn.head]!.done) {
-      const { result } = slots[conn.head]!;
+    while (conn.head < slots.length && slots[conn.head]!.kind !== PENDING) {
+      const { kind, data } = slots[conn.head]!;
       slots[conn.head] = undefined as never;
       conn.head++;
       conn.inflight--;
       if (this.state === 'draining') this.stats.inflightCompletedDuringDrain++;
-      if (result === null || ws.readyState !== WebSocket.OPEN || conn.closeSent) continue;
-      if (typeof result === 'object' && !(result instanceof Uint8Array)) {
+      if (kind === Kind.NONE || ws.readyState !== WebSocket.OPEN || conn.closeSent) continue;
+      if (kind === Kind.ERROR) {
         this.stats.handlerErrors++;
-        const err = new HandlerError(result.error);
+        const err = new HandlerError(data as string);
         this.log.warn(
           { code: err.code, err: err.message },
           'handler failed; closing connection with 1011',
@@ -456,7 +475,7 @@ export class WsdrainServer extends EventEmitter {
         corked = true;
         conn.socket.cork();
       }
-      ws.send(result);
+      ws.send(data as Buffer, kind === Kind.TEXT ? AS_TEXT : AS_BINARY);
       if (ws.bufferedAmount > this.options.maxBuffered) {
         // The peer does not read: a close frame would queue behind the data it ignores.
         this.stats.slowConsumers++;
