@@ -387,7 +387,7 @@ export function stormSection(s: StormResult): string[] {
   );
   lines.push(
     '',
-    `Targets: peak cut ≥ ×${TARGET_RATIO}, 0 refusals, every drain within its budget — ${checks.join('; ')}.`,
+    `Targets: peak cut ≥ ×${TARGET_RATIO}, no more refusals with pacing than without, every drain within its budget — ${checks.join('; ')}.`,
     '',
     `Load average ${s.host.loadBefore} before, ${s.host.loadAfter} after (${s.host.cpus} CPUs); ` +
       `${Math.round(s.durationMs / 1000)} s in all.`,

@@ -74,7 +74,7 @@ export interface StormResult {
   peakRatio: { roll: number | null; failover: number | null };
   /** The same ratio over the survivors' busiest second (accepts in any 1 s window). */
   peakRatio1s: { roll: number | null; failover: number | null };
-  /** Per scenario: ratio >= TARGET_RATIO, equal refusals (0), both drains within budget. */
+  /** Per scenario: ratio >= TARGET_RATIO, no more refusals paced than not, both drains within budget. */
   checks: Record<Scenario, { ratio: boolean; refusals: boolean; budget: boolean }>;
   failures: string[];
   durationMs: number;
@@ -134,10 +134,10 @@ export async function runStorm(
     result.peakRatio1s[scenario] = ratioOf(baseline?.peak1sPerSec, paced?.peak1sPerSec);
     result.checks[scenario] = {
       ratio: ratio !== null && ratio >= TARGET_RATIO,
+      // "At no cost in refusals": pacing may not add any (the unpaced storm sometimes has some).
       refusals:
         Boolean(baseline && paced && !baseline.error && !paced.error) &&
-        baseline?.refusals === 0 &&
-        paced?.refusals === 0,
+        paced!.refusals <= baseline!.refusals,
       budget: Boolean(baseline?.withinBudget && paced?.withinBudget),
     };
   }

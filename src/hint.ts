@@ -52,3 +52,25 @@ export function parseHint(reason: string): ReconnectHint | undefined {
   }
   return hint;
 }
+
+/**
+ * Close reasons carrying a reconnect hint, each with its own delay in [0, windowMs].
+ *
+ * Called as `reason(i, n)` for the i-th of n sockets of a drain (in the order their close
+ * frames go out), the delay is stratified: socket i gets `windowMs * (i + random()) / n`. With
+ * a paced drain (socket i closed at about `drainWindow * i / n`) the reconnects then spread
+ * evenly over drainWindow + windowMs; two independent uniform delays would add up to a
+ * triangle, twice as steep in its middle. Without an index (late upgrades) the delay is
+ * uniform in the window.
+ */
+export function hintReason(
+  kind: DrainKind,
+  windowMs: number,
+  random = Math.random,
+): (i?: number, n?: number) => string {
+  return (i, n) => {
+    if (windowMs <= 0) return formatHint({ kind });
+    const share = i !== undefined && n !== undefined && n > 0 ? (i + random()) / n : random();
+    return formatHint({ kind, retryMs: Math.round(Math.min(1, share) * windowMs) });
+  };
+}

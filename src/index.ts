@@ -4,7 +4,7 @@
 
 export * from './errors.js';
 export type { Handler, HandlerMessage, HandlerReply } from './handler.js';
-export { type DrainKind, formatHint, parseHint, type ReconnectHint } from './hint.js';
+export { type DrainKind, formatHint, hintReason, parseHint, type ReconnectHint } from './hint.js';
 export {
   kDefaultOptions,
   resolveOptions,

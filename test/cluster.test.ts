@@ -297,6 +297,48 @@ describe('rolling restart (SIGHUP)', () => {
     expect((await srv.exited).code).toBe(0);
   });
 
+  it('waits --reconnect-window between rolled workers; SIGTERM in that pause drains at once', async () => {
+    const srv = await startWsdrain([
+      ...two,
+      '--drain-timeout',
+      '3000',
+      '--reconnect-window',
+      '700',
+    ]);
+    const c = await crowd(srv.port, 60);
+    srv.kill('SIGHUP');
+    await srv.waitFor((l) => /rolling restart done/.test(l.msg), 20_000);
+    const rolled = srv.lines.filter((l) => /^rolled worker/.test(l.msg));
+    const drains = srv.lines.filter((l) => l.msg === 'worker listening');
+    expect(rolled).toHaveLength(2);
+    // The second replacement is forked only after the pause that follows the first drain.
+    const at = (l: LogLine): number => Date.parse(String(l.time));
+    expect(at(drains[drains.length - 1]!) - at(rolled[0]!)).toBeGreaterThanOrEqual(700);
+    expect(c.refusals).toBe(0);
+    await c.stop();
+    srv.kill('SIGTERM');
+    expect((await srv.exited).code).toBe(0);
+
+    const slow = await startWsdrain([
+      ...two,
+      '--drain-timeout',
+      '3000',
+      '--reconnect-window',
+      '20000',
+    ]);
+    const c2 = await crowd(slow.port, 60);
+    slow.kill('SIGHUP');
+    await slow.waitFor((l) => /^rolled worker/.test(l.msg), 20_000);
+    const t = Date.now();
+    slow.kill('SIGTERM');
+    const exit = await slow.exited;
+    await c2.stop();
+    expect(exit.code).toBe(0);
+    expect(Date.now() - t).toBeLessThan(10_000);
+    // The worker not rolled yet was drained by the SIGTERM: its clients got 1001.
+    expect(c2.codes[1001]).toBeGreaterThan(0);
+  });
+
   it('coalesces a second SIGHUP and turns SIGTERM during a roll into a full drain', async () => {
     const srv = await startWsdrain([...two, '--drain-timeout', '3000']);
     const c = await crowd(srv.port, 100);

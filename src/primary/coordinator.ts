@@ -366,9 +366,7 @@ export class Coordinator {
     let rolled = 0;
     for (;;) {
       if (this.#phase !== 'rolling') return;
-      const old = [...this.#slots.values()].find(
-        (s) => s.state === 'ready' && s.generation < this.#generation,
-      );
+      const old = this.#nextToRoll();
       if (!old) break;
       const fresh = this.#fork(true);
       const ok = await fresh.listening;
@@ -407,6 +405,12 @@ export class Coordinator {
           `rolled worker ${old.pid}: ${summarize(old.report)}`,
         );
       rolled++;
+      // Its clients come back over the next --reconnect-window, as their hints ask: let that
+      // wave pass before the next worker's clients are closed, so two waves never land on the
+      // new workers at once.
+      if (this.#nextToRoll() && this.#opts.reconnectWindow > 0) {
+        await this.#rollPause(this.#opts.reconnectWindow);
+      }
     }
     if (this.#phase === 'rolling') {
       this.#phase = 'running';
@@ -423,6 +427,28 @@ export class Coordinator {
     }
   }
 
+  /** A ready worker started before the latest SIGHUP, if any. */
+  #nextToRoll(): Slot | undefined {
+    return [...this.#slots.values()].find(
+      (s) => s.state === 'ready' && s.generation < this.#generation,
+    );
+  }
+
+  /** Ends the pause between two rolled workers now (a full drain does not wait for it). */
+  #endRollPause: (() => void) | undefined;
+
+  #rollPause(ms: number): Promise<void> {
+    return new Promise((resolve) => {
+      const done = (): void => {
+        clearTimeout(timer);
+        this.#endRollPause = undefined;
+        resolve();
+      };
+      const timer = setTimeout(done, ms);
+      this.#endRollPause = done;
+    });
+  }
+
   #kill(slot: Slot): void {
     if (slot.state === 'exited') return;
     slot.killed = true;
@@ -436,6 +462,7 @@ export class Coordinator {
     this.#phase = 'draining';
     for (const t of this.#respawnTimers) clearTimeout(t);
     this.#respawnTimers.clear();
+    this.#endRollPause?.();
     const started = Date.now();
     const budget = this.#opts.drainTimeout;
     const deadline = started + budget - exitMargin(budget);

@@ -45,10 +45,12 @@ export interface DrainOptions {
   /** Close code: 1001 on shutdown, 1012 on a rolling restart. @default 1001 */
   code?: number;
   /**
-   * Close reason (at most 123 bytes), or a function called once per socket, so each can
-   * carry its own reconnect hint. @default ''
+   * Close reason (at most 123 bytes), or a function called once per socket with its index in
+   * the close order and the number of sockets (no arguments for late upgrades), so each can
+   * carry its own reconnect hint.
+   * @default ''
    */
-  reason?: string | (() => string);
+  reason?: string | ((i?: number, n?: number) => string);
   /**
    * Spread the close frames evenly (with jitter) over this many ms, starting after the
    * delay; capped so the peers still have time to answer before the deadline. @default 0
@@ -193,9 +195,9 @@ async function runDrain(server: WsdrainServer, opts: DrainOptions): Promise<Drai
     if (conn.ws.readyState !== conn.ws.OPEN) continue;
     if (conn.inflight > 0) {
       conn.closeWhenIdle = code;
-      conn.closeReason = reason();
+      conn.closeReason = reason(i, n);
     } else {
-      server.closeConn(conn, code, reason());
+      server.closeConn(conn, code, reason(i, n));
     }
     if (window === 0 && (i + 1) % chunk === 0) await new Promise<void>((r) => setImmediate(r));
   }

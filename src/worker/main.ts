@@ -8,7 +8,7 @@
  */
 import cluster from 'node:cluster';
 import { writeFileSync } from 'node:fs';
-import { type DrainKind, formatHint } from '../hint.js';
+import { hintReason } from '../hint.js';
 import { createLogger, type Logger } from '../log.js';
 import type { WsdrainOptions } from '../options.js';
 import { DrainProgress, exitMargin } from '../progress.js';
@@ -198,12 +198,6 @@ export function localDrainCommand(options: WsdrainOptions): DrainCommand {
     rate: options.drainRate / Math.max(1, options.workers),
     reconnectWindowMs: options.reconnectWindow,
   };
-}
-
-/** Close reasons carrying a reconnect hint, each with its own random delay. */
-export function hintReason(kind: DrainKind, windowMs: number, random = Math.random): () => string {
-  return () =>
-    formatHint({ kind, retryMs: windowMs > 0 ? Math.round(random() * windowMs) : undefined });
 }
 
 /** One-line human summary of a report. */
