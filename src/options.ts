@@ -39,7 +39,7 @@ export interface WsdrainOptions {
   report: string | undefined;
   /** pino log level. @default 'info' */
   logLevel: LogLevel;
-  /** A pool task running longer is aborted and its connections closed with 1011, in ms. @default 30000 */
+  /** A handler call (or its promise) that makes no progress this long is aborted, its thread replaced and its connections closed with 1011, in ms. @default 30000 */
   taskTimeout: number;
   /** Time a client has to send complete upgrade request headers, in ms. @default 5000 */
   handshakeTimeout: number;
@@ -214,7 +214,7 @@ export const OPTION_DEFS: readonly OptionDef[] = [
     arg: '<ms>',
     min: 1,
     max: 3_600_000,
-    help: 'a handler task running longer is aborted; its connections are closed with 1011',
+    help: 'a handler call (or its promise) still running after this is aborted, its thread replaced; its connections are closed with 1011',
   },
   {
     key: 'handshakeTimeout',
