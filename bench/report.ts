@@ -203,8 +203,8 @@ function rollSection(r: RollResult): string[] {
       `${ms(r.reconnectMaxMs)} | ${r.allWorkersReplaced ? 'all' : 'NOT all'} ` +
       `(${r.workersBefore.join(', ')} → ${r.workersAfter.join(', ')}) |`,
     '',
-    `Per socket: ${perSocket || '—'} (clients of the first worker land partly on the second, ` +
-      `old one and are moved twice). Refusal causes: ${codesText(r.refusalCauses)}. ` +
+    `Closes per socket: ${perSocket || '—'} (more than 1x: the client was moved twice). ` +
+      `Refusal causes: ${codesText(r.refusalCauses)}. ` +
       `Retry hints sent: median ${ms(r.hintRetryP50Ms)}, max ${ms(r.hintRetryMaxMs)}. ` +
       `For scale: the first connect ran at ${r.connectRatePerS ?? '—'} handshakes/s, so ` +
       `${Math.round(r.connected / o.workers)} clients reconnecting at once take about ` +

@@ -55,7 +55,7 @@ export interface WsdrainOptions {
   drainWindow: number;
   /** Alternative to drainWindow: close frames per second over the whole server. 0 = off. @default 0 */
   drainRate: number;
-  /** Reconnect hints ask each client to wait a random delay up to this, in ms (0: no delay). @default 1000 */
+  /** Reconnect hints ask each client to wait up to this, spread evenly in close order; a roll waits this long between workers, in ms (0: no delay, no wait). @default 1000 */
   reconnectWindow: number;
 }
 
@@ -283,7 +283,7 @@ export const OPTION_DEFS: readonly OptionDef[] = [
     arg: '<ms>',
     min: 0,
     max: 3_600_000,
-    help: 'close reasons ask each client to reconnect after a random delay up to this (0 = at once)',
+    help: 'close reasons ask clients to reconnect after a delay up to this, spread evenly; a roll waits this long between workers (0 = no delay in the hint, no wait)',
   },
 ];
 
