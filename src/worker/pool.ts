@@ -15,9 +15,11 @@
  * resolves to an error; a thread that crashes does the same. The pool never throws into the
  * server.
  *
- * Backpressure: `pending` counts messages queued or running. When it reaches `highWater`
- * the pool reports pressure (the server stops reading from the sockets that feed it); when
- * it falls to `highWater / 2` it reports relief.
+ * Backpressure: `pending` counts messages queued or running, `pendingBytes` their bytes.
+ * When either reaches its high-water mark (`highWater`, `highWaterBytes`) the pool reports
+ * pressure (the server stops reading from the sockets that feed it); when both are back at
+ * half, it reports relief. Counting bytes too lets many small messages queue (throughput)
+ * while a few large ones still stop the readers (memory).
  */
 import { EventEmitter } from 'node:events';
 import { fileURLToPath } from 'node:url';
@@ -46,11 +48,14 @@ export interface PoolOptions<T> {
   onResult: ResultHandler<T>;
   /**
    * Most messages in one task: a task that hangs or whose thread dies takes its messages
-   * (their connections get 1011) with it. @default 64
+   * (their connections get 1011) with it; what queues behind it on that thread waits as long
+   * anyway. Larger tasks mean fewer thread wake-ups when the queue is deep. @default 256
    */
   maxBatch?: number;
-  /** Pending messages at which pressure starts. @default 1024 */
+  /** Pending messages at which pressure starts. @default 4096 */
   highWater?: number;
+  /** Pending message bytes at which pressure starts. @default 16 MiB */
+  highWaterBytes?: number;
   /** Called with true when pressure starts and false when it ends. */
   onPressure?: (on: boolean) => void;
 }
@@ -58,6 +63,8 @@ export interface PoolOptions<T> {
 /** One running task. */
 interface Running<T> {
   tickets: T[];
+  /** Message bytes of the task. */
+  bytes: number;
   /** Epoch ms at dispatch. */
   start: number;
   timedOut: boolean;
@@ -96,6 +103,7 @@ export class MessagePool<T> {
   readonly #taskTimeout: number;
   readonly #maxBatch: number;
   readonly #highWater: number;
+  readonly #highWaterBytes: number;
   readonly #handler: string | undefined;
   readonly #onResult: ResultHandler<T>;
   readonly #onPressure: ((on: boolean) => void) | undefined;
@@ -119,14 +127,16 @@ export class MessagePool<T> {
   #watchdog: NodeJS.Timeout | undefined;
   #scheduled = false;
   #pending = 0;
+  #pendingBytes = 0;
   #pressure = false;
   #closed = false;
 
   constructor(opts: PoolOptions<T>) {
     this.#threads = Math.max(1, opts.threads);
     this.#taskTimeout = opts.taskTimeout;
-    this.#maxBatch = Math.max(1, opts.maxBatch ?? 64);
-    this.#highWater = opts.highWater ?? 1024;
+    this.#maxBatch = Math.max(1, opts.maxBatch ?? 256);
+    this.#highWater = opts.highWater ?? 4096;
+    this.#highWaterBytes = opts.highWaterBytes ?? 16 * 1024 * 1024;
     this.#handler = opts.handler;
     this.#onResult = opts.onResult;
     this.#onPressure = opts.onPressure;
@@ -186,7 +196,11 @@ export class MessagePool<T> {
     this.#tickets.push(ticket);
     this.#meta.push(n * 2 + (isBinary ? 1 : 0));
     this.#pending++;
-    if (!this.#pressure && this.#pending >= this.#highWater) {
+    this.#pendingBytes += n;
+    if (
+      !this.#pressure &&
+      (this.#pending >= this.#highWater || this.#pendingBytes >= this.#highWaterBytes)
+    ) {
       this.#pressure = true;
       this.#onPressure?.(true);
     }
@@ -254,7 +268,7 @@ export class MessagePool<T> {
     this.#bytesHead += bytes;
 
     const slot = this.#running.indexOf(undefined);
-    const task: Running<T> = { tickets, start: Date.now(), timedOut: false };
+    const task: Running<T> = { tickets, bytes, start: Date.now(), timedOut: false };
     this.#running[slot] = task;
     this.#runningCount++;
     this.#watch();
@@ -272,6 +286,7 @@ export class MessagePool<T> {
     if (!this.#closed) this.#dispatch();
     const { tickets } = task;
     this.#pending -= tickets.length;
+    this.#pendingBytes -= task.bytes;
     if (results) this.#deliver(tickets, results);
     else {
       const why = task.timedOut
@@ -279,7 +294,11 @@ export class MessagePool<T> {
         : `handler thread failed: ${(err as Error | undefined)?.message ?? 'unknown error'}`;
       for (const t of tickets) this.#onResult(t, Kind.ERROR, why);
     }
-    if (this.#pressure && this.#pending <= this.#highWater / 2) {
+    if (
+      this.#pressure &&
+      this.#pending <= this.#highWater / 2 &&
+      this.#pendingBytes <= this.#highWaterBytes / 2
+    ) {
       this.#pressure = false;
       this.#onPressure?.(false);
     }

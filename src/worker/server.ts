@@ -40,7 +40,7 @@ export const CloseCode = {
 } as const;
 
 /** Per-connection pending messages at which that socket stops being read. */
-const CONN_HIGH_WATER = 64;
+const CONN_HIGH_WATER = 128;
 
 /** Sockets pinged per event-loop turn in a heartbeat round. */
 const HEARTBEAT_CHUNK = 1000;
