@@ -2,7 +2,7 @@
  * The cluster primary with real forked workers: drains, exit codes, rolling restarts,
  * crashes, primary death, metrics. Signals go to child processes only.
  */
-import { existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
@@ -77,6 +77,38 @@ async function metric(port: number, name: string): Promise<number> {
 }
 
 describe('cluster drain', () => {
+  it('answers /readyz 503 until every worker listens, then 200', async () => {
+    // A handler that keeps the second worker from listening for a while.
+    const dir = mkdtempSync(join(tmpdir(), 'wsdrain-slow-'));
+    const file = join(dir, 'slow.mjs');
+    // The first worker to load it claims a marker file; the other one waits 1.5 s.
+    writeFileSync(
+      file,
+      "import { openSync } from 'node:fs';\n" +
+        `try { openSync(${JSON.stringify(join(dir, 'claimed'))}, 'wx'); }\n` +
+        'catch { await new Promise((r) => setTimeout(r, 1500)); }\n' +
+        'export default ({ data }) => data;\n',
+    );
+    try {
+      const srv = await startWsdrain([...two, '--handler', file], { waitReady: false });
+      const first = await srv.waitFor((l) => l.msg === 'worker listening');
+      const readyz = async (): Promise<number> =>
+        (await fetch(`http://127.0.0.1:${first.port}/readyz`)).status;
+      expect(await readyz()).toBe(503);
+      await srv.waitFor((l) => /^wsdrain ready/.test(l.msg), 10_000);
+      let status = await readyz();
+      for (let i = 0; i < 50 && status !== 200; i++) {
+        await sleep(20);
+        status = await readyz();
+      }
+      expect(status).toBe(200);
+      srv.kill('SIGTERM');
+      expect((await srv.exited).code).toBe(0);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
   it('drains every worker with 1001 on SIGTERM, exits 0 and writes the aggregate report', async () => {
     const report = join(tmpdir(), `wsdrain-cluster-${process.pid}-${Date.now()}.json`);
     const srv = await startWsdrain([...two, '--drain-timeout', '3000', '--report', report]);

@@ -27,6 +27,8 @@ export async function runServerProcess(options: WsdrainOptions): Promise<void> {
     clustered ? { worker: cluster.worker?.id } : {},
   );
   const server = new WsdrainServer({ ...options, logger: log });
+  // In a cluster, /readyz answers 200 only once the primary says every worker listens.
+  if (clustered) server.clusterReady = false;
   const metrics = new WorkerMetrics(server);
   let drainStarted = false;
   let exiting = false;
