@@ -6,13 +6,12 @@
  */
 import { now, sleep } from './lib/clock.js';
 import { machineBusyMs } from './lib/procfs.js';
+import { assertUp, withServer } from './lib/scenario.js';
 import { closedBy, median, openSeries, round1, type SeriesPoint } from './lib/stats.js';
 import { Load } from './loadgen/index.js';
 import {
   budgetMs,
-  freePort,
   PM2_KILL_TIMEOUT_MS,
-  Server,
   STRATEGIES,
   type Strategy,
   unavailable,
@@ -196,37 +195,37 @@ async function runOnce(
   round: number,
   opts: DrainOptions,
 ): Promise<DrainRun> {
-  const port = await freePort();
   const budget = budgetMs(strategy, opts.drainTimeoutMs);
-  const server = new Server({
-    strategy,
-    port,
-    workers: opts.workers,
-    drainTimeoutMs: opts.drainTimeoutMs,
-  });
-  const load = new Load({
-    url: `ws://127.0.0.1:${port}`,
-    stalled,
-    messageEveryMs: opts.messageEveryMs,
-    perProcess: opts.perProcess,
-    concurrency: opts.concurrency,
-  });
-  let pm2Kill: NodeJS.Timeout | undefined;
-  try {
-    await server.ready();
+  const spec = { strategy, workers: opts.workers, drainTimeoutMs: opts.drainTimeoutMs };
+  const newLoad = (url: string): Load =>
+    new Load({
+      url,
+      stalled,
+      messageEveryMs: opts.messageEveryMs,
+      perProcess: opts.perProcess,
+      concurrency: opts.concurrency,
+    });
+  return withServer(spec, newLoad, async (server, load) => {
     const connected = await load.connect(opts.sockets);
     await sleep(200 + 2 * opts.messageEveryMs); // let the last upgrades and some traffic settle
-    if (server.exitAt !== undefined) throw new Error(`server exited early:\n${server.output}`);
+    assertUp(server);
 
     const busy0 = machineBusyMs();
     const t0 = load.mark();
     server.signal('SIGTERM');
-    if (strategy === 'pm2-default')
-      pm2Kill = setTimeout(() => server.killTree(), PM2_KILL_TIMEOUT_MS);
+    const pm2Kill =
+      strategy === 'pm2-default'
+        ? setTimeout(() => server.killTree(), PM2_KILL_TIMEOUT_MS)
+        : undefined;
     const giveUpAt = t0 + budget + opts.graceMs;
-    await load.waitAllClosed(giveUpAt - now());
-    const cpu = machineBusyMs() - busy0;
-    await server.waitExit(Math.max(0, giveUpAt - now()));
+    let cpu: number;
+    try {
+      await load.waitAllClosed(giveUpAt - now());
+      cpu = machineBusyMs() - busy0;
+      await server.waitExit(Math.max(0, giveUpAt - now()));
+    } finally {
+      clearTimeout(pm2Kill);
+    }
     const r = await load.results();
 
     const total = connected - r.early;
@@ -253,11 +252,7 @@ async function runOnce(
       failed: r.failed,
       series: openSeries(sorted, total),
     };
-  } finally {
-    clearTimeout(pm2Kill);
-    await load.stop();
-    server.killTree();
-  }
+  });
 }
 
 function summarize(runs: DrainRun[], opts: DrainOptions): DrainSummary[] {

@@ -1,5 +1,5 @@
 /**
- * The frame of the scenarios that put one wsdrain server under load (roll, healthz,
+ * The frame of the scenarios that put one server under load (drain, roll, healthz,
  * capacity): a free port, the server and its load; the body runs once the server is ready,
  * and the load and the server are stopped afterwards, whatever happens.
  */
@@ -12,18 +12,16 @@ export interface Stoppable {
 }
 
 /**
- * Starts wsdrain with `spec` on a free port and `load(url)` against it, waits until the
- * server is ready, then runs `body`. Throws when wsdrain is not built.
+ * Starts the server of `spec` on a free port and `load(url)` against it, waits until the
+ * server is ready, then runs `body`; the load and the server are stopped afterwards.
  */
-export async function withWsdrain<L extends Stoppable, R>(
-  spec: Omit<ServerSpec, 'strategy' | 'port'>,
+export async function withServer<L extends Stoppable, R>(
+  spec: Omit<ServerSpec, 'port'>,
   load: (url: string) => L,
   body: (server: Server, load: L, port: number) => Promise<R>,
 ): Promise<R> {
-  const why = unavailable('wsdrain');
-  if (why) throw new Error(why);
   const port = await freePort();
-  const server = new Server({ ...spec, strategy: 'wsdrain', port });
+  const server = new Server({ ...spec, port });
   const l = load(`ws://127.0.0.1:${port}`);
   try {
     await server.ready();
@@ -32,6 +30,17 @@ export async function withWsdrain<L extends Stoppable, R>(
     await l.stop();
     server.killTree();
   }
+}
+
+/** {@link withServer} for wsdrain; throws when wsdrain is not built. */
+export function withWsdrain<L extends Stoppable, R>(
+  spec: Omit<ServerSpec, 'strategy' | 'port'>,
+  load: (url: string) => L,
+  body: (server: Server, load: L, port: number) => Promise<R>,
+): Promise<R> {
+  const why = unavailable('wsdrain');
+  if (why) return Promise.reject(new Error(why));
+  return withServer({ ...spec, strategy: 'wsdrain' }, load, body);
 }
 
 /** Throws when the server has already exited (before the signal). */
