@@ -341,11 +341,11 @@ describe('rolling restart (SIGHUP)', () => {
     srv.kill('SIGHUP');
     await srv.waitFor((l) => /rolling restart done/.test(l.msg), 20_000);
     const rolled = srv.lines.filter((l) => /^rolled worker/.test(l.msg));
-    const drains = srv.lines.filter((l) => l.msg === 'worker listening');
+    const listening = srv.lines.filter((l) => l.msg === 'worker listening');
     expect(rolled).toHaveLength(2);
     // The second replacement is forked only after the pause that follows the first drain.
     const at = (l: LogLine): number => Date.parse(String(l.time));
-    expect(at(drains[drains.length - 1]!) - at(rolled[0]!)).toBeGreaterThanOrEqual(700);
+    expect(at(listening[listening.length - 1]!) - at(rolled[0]!)).toBeGreaterThanOrEqual(700);
     expect(c.refusals).toBe(0);
     await c.stop();
     srv.kill('SIGTERM');
