@@ -4,7 +4,14 @@
 
 export * from './errors.js';
 export type { Handler, HandlerMessage, HandlerReply } from './handler.js';
-export { type DrainKind, formatHint, hintReason, parseHint, type ReconnectHint } from './hint.js';
+export {
+  type DrainKind,
+  formatHint,
+  hintReason,
+  MAX_CLOSE_REASON_BYTES,
+  parseHint,
+  type ReconnectHint,
+} from './hint.js';
 export {
   kDefaultOptions,
   resolveOptions,

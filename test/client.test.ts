@@ -15,7 +15,7 @@ import {
   type WsdrainClient,
   type WsdrainClientEvents,
   type WsdrainClientOptions,
-} from '../src/client/index.js';
+} from 'wsdrain/client';
 
 // Both the browser's WebSocket and ws's fit the constructor option (checked by tsc).
 const domCtor: WebSocketConstructorLike | undefined = (

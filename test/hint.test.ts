@@ -2,7 +2,7 @@
  * Reconnect hints: the close-reason format and how drains spread the retry delays.
  */
 import { describe, expect, it } from 'vitest';
-import { formatHint, hintReason, MAX_CLOSE_REASON_BYTES, parseHint } from '../src/hint.js';
+import { formatHint, hintReason, MAX_CLOSE_REASON_BYTES, parseHint } from 'wsdrain';
 
 describe('hint format', () => {
   it('round-trips kind and retry, ignores unknown pairs, rejects other reasons', () => {

@@ -16,7 +16,7 @@ import {
   openFileLimit,
   resolveOptions,
   validateOptions,
-} from '../src/options.js';
+} from 'wsdrain/internal';
 import { CLI, ROOT } from './helpers/process.js';
 
 const noEnv = {};

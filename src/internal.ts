@@ -1,0 +1,9 @@
+/**
+ * `wsdrain/internal`: the pieces the project's own tests and benchmark use beyond the public
+ * API (option tables, the pool and its batch format, socket helpers). Not part of the public
+ * API: no stability promise, may change in any release.
+ */
+export * from './options.js';
+export { header, headerBytes, Kind } from './worker/batch.js';
+export { MessagePool, type PoolOptions, resolveHandlerSpec } from './worker/pool.js';
+export { idempotentEnd, idempotentEnds, startReading, stopReading } from './worker/socket.js';
