@@ -155,7 +155,7 @@ export async function runServerProcess(options: WsdrainOptions): Promise<void> {
     cluster.worker?.on('disconnect', () => {
       if (exiting) return;
       const reason = hintReason('shutdown', options.reconnectWindow);
-      for (const conn of server.conns) server.closeConn(conn, CloseCode.GOING_AWAY, reason());
+      for (const conn of server.conns) server.closeConnNow(conn, CloseCode.GOING_AWAY, reason());
     });
   }
 

@@ -26,7 +26,7 @@ import {
   type WsdrainOptions,
 } from '../options.js';
 import { Kind, MessagePool } from './pool.js';
-import { idempotentEnds, startReading, stopReading } from './socket.js';
+import { closeFrameNow, idempotentEnds, startReading, stopReading } from './socket.js';
 
 export type ServerState = 'starting' | 'running' | 'draining' | 'closed';
 
@@ -67,6 +67,8 @@ export interface Conn {
   closeSent: boolean;
   /** Terminated by the drain deadline. */
   terminated: boolean;
+  /** permessage-deflate was negotiated: frames may wait behind compressions. */
+  deflate: boolean;
   /** Messages and pings counted in the current one-second window. */
   messages: RateWindow;
   pings: RateWindow;
@@ -359,6 +361,7 @@ export class WsdrainServer extends EventEmitter {
       closeReason: '',
       closeSent: false,
       terminated: false,
+      deflate: ws.extensions.includes('permessage-deflate'),
       messages: { start: 0, count: 0 },
       pings: { start: 0, count: 0 },
     };
@@ -518,9 +521,25 @@ export class WsdrainServer extends EventEmitter {
     // so its connection is finished as soon as it has answered, without waiting for this
     // process to read that answer and close. The read side stays open: the peer's close
     // frame is still read (and counted clean), and so is anything it sent before it.
-    conn.socket.end();
+    //
+    // Not with permessage-deflate: there ws queues every frame behind the compressions under
+    // way, the close frame included, so a FIN now could reach the peer before that frame
+    // (1006). And the peer's own close frame may be queued the same way on its side when our
+    // FIN arrives: ws clients end their socket on a FIN at once, losing it. ws sends the FIN
+    // itself once both close frames are through.
+    if (!conn.deflate) conn.socket.end();
     conn.ws.resume();
     if (this.#held && stopReading(conn.socket)) this.#held.push(conn.socket);
+  }
+
+  /**
+   * Sends a close frame synchronously, for the moment before this process exits (its primary
+   * died): frames ws holds behind a compression are dropped instead of delaying the close.
+   */
+  closeConnNow(conn: Conn, code: number, reason: string): void {
+    if (conn.closeSent || conn.ws.readyState !== WebSocket.OPEN) return;
+    conn.closeSent = true;
+    if (!closeFrameNow(conn.ws, conn.socket, code, reason)) conn.ws.terminate();
   }
 
   /**

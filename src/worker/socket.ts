@@ -58,3 +58,38 @@ export function startReading(socket: Socket): void {
   const err = readHandle(socket)?.readStart() ?? 0;
   if (err !== 0) socket.destroy();
 }
+
+/** ws's frame sender, as far as closing goes. */
+interface SenderInternals {
+  /** 0 when idle; compressing (or reading a Blob) otherwise, with frames queued meanwhile. */
+  _state: number;
+  /** Queued sends: [method, data, compress, options (with `opcode`), callback]. */
+  _queue: unknown[][];
+}
+
+function senderOf(ws: object): SenderInternals | undefined {
+  const sender = (ws as { _sender?: Partial<SenderInternals> })._sender;
+  return typeof sender?._state === 'number' && Array.isArray(sender._queue)
+    ? (sender as SenderInternals)
+    : undefined;
+}
+
+/**
+ * Puts a close frame on the wire now, synchronously, and half-closes: for the moment before
+ * the process exits (its primary died), when there is no time for queued compressions to
+ * finish. Frames ws still holds in its queue are dropped, never sent after the close frame.
+ * Returns false when the socket cannot be written.
+ */
+export function closeFrameNow(ws: object, socket: Socket, code: number, reason: string): boolean {
+  if (socket.destroyed || !socket.writable) return false;
+  const sender = senderOf(ws);
+  if (sender) sender._queue.length = 0;
+  const text = Buffer.from(reason);
+  const body = Buffer.allocUnsafe(2 + text.length);
+  body.writeUInt16BE(code, 0);
+  text.copy(body, 2);
+  // A server's frames are not masked: FIN + opcode 8, then the payload length (< 126).
+  socket.write(Buffer.concat([Buffer.from([0x88, body.length]), body]));
+  socket.end();
+  return true;
+}
