@@ -43,7 +43,7 @@ export interface WsdrainOptions {
   taskTimeout: number;
   /** Time a client has to send complete upgrade request headers, in ms. @default 5000 */
   handshakeTimeout: number;
-  /** Bytes queued for one slow reader before it is closed with 1008. @default 4194304 */
+  /** Bytes queued for one client that does not read (replies, pongs, close frames); past it the client is terminated. @default 4194304 */
   maxBuffered: number;
   /** Messages per second one connection may send; more is closed with 1008. 0 = unlimited. @default 0 */
   rateLimit: number;
@@ -51,6 +51,22 @@ export interface WsdrainOptions {
   origin: string[];
   /** Negotiate permessage-deflate. @default false */
   perMessageDeflate: boolean;
+  /** Fragments one message may have; more is closed with 1008. @default 1024 */
+  maxFragments: number;
+  /** Time a fragmented message may take from its first fragment to its last, in ms; later is closed with 1008. 0 = no limit. @default 10000 */
+  messageTimeout: number;
+  /** Bytes queued for all the clients of one worker together; past it the clients with the most queued are terminated. @default 268435456 */
+  maxBufferedTotal: number;
+  /** WebSocket connections, and connections still in their handshake, per client IP address per worker; more get 429. 0 = no limit. @default 0 */
+  maxConnectionsPerIp: number;
+  /** permessage-deflate: LZ77 window of both directions, in bits (9 to 15): memory per connection grows with it. @default 12 */
+  deflateWindowBits: number;
+  /** permessage-deflate: zlib memLevel of the compressor (1 to 9): memory per connection grows with it. @default 5 */
+  deflateMemLevel: number;
+  /** permessage-deflate: messages smaller than this many bytes are sent uncompressed. @default 1024 */
+  deflateThreshold: number;
+  /** permessage-deflate: compressions and decompressions running at once in one worker. @default 10 */
+  deflateConcurrency: number;
   /** Spread close frames over this window, in ms (0: all at once). @default 0 */
   drainWindow: number;
   /** Alternative to drainWindow: close frames per second over the whole server. 0 = off. @default 0 */
@@ -91,6 +107,14 @@ export const kDefaultOptions = {
   rateLimit: 0,
   origin: [] as string[],
   perMessageDeflate: false,
+  maxFragments: 1024,
+  messageTimeout: 10_000,
+  maxBufferedTotal: 256 * 1_048_576,
+  maxConnectionsPerIp: 0,
+  deflateWindowBits: 12,
+  deflateMemLevel: 5,
+  deflateThreshold: 1024,
+  deflateConcurrency: 10,
   drainWindow: 0,
   drainRate: 0,
   reconnectWindow: 1000,
@@ -232,7 +256,43 @@ export const OPTION_DEFS: readonly OptionDef[] = [
     arg: '<bytes>',
     min: 1024,
     max: 2 ** 31 - 1,
-    help: 'bytes queued for a client that does not read; beyond it the client is closed with 1008',
+    help: 'bytes queued for a client that does not read (replies, pongs, close frames); beyond it the client is terminated and counted',
+  },
+  {
+    key: 'maxBufferedTotal',
+    flag: 'max-buffered-total',
+    kind: 'int',
+    arg: '<bytes>',
+    min: 1024,
+    max: 2 ** 40,
+    help: 'bytes queued for all the clients of one worker together; beyond it the clients with the most queued are terminated and counted',
+  },
+  {
+    key: 'maxFragments',
+    flag: 'max-fragments',
+    kind: 'int',
+    arg: '<n>',
+    min: 1,
+    max: 1_000_000,
+    help: 'fragments one message may have; more is closed with 1008',
+  },
+  {
+    key: 'messageTimeout',
+    flag: 'message-timeout',
+    kind: 'int',
+    arg: '<ms>',
+    min: 0,
+    max: 3_600_000,
+    help: 'time a fragmented message may take from its first fragment to its last; a message still unfinished then is closed with 1008 (0 = no limit)',
+  },
+  {
+    key: 'maxConnectionsPerIp',
+    flag: 'max-connections-per-ip',
+    kind: 'int',
+    arg: '<n>',
+    min: 0,
+    max: 10_000_000,
+    help: 'connections per client IP address per worker, WebSocket and still in their handshake alike; upgrades beyond get 429, handshakes beyond are closed (0 = off; behind a proxy every client has its address)',
   },
   {
     key: 'rateLimit',
@@ -257,6 +317,42 @@ export const OPTION_DEFS: readonly OptionDef[] = [
     kind: 'bool',
     arg: '',
     help: 'negotiate permessage-deflate compression',
+  },
+  {
+    key: 'deflateWindowBits',
+    flag: 'deflate-window-bits',
+    kind: 'int',
+    arg: '<bits>',
+    min: 9,
+    max: 15,
+    help: 'permessage-deflate window of both directions (memory per connection grows with it)',
+  },
+  {
+    key: 'deflateMemLevel',
+    flag: 'deflate-mem-level',
+    kind: 'int',
+    arg: '<level>',
+    min: 1,
+    max: 9,
+    help: "permessage-deflate compressor's zlib memLevel (memory per connection grows with it)",
+  },
+  {
+    key: 'deflateThreshold',
+    flag: 'deflate-threshold',
+    kind: 'int',
+    arg: '<bytes>',
+    min: 0,
+    max: 2 ** 31 - 1,
+    help: 'messages smaller than this are sent uncompressed',
+  },
+  {
+    key: 'deflateConcurrency',
+    flag: 'deflate-concurrency',
+    kind: 'int',
+    arg: '<n>',
+    min: 1,
+    max: 1024,
+    help: 'compressions and decompressions running at once per worker',
   },
   {
     key: 'drainWindow',

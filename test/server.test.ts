@@ -89,8 +89,9 @@ describe('default server', () => {
   it('closes with 1009 when tiny fragments add up past --max-payload', async () => {
     const peer = rawPeer(srv.port);
     await peer.handshake;
-    peer.send({ opcode: 1, fin: false, payload: 'a' });
-    for (let i = 0; i < 5000; i++) peer.send({ opcode: 0, fin: false, payload: 'a' });
+    // 600 fragments of 8 bytes: past the 4096-byte limit, well within --max-fragments.
+    peer.send({ opcode: 1, fin: false, payload: 'aaaaaaaa' });
+    for (let i = 0; i < 600; i++) peer.send({ opcode: 0, fin: false, payload: 'aaaaaaaa' });
     expect(await peer.closeCode()).toBe(1009);
     await stillEchoes(srv.port);
   });

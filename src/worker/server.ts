@@ -10,11 +10,12 @@
  *
  * Every socket, raw or WebSocket, gets an 'error' listener before anything else can happen.
  */
+import { randomBytes } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { type AddressInfo, Server as NetServer, type Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
-import { WebSocket, WebSocketServer } from 'ws';
+import { type PerMessageDeflateOptions, WebSocket, WebSocketServer } from 'ws';
 import { HandlerError, ListenError } from '../errors.js';
 import type { Logger } from '../log.js';
 import {
@@ -26,7 +27,16 @@ import {
   type WsdrainOptions,
 } from '../options.js';
 import { Kind, MessagePool } from './pool.js';
-import { closeFrameNow, idempotentEnds, startReading, stopReading } from './socket.js';
+import {
+  closeFrameNow,
+  forgetReceiver,
+  idempotentEnds,
+  patchReceiver,
+  receiverOf,
+  startReading,
+  stopReading,
+  unfinishedMessages,
+} from './socket.js';
 
 export type ServerState = 'starting' | 'running' | 'draining' | 'closed';
 
@@ -47,6 +57,13 @@ const HEARTBEAT_CHUNK = 1000;
 
 /** Pings one peer may send per second; more is a flood, closed with 1008. */
 export const PING_LIMIT_PER_SECOND = 100;
+
+/**
+ * Bytes queued for one client from which it counts towards the worker's total
+ * (--max-buffered-total) until its socket drains. Below it a socket holds no more than what
+ * one write leaves behind.
+ */
+const BACKLOG_FROM = 64 * 1024;
 
 /** Per-connection bookkeeping. */
 export interface Conn {
@@ -69,6 +86,8 @@ export interface Conn {
   terminated: boolean;
   /** permessage-deflate was negotiated: frames may wait behind compressions. */
   deflate: boolean;
+  /** Bytes this connection counts for in the worker's backlog (0: not backlogged). */
+  backlog: number;
   /** Messages and pings counted in the current one-second window. */
   messages: RateWindow;
   pings: RateWindow;
@@ -119,12 +138,30 @@ export interface ServerStats {
   slowConsumers: number;
   rateLimited: number;
   heartbeatTimeouts: number;
+  /** Fragmented messages not finished within --message-timeout (closed with 1008). */
+  unfinishedMessages: number;
 }
 
 /** Options of one server: the CLI options plus a logger. */
 export type ServerOptions = WsdrainOptions & { logger: Logger };
 
 function noop(): void {}
+
+/** Marks a ws receiver with its connection (for the unfinished-message sweep). */
+const kConn = Symbol('wsdrain.conn');
+
+/** ws's permessage-deflate options from ours: memory per connection bounded by them. */
+function deflateOptions(o: WsdrainOptions): PerMessageDeflateOptions {
+  return {
+    serverMaxWindowBits: o.deflateWindowBits,
+    // Applied when the client offers client_max_window_bits (browsers do).
+    clientMaxWindowBits: o.deflateWindowBits,
+    // ws sets each direction's windowBits from what was negotiated.
+    zlibDeflateOptions: { memLevel: o.deflateMemLevel },
+    threshold: o.deflateThreshold,
+    concurrencyLimit: o.deflateConcurrency,
+  };
+}
 
 /**
  * One worker's server. Emits `'conn-close' (conn, code)` when a WebSocket connection closes. Use {@link WsdrainServer.listen} then, to stop,
@@ -150,6 +187,7 @@ export class WsdrainServer extends EventEmitter {
     slowConsumers: 0,
     rateLimited: 0,
     heartbeatTimeouts: 0,
+    unfinishedMessages: 0,
   };
   /** WebSocket connection limit; fixed in listen() when derived from the open-file limit. */
   maxConnections: number;
@@ -172,11 +210,18 @@ export class WsdrainServer extends EventEmitter {
   #fdExhausted = false;
   #paused = new Set<Conn>();
   #heartbeat: NodeJS.Timeout | undefined;
+  /** Payload of this heartbeat round's pings: only a pong that echoes it proves liveness. */
+  #pingToken = randomBytes(8);
+  /** Connections with at least BACKLOG_FROM bytes queued, and those bytes in all. */
+  #backlogged = new Set<Conn>();
+  #backlogBytes = 0;
+  #sweep: NodeJS.Timeout | undefined;
   /** Sockets whose reading is held back while a burst of close frames goes out. */
   #held: Socket[] | undefined;
 
   constructor(options: ServerOptions) {
     super();
+    patchReceiver();
     this.options = options;
     this.log = options.logger;
     this.maxConnections = options.maxConnections ?? Number.MAX_SAFE_INTEGER;
@@ -190,7 +235,8 @@ export class WsdrainServer extends EventEmitter {
     this.wss = new WebSocketServer({
       noServer: true,
       maxPayload: options.maxPayload,
-      perMessageDeflate: options.perMessageDeflate,
+      maxFragments: options.maxFragments,
+      perMessageDeflate: options.perMessageDeflate ? deflateOptions(options) : false,
       clientTracking: false,
       // ws would terminate (no close code) a peer with 60 unanswered pings; wsdrain limits
       // the ping rate itself and answers a flood with 1008.
@@ -257,6 +303,12 @@ export class WsdrainServer extends EventEmitter {
     if (this.options.heartbeat > 0) {
       this.#heartbeat = setInterval(() => void this.#beat(), this.options.heartbeat);
       this.#heartbeat.unref();
+    }
+    const limit = this.options.messageTimeout;
+    if (limit > 0) {
+      const every = Math.min(1000, Math.max(25, Math.floor(limit / 4)));
+      this.#sweep = setInterval(() => this.#closeUnfinished(limit), every);
+      this.#sweep.unref();
     }
     return this.http.address() as AddressInfo;
   }
@@ -362,6 +414,7 @@ export class WsdrainServer extends EventEmitter {
       closeSent: false,
       terminated: false,
       deflate: ws.extensions.includes('permessage-deflate'),
+      backlog: 0,
       messages: { start: 0, count: 0 },
       pings: { start: 0, count: 0 },
     };
@@ -377,8 +430,12 @@ export class WsdrainServer extends EventEmitter {
         'open-file limit reached (EMFILE): new connections are dropped until sockets close',
       );
     }
+    const receiver = receiverOf(ws) as { [kConn]?: Conn } | undefined;
+    if (receiver) receiver[kConn] = conn;
     ws.on('close', (code: number) => {
       this.conns.delete(conn);
+      forgetReceiver(ws);
+      this.#unbacklog(conn);
       if (this.#fdExhausted && this.#fdsInUse() < this.#fdLimit - 16) {
         this.#fdExhausted = false;
         this.log.info(
@@ -390,14 +447,19 @@ export class WsdrainServer extends EventEmitter {
       this.stats.closedByCode.set(code, (this.stats.closedByCode.get(code) ?? 0) + 1);
       this.emit('conn-close', conn, code);
     });
-    ws.on('pong', () => {
-      conn.alive = true;
+    // Alive is a pong that answers this round's ping (same payload): an unsolicited pong
+    // proves nothing, a peer can send those without reading a byte.
+    ws.on('pong', (data: Buffer) => {
+      if (data.equals(this.#pingToken)) conn.alive = true;
     });
     ws.on('ping', () => {
       if (overRate(conn.pings, PING_LIMIT_PER_SECOND)) {
         this.stats.rateLimited++;
         this.closeConn(conn, CloseCode.POLICY, 'ping flood');
+        return;
       }
+      // ws has queued the pong already: it counts like any other byte for this client.
+      this.#checkBuffered(conn);
     });
     ws.on('message', (data: Buffer | ArrayBuffer | Buffer[], isBinary: boolean) =>
       this.#onMessage(conn, data as Buffer, isBinary),
@@ -479,14 +541,12 @@ export class WsdrainServer extends EventEmitter {
         conn.socket.cork();
       }
       ws.send(data as Buffer, kind === Kind.TEXT ? AS_TEXT : AS_BINARY);
-      if (ws.bufferedAmount > this.options.maxBuffered) {
-        // The peer does not read: a close frame would queue behind the data it ignores.
-        this.stats.slowConsumers++;
-        this.log.info({ buffered: ws.bufferedAmount }, 'slow consumer terminated');
-        ws.terminate();
-      }
     }
-    if (corked) conn.socket.uncork();
+    if (corked) {
+      conn.socket.uncork();
+      // Measured once the batch went to the kernel: what it did not take is what waits.
+      this.#checkBuffered(conn);
+    }
     if (conn.head === slots.length) {
       slots.length = 0;
       conn.head = 0;
@@ -530,6 +590,85 @@ export class WsdrainServer extends EventEmitter {
     if (!conn.deflate) conn.socket.end();
     conn.ws.resume();
     if (this.#held && stopReading(conn.socket)) this.#held.push(conn.socket);
+    this.#checkBuffered(conn);
+  }
+
+  /**
+   * Holds what is queued for `conn` against --max-buffered and, for the worker's clients
+   * together, --max-buffered-total: every byte counts, replies, pongs, pings and close frames
+   * alike. A client past its limit is terminated (a close frame would only queue behind the
+   * data it does not read). Returns false when `conn` was terminated.
+   */
+  #checkBuffered(conn: Conn): boolean {
+    const { ws } = conn;
+    if (ws.readyState === WebSocket.CLOSED) return false;
+    const queued = ws.bufferedAmount;
+    if (queued > this.options.maxBuffered) {
+      this.#cutSlow(conn, queued, 'slow consumer terminated');
+      return false;
+    }
+    if (queued < BACKLOG_FROM && conn.backlog === 0) return true;
+    this.#backlogBytes += queued - conn.backlog;
+    conn.backlog = queued;
+    if (!this.#backlogged.has(conn)) {
+      this.#backlogged.add(conn);
+      // Below a socket's high-water mark ws's writes return true and no 'drain' comes; past
+      // BACKLOG_FROM one did return false, so 'drain' tells when it is all out.
+      conn.socket.once('drain', () => this.#unbacklog(conn));
+    }
+    if (this.#backlogBytes > this.options.maxBufferedTotal) this.#shed();
+    return (ws.readyState as number) !== WebSocket.CLOSED;
+  }
+
+  #unbacklog(conn: Conn): void {
+    if (!this.#backlogged.delete(conn)) return;
+    this.#backlogBytes -= conn.backlog;
+    conn.backlog = 0;
+  }
+
+  /**
+   * The worker's clients hold more than --max-buffered-total together: refresh what each
+   * backlogged client holds (sockets drain without telling), then terminate the clients that
+   * hold the most until the total is back under the limit.
+   */
+  #shed(): void {
+    let total = 0;
+    for (const conn of this.#backlogged) {
+      conn.backlog = conn.ws.bufferedAmount;
+      total += conn.backlog;
+    }
+    this.#backlogBytes = total;
+    if (total <= this.options.maxBufferedTotal) return;
+    const largest = [...this.#backlogged].sort((a, b) => b.backlog - a.backlog);
+    for (const conn of largest) {
+      if (this.#backlogBytes <= this.options.maxBufferedTotal) break;
+      this.#cutSlow(conn, conn.backlog, 'worker buffer limit reached: slow consumer terminated');
+    }
+  }
+
+  #cutSlow(conn: Conn, queued: number, why: string): void {
+    this.stats.slowConsumers++;
+    this.log.info({ buffered: queued, workerBuffered: this.#backlogBytes }, why);
+    this.#unbacklog(conn);
+    conn.ws.terminate();
+  }
+
+  /** Closes, with 1008, connections whose fragmented message is older than `limitMs`. */
+  #closeUnfinished(limitMs: number): void {
+    if (unfinishedMessages.size === 0) return;
+    const now = Date.now();
+    for (const [receiver, since] of unfinishedMessages) {
+      if (now - since < limitMs) continue;
+      unfinishedMessages.delete(receiver);
+      const conn = (receiver as { [kConn]?: Conn })[kConn];
+      if (!conn || conn.closeSent) continue;
+      this.stats.unfinishedMessages++;
+      this.log.info(
+        { ageMs: now - since },
+        'fragmented message unfinished in time: closing with 1008',
+      );
+      this.closeConn(conn, CloseCode.POLICY, 'message not finished in time');
+    }
   }
 
   /**
@@ -600,6 +739,7 @@ export class WsdrainServer extends EventEmitter {
   async #beat(): Promise<void> {
     if (this.#beating) return;
     this.#beating = true;
+    this.#pingToken = randomBytes(8);
     let n = 0;
     for (const conn of [...this.conns]) {
       if (this.state !== 'running') break;
@@ -609,7 +749,8 @@ export class WsdrainServer extends EventEmitter {
         conn.ws.terminate();
       } else {
         conn.alive = false;
-        conn.ws.ping();
+        conn.ws.ping(this.#pingToken);
+        this.#checkBuffered(conn);
       }
       if (++n % HEARTBEAT_CHUNK === 0) await new Promise<void>((r) => setImmediate(r));
     }
@@ -677,6 +818,7 @@ export class WsdrainServer extends EventEmitter {
     if (this.state === 'closed') return;
     this.state = 'closed';
     if (this.#heartbeat) clearInterval(this.#heartbeat);
+    if (this.#sweep) clearInterval(this.#sweep);
     this.#listening = false;
     this.http.close();
     this.http.closeAllConnections();

@@ -4,6 +4,7 @@
  */
 import type { Socket } from 'node:net';
 import type { Writable } from 'node:stream';
+import * as wsModule from 'ws';
 
 /**
  * ws ends a socket, and its frame parser (a Writable), more than once in a clean close
@@ -92,4 +93,108 @@ export function closeFrameNow(ws: object, socket: Socket, code: number, reason: 
   socket.write(Buffer.concat([Buffer.from([0x88, body.length]), body]));
   socket.end();
   return true;
+}
+
+/** Where the patched receivers keep their fragment list and fragmented-message opcode. */
+const kFragments = Symbol('wsdrain.fragments');
+const kFragmented = Symbol('wsdrain.fragmented');
+
+/**
+ * The fragments of one message, kept compact: the first one as ws parsed it (a view of the
+ * chunk it arrived in), every later one copied into one buffer grown by doubling. ws keeps each
+ * fragment as a view of its own (with a Buffer object of a few hundred bytes behind it), so a
+ * message sent as thousands of one-byte fragments cost hundreds of times its payload; here a
+ * message in the making costs at most about twice its payload. ws's `concat()` returns the only
+ * entry as it is, so a finished message is not copied again.
+ */
+class Fragments extends Array<Buffer> {
+  #acc: Buffer | undefined;
+  #used = 0;
+
+  override push(...bufs: Buffer[]): number {
+    for (const b of bufs) this.#add(b);
+    return this.length;
+  }
+
+  #add(b: Buffer): void {
+    if (this.length === 0) {
+      this[0] = b;
+      return;
+    }
+    if (!this.#acc) {
+      const first = this[0]!;
+      this.#acc = Buffer.allocUnsafeSlow(Math.max(1024, 2 * (first.length + b.length)));
+      first.copy(this.#acc, 0);
+      this.#used = first.length;
+    } else if (this.#used + b.length > this.#acc.length) {
+      const grown = Buffer.allocUnsafeSlow(2 * (this.#used + b.length));
+      this.#acc.copy(grown, 0, 0, this.#used);
+      this.#acc = grown;
+    }
+    b.copy(this.#acc, this.#used);
+    this.#used += b.length;
+    this[0] = this.#acc.subarray(0, this.#used);
+  }
+}
+
+/**
+ * Receivers in the middle of a fragmented message, with the time (epoch ms) its first fragment
+ * arrived. A peer that answers pings between fragments could otherwise keep a message
+ * unfinished forever; the server closes those past its limit ({@link forgetReceiver} when a
+ * connection goes).
+ */
+export const unfinishedMessages = new Map<object, number>();
+
+/** The receiver (frame parser) of a ws WebSocket. */
+export function receiverOf(ws: object): object | undefined {
+  return (ws as { _receiver?: object })._receiver;
+}
+
+/** Drops a receiver from {@link unfinishedMessages} (its connection closed). */
+export function forgetReceiver(ws: object): void {
+  const r = receiverOf(ws);
+  if (r) unfinishedMessages.delete(r);
+}
+
+let patched = false;
+
+/**
+ * Patches ws's Receiver class (the copy of ws this server uses), once per process: fragments kept compact ({@link Fragments}),
+ * and the start of every fragmented message recorded in {@link unfinishedMessages}. Both go
+ * through the two fields ws uses for them, `_fragments` and `_fragmented`, made accessors on
+ * the prototype (no per-connection cost). Idempotent.
+ */
+export function patchReceiver(): void {
+  if (patched) return;
+  patched = true;
+  const { Receiver } = wsModule as unknown as { Receiver: { prototype: object } };
+  type Patched = { [kFragments]?: Buffer[]; [kFragmented]?: number };
+  Object.defineProperty(Receiver.prototype, '_fragments', {
+    configurable: true,
+    get(this: Patched) {
+      let list = this[kFragments];
+      if (!list) {
+        list = new Fragments();
+        this[kFragments] = list;
+      }
+      return list;
+    },
+    set(this: Patched, list: Buffer[]) {
+      const fresh = new Fragments();
+      for (const b of list) fresh.push(b);
+      this[kFragments] = fresh;
+    },
+  });
+  Object.defineProperty(Receiver.prototype, '_fragmented', {
+    configurable: true,
+    get(this: Patched) {
+      return this[kFragmented] ?? 0;
+    },
+    set(this: Patched, opcode: number) {
+      const was = this[kFragmented] ?? 0;
+      this[kFragmented] = opcode;
+      if (opcode !== 0 && was === 0) unfinishedMessages.set(this, Date.now());
+      else if (opcode === 0 && was !== 0) unfinishedMessages.delete(this);
+    },
+  });
 }

@@ -1,0 +1,221 @@
+/**
+ * Peers that try to make the server hold memory: messages split into thousands of fragments or
+ * never finished, clients that never read while pings and pongs pile up, many such clients at
+ * once. Raw peers over loopback, a real single-process wsdrain.
+ */
+import { readFileSync } from 'node:fs';
+import { afterEach, describe, expect, it } from 'vitest';
+import { connect, nextMessages } from './helpers/clients.js';
+import { killAll, sleep, startWsdrain } from './helpers/process.js';
+import { type RawPeer, rawPeer } from './helpers/raw.js';
+import { kernelQueued } from './helpers/tcp.js';
+
+afterEach(killAll);
+
+const single = ['--workers', '0', '--threads', '1'];
+
+/** Resolves with the close code the peer got, or rejects after `ms` saying what it waited for. */
+async function closedWithin(peer: RawPeer, ms: number, what: string): Promise<number | undefined> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`${what}: still open after ${ms} ms`)), ms);
+  });
+  try {
+    return await Promise.race([peer.closeCode(), timeout]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+function rssBytes(pid: number): number {
+  const m = /^VmRSS:\s+(\d+) kB/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+  return Number(m?.[1] ?? 0) * 1024;
+}
+
+/** Waits until the server has parsed everything `peer` sent so far (its pong comes back). */
+async function parsed(peer: RawPeer, tag: string): Promise<void> {
+  peer.send({ opcode: 9, payload: tag });
+  const t0 = Date.now();
+  while (!peer.frames.some((f) => f.opcode === 10 && f.payload.toString() === tag)) {
+    if (Date.now() - t0 > 20_000) throw new Error(`no pong ${tag}`);
+    await sleep(10);
+  }
+}
+
+/**
+ * Fills the kernel's buffers between the server and a peer that no longer reads: echoes of
+ * `chunk` bytes, one at a time, until one no longer shows up in the kernel's queues (it stayed
+ * in the server process). The server then holds at most about one chunk for this peer.
+ * The paused peer's stream still reads up to its high-water mark first: 512 kB go out blindly,
+ * well below what a loopback connection holds (over a megabyte here).
+ */
+async function fillKernel(peer: RawPeer, serverPort: number, chunk: number): Promise<void> {
+  const port = peer.socket.localPort!;
+  peer.socket.pause();
+  for (let sent = 0; sent < 512 * 1024; sent += chunk) {
+    peer.send({ opcode: 2, payload: Buffer.alloc(chunk) });
+  }
+  const t0 = Date.now();
+  while (kernelQueued(serverPort, port) < 384 * 1024) {
+    if (Date.now() - t0 > 10_000) throw new Error('the echoes never reached the kernel');
+    await sleep(10);
+  }
+  await sleep(100);
+  let held = kernelQueued(serverPort, port);
+  for (let i = 0; i < 5000; i++) {
+    peer.send({ opcode: 2, payload: Buffer.alloc(chunk, i) });
+    const t0 = Date.now();
+    let now = held;
+    while (now < held + chunk / 2 && Date.now() - t0 < 300) {
+      await sleep(5);
+      now = kernelQueued(serverPort, port);
+    }
+    if (now < held + chunk / 2) return;
+    held = now;
+  }
+  throw new Error('the kernel kept taking data');
+}
+
+describe('fragments', () => {
+  it('closes a message of more fragments than --max-fragments with 1008', async () => {
+    const srv = await startWsdrain([...single, '--max-fragments', '100']);
+    const peer = rawPeer(srv.port);
+    await peer.handshake;
+    peer.send({ opcode: 1, fin: false, payload: 'a' });
+    for (let i = 0; i < 150; i++) peer.send({ opcode: 0, fin: false, payload: 'a' });
+    expect(await closedWithin(peer, 5000, 'fragment limit')).toBe(1008);
+    // At the limit it is still a message.
+    const ok = rawPeer(srv.port);
+    await ok.handshake;
+    ok.send({ opcode: 1, fin: false, payload: 'a' });
+    for (let i = 0; i < 98; i++) ok.send({ opcode: 0, fin: false, payload: 'a' });
+    ok.send({ opcode: 0, fin: true, payload: 'a' });
+    await parsed(ok, 'done');
+    expect(ok.frames.find((f) => f.opcode === 1)?.payload.toString()).toBe('a'.repeat(100));
+  });
+
+  it('keeps the memory of a message in the making proportional to its payload', async () => {
+    // 200 peers, each 1,000 one-byte fragments of a message that never ends: 200 kB of
+    // payload. Kept as one view per fragment, that was ~370 bytes a fragment (74 MB).
+    const srv = await startWsdrain([...single, '--max-fragments', '2000']);
+    const pid = (await srv.waitFor((l) => l.msg.startsWith('wsdrain ready'))).pid as number;
+    const peers: RawPeer[] = [];
+    for (let i = 0; i < 200; i++) peers.push(rawPeer(srv.port));
+    for (const p of peers) await p.handshake;
+    for (const p of peers) await parsed(p, 'warm');
+    const before = rssBytes(pid);
+    for (const p of peers) {
+      p.send({ opcode: 2, fin: false, payload: 'x' });
+      for (let i = 0; i < 999; i++) p.send({ opcode: 0, fin: false, payload: 'x' });
+    }
+    for (const p of peers) await parsed(p, 'held');
+    const grown = rssBytes(pid) - before;
+    // Generous: 64 KiB per peer (a whole read chunk each) still fails the old behaviour.
+    expect(grown).toBeLessThan(200 * 64 * 1024);
+    for (const p of peers) p.socket.destroy();
+  });
+
+  it('closes with 1008 a fragmented message unfinished after --message-timeout, pings or not', async () => {
+    const limit = 600;
+    const srv = await startWsdrain([...single, '--message-timeout', String(limit)]);
+    const peer = rawPeer(srv.port);
+    await peer.handshake;
+    const t0 = Date.now();
+    peer.send({ opcode: 1, fin: false, payload: 'a' });
+    // A fragment and a ping every 100 ms: the connection looks busy and alive.
+    const drip = setInterval(() => {
+      peer.send({ opcode: 0, fin: false, payload: 'a' });
+      peer.send({ opcode: 9, payload: 'alive' });
+    }, 100);
+    try {
+      expect(await closedWithin(peer, limit * 10, 'unfinished message')).toBe(1008);
+    } finally {
+      clearInterval(drip);
+    }
+    const elapsed = Date.now() - t0;
+    expect(elapsed).toBeGreaterThanOrEqual(limit);
+    // Messages that finish in time are not touched.
+    const c = await connect(srv.port);
+    c.ws.send('fine');
+    expect(await nextMessages(c, 1)).toEqual(['fine']);
+  });
+});
+
+describe('clients that never read', () => {
+  it('does not take unsolicited pongs for liveness: a peer that never reads is terminated', async () => {
+    const heartbeat = 400;
+    const srv = await startWsdrain([...single, '--heartbeat', String(heartbeat)]);
+    const peer = rawPeer(srv.port);
+    await peer.handshake;
+    peer.socket.pause();
+    const t0 = Date.now();
+    // Pongs nobody asked for, all the time: they prove nothing about reading.
+    const pongs = setInterval(() => peer.send({ opcode: 10, payload: 'i am here' }), 50);
+    try {
+      await closedWithin(peer, heartbeat * 10, 'terminated by the heartbeat');
+    } finally {
+      clearInterval(pongs);
+    }
+    expect(Date.now() - t0).toBeGreaterThanOrEqual(heartbeat);
+    await srv.waitFor((l) => l.msg.startsWith('wsdrain ready'));
+    // A peer that answers the pings stays.
+    const polite = await connect(srv.port);
+    await sleep(heartbeat * 3);
+    polite.ws.send('still');
+    expect(await nextMessages(polite, 1)).toEqual(['still']);
+  });
+
+  it('counts the pongs it queues against --max-buffered and cuts a peer that pings without reading', async () => {
+    const max = 32 * 1024;
+    const srv = await startWsdrain([...single, '--max-buffered', String(max)]);
+    const peer = rawPeer(srv.port);
+    await peer.handshake;
+    await fillKernel(peer, srv.port, 16 * 1024);
+    // Now every pong stays in the server: 125-byte pings, 80 a second (under the flood limit).
+    const pings = setInterval(() => peer.send({ opcode: 9, payload: 'p'.repeat(125) }), 12);
+    try {
+      await closedWithin(peer, 20_000, 'cut for its queued pongs');
+    } finally {
+      clearInterval(pings);
+    }
+    const line = await srv.waitFor((l) => l.msg === 'slow consumer terminated');
+    expect(line.buffered as number).toBeGreaterThan(max);
+  });
+
+  it('cuts the clients holding the most once a worker holds more than --max-buffered-total', async () => {
+    const total = 160 * 1024;
+    const srv = await startWsdrain([
+      ...single,
+      '--max-buffered',
+      String(1024 * 1024),
+      '--max-buffered-total',
+      String(total),
+    ]);
+    const peers: RawPeer[] = [];
+    for (let i = 0; i < 3; i++) {
+      const p = rawPeer(srv.port);
+      await p.handshake;
+      // Up to 128 kB per step: even a whole step left in the server is far from 1 MiB.
+      await fillKernel(p, srv.port, 128 * 1024);
+      peers.push(p);
+    }
+    // Each now makes the server hold about 100 kB more: well under its own 1 MiB, but about
+    // 300 kB over the three together.
+    for (const p of peers)
+      for (let i = 0; i < 2; i++) p.send({ opcode: 2, payload: Buffer.alloc(48 * 1024) });
+    const line = await srv.waitFor((l) => /worker buffer limit reached/.test(l.msg), 10_000);
+    expect(line.buffered as number).toBeLessThan(1024 * 1024);
+    // The cut ones are gone: writing to them fails.
+    const gone = await Promise.all(
+      peers.map(async (p) => {
+        const t0 = Date.now();
+        while (!p.socket.destroyed && Date.now() - t0 < 5000) {
+          p.send({ opcode: 9, payload: 'x' });
+          await sleep(20);
+        }
+        return p.socket.destroyed;
+      }),
+    );
+    expect(gone.filter(Boolean).length).toBeGreaterThanOrEqual(1);
+  });
+});
