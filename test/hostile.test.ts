@@ -139,7 +139,7 @@ describe('descriptor limits', () => {
     await stillEchoes(srv.port);
   });
 
-  it('logs EMFILE and accepts again once descriptors free up', async () => {
+  it('answers 503 at the open-file limit when --max-connections is above it, logs it, and accepts again once descriptors free up', async () => {
     const srv = await startLimited(150, [...single, '--max-connections', '1000']);
     const held: Client[] = [];
     for (let i = 0; i < 200; i++) {
@@ -151,7 +151,9 @@ describe('descriptor limits', () => {
     }
     expect(held.length).toBeLessThan(150);
     expect(srv.lines.some((l) => /more than the open-file limit allows/.test(l.msg))).toBe(true);
-    await srv.waitFor((l) => /^open-file limit reached \(EMFILE\)/.test(l.msg), 5000);
+    await expect(connect(srv.port)).rejects.toThrow('unexpected response 503');
+    await srv.waitFor((l) => /^open-file limit reached/.test(l.msg), 5000);
+    expect(srv.lines.some((l) => l.msg === 'accept failed')).toBe(false);
     for (const c of held.splice(0, 20)) c.ws.terminate();
     await srv.waitFor((l) => /below the open-file limit again/.test(l.msg), 5000);
     await stillEchoes(srv.port);

@@ -16,6 +16,32 @@ import type { WsdrainServer } from './server.js';
 /** Buckets of drain durations, in seconds. */
 export const DRAIN_BUCKETS = [0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60];
 
+/**
+ * A counter labelled by `reason`, fed at scrape time from counts the server keeps anyway (no
+ * work on the paths that count).
+ */
+function counterOf(
+  registers: Registry[],
+  name: string,
+  help: string,
+  read: () => Record<string, number>,
+): void {
+  const seen = new Map<string, number>();
+  new Counter({
+    name,
+    help,
+    labelNames: ['reason'],
+    registers,
+    collect() {
+      for (const [reason, n] of Object.entries(read())) {
+        const was = seen.get(reason) ?? 0;
+        if (n > was || !seen.has(reason)) this.inc({ reason }, n - was);
+        seen.set(reason, n);
+      }
+    },
+  });
+}
+
 /** The worker-side metrics. */
 export class WorkerMetrics {
   readonly registry = new Registry();
@@ -38,6 +64,34 @@ export class WorkerMetrics {
       registers,
     });
     server.on('conn-close', (_conn: unknown, code: number) => closed.inc({ code: String(code) }));
+    const { stats } = server;
+    const admitted = server.admission.stats;
+    counterOf(
+      registers,
+      'wsdrain_connections_refused_total',
+      'Connections and upgrades refused or closed before their upgrade, by reason',
+      () => ({
+        full: admitted.refusedFull,
+        origin: admitted.refusedOrigin,
+        per_ip: admitted.refusedPerIp,
+        malformed: admitted.refusedMalformed,
+        draining: stats.refusedDraining,
+        no_descriptor: admitted.refusedNoRoom,
+        idle_evicted: admitted.evictedIdle,
+        idle_timeout: admitted.shortTimeouts,
+      }),
+    );
+    counterOf(
+      registers,
+      'wsdrain_connections_cut_total',
+      'WebSocket connections closed by a limit, by reason',
+      () => ({
+        slow_consumer: stats.slowConsumers,
+        rate_limit: stats.rateLimited,
+        heartbeat: stats.heartbeatTimeouts,
+        unfinished_message: stats.unfinishedMessages,
+      }),
+    );
     this.#drain = new Histogram({
       name: 'wsdrain_drain_duration_seconds',
       help: 'Duration of drains, from signal to the last socket released',

@@ -18,14 +18,8 @@ import type { Duplex } from 'node:stream';
 import { type PerMessageDeflateOptions, WebSocket, WebSocketServer } from 'ws';
 import { HandlerError, ListenError } from '../errors.js';
 import type { Logger } from '../log.js';
-import {
-  defaultMaxConnections,
-  defaultThreads,
-  HTTP_EXTRA,
-  openFileCount,
-  openFileLimit,
-  type WsdrainOptions,
-} from '../options.js';
+import { defaultThreads, type WsdrainOptions } from '../options.js';
+import { Admission } from './admission.js';
 import { Kind, MessagePool } from './pool.js';
 import {
   closeFrameNow,
@@ -128,8 +122,6 @@ function overRate(w: RateWindow, limit: number, now = Date.now()): boolean {
 export interface ServerStats {
   accepted: number;
   closedByCode: Map<number, number>;
-  refusedFull: number;
-  refusedOrigin: number;
   refusedDraining: number;
   lateUpgrades: number;
   lateMessages: number;
@@ -177,8 +169,6 @@ export class WsdrainServer extends EventEmitter {
   readonly stats: ServerStats = {
     accepted: 0,
     closedByCode: new Map(),
-    refusedFull: 0,
-    refusedOrigin: 0,
     refusedDraining: 0,
     lateUpgrades: 0,
     lateMessages: 0,
@@ -189,8 +179,8 @@ export class WsdrainServer extends EventEmitter {
     heartbeatTimeouts: 0,
     unfinishedMessages: 0,
   };
-  /** WebSocket connection limit; fixed in listen() when derived from the open-file limit. */
-  maxConnections: number;
+  /** Who gets in: descriptor rooms, idle eviction, per-IP caps, upgrade checks. */
+  readonly admission: Admission;
   state: ServerState = 'starting';
   /** Set by the cluster primary: false until every worker listens. */
   clusterReady = true;
@@ -204,10 +194,6 @@ export class WsdrainServer extends EventEmitter {
   #readyScheduled = false;
   #upgrading = 0;
   #listening = false;
-  /** Open-file limit and descriptors in use before any client (set in listen()). */
-  #fdLimit = Number.POSITIVE_INFINITY;
-  #fdBaseline = 0;
-  #fdExhausted = false;
   #paused = new Set<Conn>();
   #heartbeat: NodeJS.Timeout | undefined;
   /** Payload of this heartbeat round's pings: only a pong that echoes it proves liveness. */
@@ -224,7 +210,14 @@ export class WsdrainServer extends EventEmitter {
     patchReceiver();
     this.options = options;
     this.log = options.logger;
-    this.maxConnections = options.maxConnections ?? Number.MAX_SAFE_INTEGER;
+    this.admission = new Admission({
+      log: this.log,
+      maxConnections: options.maxConnections,
+      maxConnectionsPerIp: options.maxConnectionsPerIp,
+      handshakeTimeout: options.handshakeTimeout,
+      origin: options.origin,
+      webSockets: () => this.conns.size + this.#upgrading,
+    });
     const handshake = options.handshakeTimeout;
     this.http = createServer({
       headersTimeout: handshake,
@@ -238,6 +231,9 @@ export class WsdrainServer extends EventEmitter {
       maxFragments: options.maxFragments,
       perMessageDeflate: options.perMessageDeflate ? deflateOptions(options) : false,
       clientTracking: false,
+      // ws would pick the first subprotocol a client offers; wsdrain speaks none of them, so
+      // it selects none (a client that requires one then fails the handshake, as RFC 6455 says).
+      handleProtocols: () => false,
       // ws would terminate (no close code) a peer with 60 unanswered pings; wsdrain limits
       // the ping rate itself and answers a flood with 1008.
       maxPendingAutoPongs: 0,
@@ -253,12 +249,19 @@ export class WsdrainServer extends EventEmitter {
     });
     this.http.on('request', (req, res) => this.#onRequest(req, res));
     this.http.on('upgrade', (req, socket, head) => this.#onUpgrade(req, socket, head));
-    this.http.on('connection', (socket: Socket) => socket.on('error', noop));
+    this.http.on('connection', (socket: Socket) => {
+      socket.on('error', noop);
+      this.admission.onConnection(socket);
+    });
     this.http.on('clientError', (err: NodeJS.ErrnoException, socket: Duplex) => {
       this.log.debug({ err: err.code ?? err.message }, 'client error before upgrade');
       if (socket.writable && !(socket as Socket).writableEnded) {
         const status =
-          err.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? '408 Request Timeout' : '400 Bad Request';
+          err.code === 'ERR_HTTP_REQUEST_TIMEOUT'
+            ? '408 Request Timeout'
+            : err.code === 'HPE_HEADER_OVERFLOW'
+              ? '431 Request Header Fields Too Large'
+              : '400 Bad Request';
         socket.end(`HTTP/1.1 ${status}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n`);
       }
       socket.destroy();
@@ -274,24 +277,7 @@ export class WsdrainServer extends EventEmitter {
   async listen(): Promise<AddressInfo> {
     await this.pool.ready();
     // With the threads up, the descriptors in use are known: derive the default limit now.
-    this.#fdLimit = openFileLimit() ?? Number.POSITIVE_INFINITY;
-    this.#fdBaseline = openFileCount() ?? 64;
-    this.maxConnections =
-      this.options.maxConnections ?? defaultMaxConnections(this.#fdLimit, this.#fdBaseline);
-    const fits = this.#fdLimit - this.#fdBaseline;
-    if (this.maxConnections > fits) {
-      this.log.warn(
-        {
-          maxConnections: this.maxConnections,
-          openFileLimit: this.#fdLimit,
-          inUse: this.#fdBaseline,
-        },
-        `--max-connections ${this.maxConnections} is more than the open-file limit allows (about ${fits}); beyond that the kernel drops new connections (EMFILE)`,
-      );
-    }
-    // Accept a little beyond the WebSocket limit so health probes and 503s still get through,
-    // but stop accepting before the process runs out of descriptors.
-    this.http.maxConnections = this.maxConnections + HTTP_EXTRA;
+    this.admission.configure();
     await this.#bind();
     // From now on errors are accept() failures (EMFILE, ENFILE): the server keeps
     // listening and accepts again once descriptors free up.
@@ -328,8 +314,9 @@ export class WsdrainServer extends EventEmitter {
     });
   }
 
-  #fdsInUse(): number {
-    return this.#fdBaseline + this.conns.size + this.#upgrading;
+  /** WebSocket connection limit (derived from the open-file limit unless set). */
+  get maxConnections(): number {
+    return this.admission.maxConnections;
   }
 
   /** Open WebSocket connections. */
@@ -369,21 +356,15 @@ export class WsdrainServer extends EventEmitter {
 
   #onUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void {
     socket.on('error', noop);
+    this.admission.upgrading(socket as Socket);
     if (this.state === 'closed' || (this.state === 'draining' && this.#listening)) {
       // Draining but still listening (the --drain-delay, while load balancers catch up):
       // new clients are told to go elsewhere.
       this.stats.refusedDraining++;
       return this.#refuse(socket, '503 Service Unavailable', 'Retry-After: 1\r\n');
     }
-    const allowed = this.options.origin;
-    if (allowed.length > 0 && !allowed.includes(req.headers.origin ?? '')) {
-      this.stats.refusedOrigin++;
-      return this.#refuse(socket, '403 Forbidden');
-    }
-    if (this.conns.size + this.#upgrading >= this.maxConnections) {
-      this.stats.refusedFull++;
-      return this.#refuse(socket, '503 Service Unavailable', 'Retry-After: 1\r\n');
-    }
+    const refusal = this.admission.check(req);
+    if (refusal) return this.#refuse(socket, refusal.status, refusal.headers);
     this.#upgrading++;
     let counted = true;
     const done = (): void => {
@@ -423,26 +404,14 @@ export class WsdrainServer extends EventEmitter {
     });
     this.conns.add(conn);
     this.stats.accepted++;
-    if (!this.#fdExhausted && this.#fdsInUse() >= this.#fdLimit - 4) {
-      this.#fdExhausted = true;
-      this.log.error(
-        { connections: this.conns.size, openFileLimit: this.#fdLimit },
-        'open-file limit reached (EMFILE): new connections are dropped until sockets close',
-      );
-    }
+    this.admission.opened(socket);
     const receiver = receiverOf(ws) as { [kConn]?: Conn } | undefined;
     if (receiver) receiver[kConn] = conn;
     ws.on('close', (code: number) => {
       this.conns.delete(conn);
       forgetReceiver(ws);
       this.#unbacklog(conn);
-      if (this.#fdExhausted && this.#fdsInUse() < this.#fdLimit - 16) {
-        this.#fdExhausted = false;
-        this.log.info(
-          { connections: this.conns.size },
-          'below the open-file limit again: accepting',
-        );
-      }
+      this.admission.closed(socket);
       this.#paused.delete(conn);
       this.stats.closedByCode.set(code, (this.stats.closedByCode.get(code) ?? 0) + 1);
       this.emit('conn-close', conn, code);
@@ -819,6 +788,7 @@ export class WsdrainServer extends EventEmitter {
     this.state = 'closed';
     if (this.#heartbeat) clearInterval(this.#heartbeat);
     if (this.#sweep) clearInterval(this.#sweep);
+    this.admission.stop();
     this.#listening = false;
     this.http.close();
     this.http.closeAllConnections();
