@@ -534,6 +534,7 @@ export class Coordinator {
       dropped: sum('dropped'),
       inflightCompleted: sum('inflightCompleted'),
       late: sum('late'),
+      abandoned: sum('abandoned'),
       lateUpgrades: sum('lateUpgrades'),
       durationMs: Date.now() - started,
       code: 1001,

@@ -4,7 +4,10 @@
  *   1. stop taking work   /readyz -> 503; new upgrades get 503 + Retry-After
  *   2. delay              `drainDelay` ms (bounded by the deadline) for load balancers, then
  *                         the listener closes; late upgrades are closed with `code`
- *   3. finish in-flight   a socket's close frame waits for the replies it already owes
+ *   3. finish in-flight   a socket's close frame waits for the replies it already owes, until
+ *                         the last call (the deadline minus the time peers need to answer):
+ *                         then the work still owed is abandoned (counted) and the close
+ *                         frame goes anyway, so no socket is cut without one
  *   4. close frames       `code` + reason, sent in chunks so the event loop keeps turning
  *   5. bounded wait       for the peers' close frames, until the deadline
  *   6. terminate          what is left at the deadline; stop the pool; report
@@ -30,6 +33,8 @@ export interface DrainReport {
   inflightCompleted: number;
   /** Messages that arrived after their socket's close frame: counted, never answered. */
   late: number;
+  /** Messages whose work was still running or queued at the last call: never answered. */
+  abandoned: number;
   /** Upgrades that arrived after the listener closed and were closed with the drain code. */
   lateUpgrades: number;
   /** From the start of the drain to the end of phase 6, in ms. */
@@ -129,6 +134,7 @@ async function runDrain(server: WsdrainServer, opts: DrainOptions): Promise<Drai
     dropped: 0,
     inflightCompleted: 0,
     late: 0,
+    abandoned: 0,
     lateUpgrades: 0,
     durationMs: 0,
     code,
@@ -203,6 +209,21 @@ async function runDrain(server: WsdrainServer, opts: DrainOptions): Promise<Drai
   }
   server.releaseReads();
 
+  // 3, continued. The last call: sockets still owed replies get their close frame now, their
+  // work abandoned, so that their peers can still answer before the deadline.
+  const lastCall = (): void => {
+    for (const conn of server.conns) {
+      if (conn.closeWhenIdle === undefined || conn.closeSent) continue;
+      conn.abandoned = true;
+      report.abandoned += conn.inflight;
+      server.closeConn(conn, conn.closeWhenIdle, conn.closeReason);
+    }
+  };
+  const lastCallTimer = setTimeout(
+    lastCall,
+    Math.max(0, opts.deadline - MIN_ANSWER_MS - Date.now()),
+  );
+
   // 5. Bounded wait.
   if (server.conns.size > 0 && !ac.signal.aborted) {
     await Promise.race([
@@ -211,6 +232,7 @@ async function runDrain(server: WsdrainServer, opts: DrainOptions): Promise<Drai
     ]);
   }
   clearTimeout(deadlineTimer);
+  clearTimeout(lastCallTimer);
   opts.signal?.removeEventListener('abort', onForce);
 
   // 6. Terminate, stop the pool, report.

@@ -204,7 +204,7 @@ export function localDrainCommand(options: WsdrainOptions): DrainCommand {
 
 /** One-line human summary of a report. */
 export function summarize(r: DrainReport): string {
-  return `drained ${r.sockets} sockets in ${r.durationMs} ms: ${r.clean} clean, ${r.terminated} terminated, ${r.dropped} dropped; ${r.inflightCompleted} in-flight replies sent, ${r.late} late messages counted`;
+  return `drained ${r.sockets} sockets in ${r.durationMs} ms: ${r.clean} clean, ${r.terminated} terminated, ${r.dropped} dropped; ${r.inflightCompleted} in-flight replies sent, ${r.abandoned ?? 0} abandoned at the deadline, ${r.late} late messages counted`;
 }
 
 /** Writes a report file; a failure is logged, not fatal. */

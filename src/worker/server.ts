@@ -76,6 +76,8 @@ export interface Conn {
   closeReason: string;
   /** The drain sent its close frame (messages after it are "late"). */
   closeSent: boolean;
+  /** Closed by the drain with replies still owed: their work was abandoned. */
+  abandoned: boolean;
   /** Terminated by the drain deadline. */
   terminated: boolean;
   /** permessage-deflate was negotiated: frames may wait behind compressions. */
@@ -393,6 +395,7 @@ export class WsdrainServer extends EventEmitter {
       closeWhenIdle: undefined,
       closeReason: '',
       closeSent: false,
+      abandoned: false,
       terminated: false,
       deflate: ws.extensions.includes('permessage-deflate'),
       backlog: 0,
@@ -491,7 +494,7 @@ export class WsdrainServer extends EventEmitter {
       slots[conn.head] = undefined as never;
       conn.head++;
       conn.inflight--;
-      if (this.state === 'draining') this.stats.inflightCompletedDuringDrain++;
+      if (this.state === 'draining' && !conn.abandoned) this.stats.inflightCompletedDuringDrain++;
       if (kind === Kind.NONE || ws.readyState !== WebSocket.OPEN || conn.closeSent) continue;
       if (kind === Kind.ERROR) {
         this.stats.handlerErrors++;
