@@ -2,6 +2,8 @@
  * Programmatic API: the per-worker server and its drain, usable without the cluster.
  */
 
+export { CloseCode } from './codes.js';
+export type { ClusterReport, DrainReport, WorkerOutcome } from './drain/report.js';
 export * from './errors.js';
 export type { Handler, HandlerMessage, HandlerReply } from './handler.js';
 export {
@@ -18,5 +20,10 @@ export {
   validateOptions,
   type WsdrainOptions,
 } from './options.js';
-export { type DrainOptions, type DrainReport, drainServer } from './worker/drain.js';
-export { CloseCode, type ServerOptions, WsdrainServer } from './worker/server.js';
+export { type DrainOptions, drainServer } from './worker/drain.js';
+export {
+  type ServerOptions,
+  type ServerState,
+  type ServerStats,
+  WsdrainServer,
+} from './worker/server.js';

@@ -6,7 +6,11 @@
  */
 import { readdirSync, readFileSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
+import { exitMargin, MIN_ANSWER_MS } from './drain/budget.js';
 import { InvalidOptionError } from './errors.js';
+
+/** Environment variable carrying the resolved options from the primary to its workers. */
+export const OPTIONS_ENV = 'WSDRAIN_RESOLVED_OPTIONS';
 
 export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
 export type LogLevel = (typeof LOG_LEVELS)[number];
@@ -382,14 +386,6 @@ export const OPTION_DEFS: readonly OptionDef[] = [
     help: 'close reasons ask clients to reconnect after a delay up to this, spread evenly; a roll waits this long between workers (0 = no delay in the hint, no wait)',
   },
 ];
-
-/** Time kept at the end of a budget for terminating stragglers and exiting, in ms. */
-export function exitMargin(budgetMs: number): number {
-  return Math.min(500, Math.max(150, Math.round(budgetMs * 0.05)));
-}
-
-/** Time kept after the last paced close frame for the peers to answer, in ms. */
-export const MIN_ANSWER_MS = 250;
 
 /** Environment variable name for a flag: `drain-timeout` -> `WSDRAIN_DRAIN_TIMEOUT`. */
 export function envName(flag: string): string {

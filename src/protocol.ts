@@ -4,24 +4,8 @@
  * worker that is gone never throws.
  */
 import type { Worker } from 'node:cluster';
-import type { DrainKind } from './hint.js';
-import type { DrainReport } from './worker/drain.js';
-
-/** What a worker needs to drain: the primary sends it, a signal to the worker builds it. */
-export interface DrainCommand {
-  code: number;
-  /** Put in the reconnect hint of each close frame. */
-  kind: DrainKind;
-  /** Absolute deadline, epoch ms. */
-  deadline: number;
-  /** Phase 2 delay, in ms. */
-  delayMs: number;
-  /** Pacing: spread close frames over this window (ms), or at this rate (sockets/s). */
-  windowMs: number;
-  rate: number;
-  /** Each hint asks for a random reconnect delay up to this, in ms (0: none). */
-  reconnectWindowMs: number;
-}
+import type { DrainCommand } from './drain/budget.js';
+import type { DrainReport } from './drain/report.js';
 
 const SRC = 'wsdrain' as const;
 

@@ -223,9 +223,15 @@ describe('failures during a drain', () => {
       }
     }
     const summary = await srv.waitFor((l) => l.role === 'primary' && l.msg.startsWith('drained'));
-    const report = summary.report as { late: number; clean: number; inflightCompleted: number };
+    const report = summary.report as {
+      late: number;
+      abandoned: number;
+      clean: number;
+      inflightCompleted: number;
+    };
     expect(report.clean).toBe(n);
     // Nothing silently dropped: whatever was sent and not answered was counted as late.
-    expect(sent - replies).toBe(report.late);
+    // (abandoned: work still owed at the last call, on a machine too busy for the budget)
+    expect(sent - replies).toBe(report.late + report.abandoned);
   });
 });

@@ -17,10 +17,9 @@ import {
   type MetricValue,
   Registry,
 } from 'prom-client';
+import { DRAIN_BUCKETS, type DrainReport } from '../drain/report.js';
 import type { Logger } from '../log.js';
 import { isOurs, msg, sendToWorker, type ToPrimary } from '../protocol.js';
-import type { DrainReport } from '../worker/drain.js';
-import { DRAIN_BUCKETS } from '../worker/metrics.js';
 
 /** How long a scrape waits for each worker, in ms. */
 const WORKER_TIMEOUT_MS = 1000;

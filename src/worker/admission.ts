@@ -23,6 +23,7 @@ import type { IncomingMessage } from 'node:http';
 import type { Socket } from 'node:net';
 import type { Logger } from '../log.js';
 import { defaultMaxConnections, openFileCount, openFileLimit } from '../options.js';
+import { refuse } from './http.js';
 
 /** Descriptors kept free below the open-file limit (logs, reports, the odd file). */
 const FD_SPARE = 16;
@@ -156,12 +157,7 @@ export class Admission {
         'open-file limit reached: new connections get 503 until sockets close',
       );
     }
-    if (socket.writable) {
-      socket.end(
-        'HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\nRetry-After: 1\r\nContent-Length: 0\r\n\r\n',
-      );
-    }
-    socket.destroy();
+    refuse(socket, '503 Service Unavailable', 'Retry-After: 1\r\n');
     this.#report();
   }
 
@@ -263,10 +259,7 @@ export class Admission {
     this.#leave(socket, socket.remoteAddress ?? '');
     if (short) this.stats.shortTimeouts++;
     else this.stats.evictedIdle++;
-    if (socket.writable && !socket.writableEnded) {
-      socket.end('HTTP/1.1 408 Request Timeout\r\nConnection: close\r\nContent-Length: 0\r\n\r\n');
-    }
-    socket.destroy();
+    refuse(socket, '408 Request Timeout');
     this.#report();
   }
 

@@ -1,49 +1,35 @@
 /**
- * The phased drain of one server, driven by one absolute deadline (epoch ms):
+ * The phased drain of one server, driven by one absolute deadline (epoch ms). Read it top to
+ * bottom: each phase is one step of {@link runDrain}.
  *
- *   1. stop taking work   /readyz -> 503; new upgrades get 503 + Retry-After
- *   2. delay              `drainDelay` ms (bounded by the deadline) for load balancers, then
- *                         the listener closes; late upgrades are closed with `code`
+ *   1. stop taking work   /readyz -> 503, no more pings; new upgrades get 503 + Retry-After
+ *   2. delay              `delayMs` (bounded by the deadline) for load balancers; then, on a
+ *                         restart, the listener closes (upgrades already on their way are
+ *                         completed and closed with the drain code: `lateUpgrades`)
  *   3. finish in-flight   a socket's close frame waits for the replies it already owes, until
- *                         the last call (the deadline minus the time peers need to answer):
- *                         then the work still owed is abandoned (counted) and the close
- *                         frame goes anyway, so no socket is cut without one
- *   4. close frames       `code` + reason, sent in chunks so the event loop keeps turning
- *   5. bounded wait       for the peers' close frames, until the deadline
- *   6. terminate          what is left at the deadline; stop the pool; report
+ *                         the last call (the deadline minus MIN_ANSWER_MS, the time peers
+ *                         need to answer): then its work is abandoned (counted) and the
+ *                         close frame goes anyway, so no socket is cut without one
+ *   4. close frames       `code` + a reason with a reconnect hint, all at once in chunks (the
+ *                         peers' answers are read once every frame is out) or paced over a
+ *                         window; messages after a socket's close frame are `late`, counted
+ *                         and never answered (RFC 6455)
+ *   5. bounded wait       for the peers' close frames: `clean` when the handshake completed
+ *                         both ways, `dropped` when the peer went without one
+ *   6. terminate          what is left at the deadline (`terminated`); stop the pool; report
  *
- * No per-socket timers are armed here: one timer for the delay, one for the deadline, both
+ * The budget arithmetic (deadline, exit margin, last call) is in ../drain/budget.ts. No
+ * per-socket timers: one for the delay, one for the last call, one for the deadline, all
  * cancelled when the drain ends early.
  */
+import { CloseCode } from '../codes.js';
+import { MIN_ANSWER_MS } from '../drain/budget.js';
+import type { DrainReport } from '../drain/report.js';
 import { DrainStateError } from '../errors.js';
-import { MIN_ANSWER_MS } from '../options.js';
-import { CloseCode, type Conn, type WsdrainServer } from './server.js';
+import type { Connection } from './connection.js';
+import type { WsdrainServer } from './server.js';
 
-/** What one server's drain did. */
-export interface DrainReport {
-  /** WebSocket connections open when the drain began, plus late upgrades. */
-  sockets: number;
-  /** Closed with a complete closing handshake. */
-  clean: number;
-  /** Terminated at the deadline (or by a forced stop). */
-  terminated: number;
-  /** Closed by the peer or the network without a complete handshake before the deadline. */
-  dropped: number;
-  /** Messages answered during the drain (they were received before their close frame). */
-  inflightCompleted: number;
-  /** Messages that arrived after their socket's close frame: counted, never answered. */
-  late: number;
-  /** Messages whose work was still running or queued at the last call: never answered. */
-  abandoned: number;
-  /** Upgrades that arrived after the listener closed and were closed with the drain code. */
-  lateUpgrades: number;
-  /** From the start of the drain to the end of phase 6, in ms. */
-  durationMs: number;
-  /** Close code sent. */
-  code: number;
-  /** Window the close frames were spread over, in ms (0: all at once). */
-  windowMs: number;
-}
+export type { DrainReport };
 
 /** Options of one drain. */
 export interface DrainOptions {
@@ -67,7 +53,7 @@ export interface DrainOptions {
   random?: () => number;
   /** Absolute deadline, epoch ms: sockets still open then are terminated. */
   deadline: number;
-  /** Phase 2 delay, in ms. @default server.options.drainDelay */
+  /** Phase 2 delay, in ms. @default the server's --drain-delay */
   delayMs?: number;
   /** Sockets closed per event-loop turn in phase 4. @default 512 */
   chunk?: number;
@@ -101,34 +87,31 @@ export function drainServer(server: WsdrainServer, opts: DrainOptions): Promise<
   return p;
 }
 
-function sleep(ms: number, signal?: AbortSignal): Promise<void> {
+/** Resolves after `ms`, or at once when `signal` aborts. */
+function sleep(ms: number, signal: AbortSignal): Promise<void> {
   return new Promise((resolve) => {
-    if (ms <= 0 || signal?.aborted) return resolve();
+    if (ms <= 0 || signal.aborted) return resolve();
     const t = setTimeout(done, ms);
     function done(): void {
       clearTimeout(t);
-      signal?.removeEventListener('abort', done);
+      signal.removeEventListener('abort', done);
       resolve();
     }
-    signal?.addEventListener('abort', done, { once: true });
+    signal.addEventListener('abort', done, { once: true });
   });
 }
 
 async function runDrain(server: WsdrainServer, opts: DrainOptions): Promise<DrainReport> {
   const started = Date.now();
+  const { conns } = server;
   const code = opts.code ?? CloseCode.GOING_AWAY;
   const given = opts.reason ?? '';
   const reason = typeof given === 'function' ? given : () => given;
   const random = opts.random ?? Math.random;
   const chunk = opts.chunk ?? 512;
-  const { stats } = server;
-  const before = {
-    late: stats.lateMessages,
-    lateUpgrades: stats.lateUpgrades,
-    inflight: stats.inflightCompletedDuringDrain,
-  };
+  const lateUpgradesBefore = server.stats().lateUpgrades;
   const report: DrainReport = {
-    sockets: server.conns.size,
+    sockets: conns.size,
     clean: 0,
     terminated: 0,
     dropped: 0,
@@ -140,110 +123,115 @@ async function runDrain(server: WsdrainServer, opts: DrainOptions): Promise<Drai
     code,
     windowMs: 0,
   };
-  // The deadline is also the abort of every wait below.
-  const ac = new AbortController();
-  const onForce = (): void => ac.abort();
+  // The deadline (or a second signal) aborts every wait below.
+  const deadline = new AbortController();
+  const onForce = (): void => deadline.abort();
   opts.signal?.addEventListener('abort', onForce, { once: true });
-  if (opts.signal?.aborted) ac.abort();
+  if (opts.signal?.aborted) deadline.abort();
   const deadlineTimer = setTimeout(onForce, Math.max(0, opts.deadline - Date.now()));
 
+  // Accounting, from now to the end: replies owed, late messages, how each socket went.
+  let closing = false; // phase 4 has begun: the last socket to go ends phase 5
   let allClosed: () => void = () => {};
   const closedAll = new Promise<void>((resolve) => {
     allClosed = resolve;
   });
-  const onClose = (conn: Conn): void => {
-    const ws = conn.ws as unknown as { _closeFrameReceived: boolean; _closeFrameSent: boolean };
-    if (conn.terminated) return;
-    if (ws._closeFrameReceived && ws._closeFrameSent) report.clean++;
-    else report.dropped++;
-    if (server.conns.size === 0 && server.state === 'draining' && phase >= 4) allClosed();
+  conns.watch = {
+    replied: (conn) => {
+      if (!conn.abandoned) report.inflightCompleted++;
+    },
+    late: () => {
+      report.late++;
+    },
   };
-  let phase = 1;
-  server.on('conn-close', onClose);
+  const onClose = (conn: Connection, _code: number, clean: boolean): void => {
+    if (conn.terminated) return; // counted in phase 6
+    if (clean) report.clean++;
+    else report.dropped++;
+    if (closing && conns.size === 0) allClosed();
+  };
+  conns.on('close', onClose);
 
   // 1. Stop taking work: readiness off now; the listener closes after the delay.
   server.beginDrain(code, reason);
   const progress = opts.onProgress
-    ? setInterval(() => opts.onProgress?.(server.conns.size), opts.progressMs ?? 250)
+    ? setInterval(() => opts.onProgress?.(conns.size), opts.progressMs ?? 250)
     : undefined;
 
-  // 2. Delay.
-  phase = 2;
+  // 2. Delay. On a shutdown the port stays open to the end, so probes keep getting /healthz
+  // 200 and /readyz 503 and new clients a 503 + Retry-After, not a refused connection. On a
+  // restart the other workers serve the port: stop taking connections now.
   await sleep(
     Math.min(opts.delayMs ?? server.options.drainDelay, opts.deadline - Date.now()),
-    ac.signal,
+    deadline.signal,
   );
-  // On a shutdown the port stays open to the end, so probes keep getting /healthz 200 and
-  // /readyz 503 and new clients a 503 + Retry-After, not a refused connection. On a restart
-  // the other workers serve the port: stop taking connections here now.
   if (!(opts.keepListening ?? code === CloseCode.GOING_AWAY)) server.closeListener();
 
   // 3 + 4. Close frames, each after its socket's in-flight replies; all at once, or paced:
-  // socket i of n goes at start + window * (i + jitter) / n.
-  phase = 4;
-  const snapshot = [...server.conns];
+  // socket i of n goes at start + window * (i + jitter) / n, the window ending MIN_ANSWER_MS
+  // before the deadline at the latest.
+  closing = true;
+  const snapshot = [...conns.all];
   const n = snapshot.length;
   const start = Date.now();
   const room = Math.max(0, opts.deadline - start - MIN_ANSWER_MS);
   const wanted = opts.rate && opts.rate > 0 ? (n / opts.rate) * 1000 : (opts.windowMs ?? 0);
   const window = n > 1 ? Math.min(wanted, room) : 0;
   report.windowMs = Math.round(window);
-  // A burst: the peers' answers are read once every close frame is out (see holdReads).
-  if (window === 0) server.holdReads();
-  for (let i = 0; i < n && !ac.signal.aborted; i++) {
+  // A burst: the peers' answers wait in the kernel until every close frame is out.
+  if (window === 0) conns.holdReads();
+  for (let i = 0; i < n && !deadline.signal.aborted; i++) {
     if (window > 0) {
       const due = start + (window * (i + random())) / n;
       const wait = due - Date.now();
-      if (wait > 1) await sleep(wait, ac.signal);
-      if (ac.signal.aborted) break;
+      if (wait > 1) await sleep(wait, deadline.signal);
+      if (deadline.signal.aborted) break;
     }
     const conn = snapshot[i]!;
-    if (conn.ws.readyState !== conn.ws.OPEN) continue;
-    if (conn.inflight > 0) {
-      conn.closeWhenIdle = code;
-      conn.closeReason = reason(i, n);
-    } else {
-      server.closeConn(conn, code, reason(i, n));
-    }
+    if (!conn.open) continue;
+    // 3. A socket that still owes replies gets its close frame when the last one is out.
+    if (conn.inflight > 0) conn.closeWhenIdle = { code, reason: reason(i, n) };
+    else conns.close(conn, code, reason(i, n));
     if (window === 0 && (i + 1) % chunk === 0) await new Promise<void>((r) => setImmediate(r));
   }
-  server.releaseReads();
+  conns.releaseReads();
+  if (conns.size === 0) allClosed();
 
-  // 3, continued. The last call: sockets still owed replies get their close frame now, their
-  // work abandoned, so that their peers can still answer before the deadline.
-  const lastCall = (): void => {
-    for (const conn of server.conns) {
-      if (conn.closeWhenIdle === undefined || conn.closeSent) continue;
-      conn.abandoned = true;
-      report.abandoned += conn.inflight;
-      server.closeConn(conn, conn.closeWhenIdle, conn.closeReason);
-    }
-  };
-  const lastCallTimer = setTimeout(
-    lastCall,
+  // 3, the last call: sockets still owed replies get their close frame now, their work
+  // abandoned, so that their peers can still answer before the deadline.
+  const lastCall = setTimeout(
+    () => {
+      for (const conn of conns.all) {
+        if (!conn.closeWhenIdle || conn.closeSent) continue;
+        conn.abandoned = true;
+        report.abandoned += conn.inflight;
+        conns.close(conn, conn.closeWhenIdle.code, conn.closeWhenIdle.reason);
+      }
+    },
     Math.max(0, opts.deadline - MIN_ANSWER_MS - Date.now()),
   );
 
-  // 5. Bounded wait.
-  if (server.conns.size > 0 && !ac.signal.aborted) {
+  // 5. Bounded wait for the peers' close frames.
+  if (!deadline.signal.aborted) {
     await Promise.race([
       closedAll,
-      new Promise<void>((r) => ac.signal.addEventListener('abort', () => r(), { once: true })),
+      new Promise<void>((r) =>
+        deadline.signal.addEventListener('abort', () => r(), { once: true }),
+      ),
     ]);
   }
   clearTimeout(deadlineTimer);
-  clearTimeout(lastCallTimer);
+  clearTimeout(lastCall);
   opts.signal?.removeEventListener('abort', onForce);
 
-  // 6. Terminate, stop the pool, report.
+  // 6. Terminate what is left, stop the pool, report.
   report.terminated = server.terminateAll();
   if (progress) clearInterval(progress);
-  server.off('conn-close', onClose);
+  conns.off('close', onClose);
+  conns.watch = undefined;
   await server.shutdown();
-  report.late = stats.lateMessages - before.late;
-  report.lateUpgrades = stats.lateUpgrades - before.lateUpgrades;
+  report.lateUpgrades = server.stats().lateUpgrades - lateUpgradesBefore;
   report.sockets += report.lateUpgrades;
-  report.inflightCompleted = stats.inflightCompletedDuringDrain - before.inflight;
   report.durationMs = Date.now() - started;
   return report;
 }

@@ -7,16 +7,19 @@
  * and whichever comes second changes nothing. A second signal terminates at once.
  */
 import cluster from 'node:cluster';
-import { writeFileSync } from 'node:fs';
+import { CloseCode } from '../codes.js';
+import { type DrainCommand, drainCommand } from '../drain/budget.js';
+import { DrainProgress } from '../drain/progress.js';
+import { type DrainReport, summarize, writeReport } from '../drain/report.js';
 import { hintReason } from '../hint.js';
-import { createLogger, type Logger } from '../log.js';
+import { createLogger } from '../log.js';
 import type { WsdrainOptions } from '../options.js';
-import { DrainProgress, exitMargin } from '../progress.js';
-import { type DrainCommand, isOurs, msg, sendToPrimary, type ToWorker } from '../protocol.js';
+import { isOurs, msg, sendToPrimary, type ToWorker } from '../protocol.js';
+import { installSignals } from '../signals.js';
 import { maskImplementation } from './bufferutil.js';
-import { type DrainOptions, type DrainReport, drainServer } from './drain.js';
+import { drainServer } from './drain.js';
 import { WorkerMetrics } from './metrics.js';
-import { CloseCode, WsdrainServer } from './server.js';
+import { WsdrainServer } from './server.js';
 
 /** Starts the server of this process and wires signals (and IPC in a cluster worker). */
 export async function runServerProcess(options: WsdrainOptions): Promise<void> {
@@ -28,7 +31,7 @@ export async function runServerProcess(options: WsdrainOptions): Promise<void> {
   );
   const server = new WsdrainServer({ ...options, logger: log });
   // In a cluster, /readyz answers 200 only once the primary says every worker listens.
-  if (clustered) server.clusterReady = false;
+  if (clustered) server.setClusterReady(false);
   const metrics = new WorkerMetrics(server);
   let drainStarted = false;
   let exiting = false;
@@ -44,23 +47,21 @@ export async function runServerProcess(options: WsdrainOptions): Promise<void> {
   const startDrain = (cmd: DrainCommand): void => {
     if (drainStarted) return;
     drainStarted = true;
+    signals.markStopping();
     const total = server.connections;
-    const o: DrainOptions = {
+    sendToPrimary(msg({ type: 'draining', code: cmd.code, sockets: total }));
+    const progress = clustered ? undefined : new DrainProgress(log, total);
+    log.info(
+      { code: cmd.code, sockets: total, deadlineInMs: cmd.deadline - Date.now() },
+      `drain started: closing ${total} sockets with ${cmd.code}`,
+    );
+    drainServer(server, {
       code: cmd.code,
       deadline: cmd.deadline,
       delayMs: cmd.delayMs,
       windowMs: cmd.windowMs,
       rate: cmd.rate,
       reason: hintReason(cmd.kind, cmd.reconnectWindowMs),
-    };
-    sendToPrimary(msg({ type: 'draining', code: cmd.code, sockets: total }));
-    const progress = clustered ? undefined : new DrainProgress(log, total);
-    log.info(
-      { code: o.code, sockets: total, deadlineInMs: o.deadline - Date.now() },
-      `drain started: closing ${total} sockets with ${o.code}`,
-    );
-    drainServer(server, {
-      ...o,
       signal: force.signal,
       onProgress: (remaining) => {
         if (clustered) sendToPrimary(msg({ type: 'progress', remaining }));
@@ -89,16 +90,6 @@ export async function runServerProcess(options: WsdrainOptions): Promise<void> {
     exit(force.signal.aborted ? 1 : 0);
   };
 
-  const onSignal = (signal: NodeJS.Signals): void => {
-    if (!drainStarted) {
-      log.info({ signal }, `${signal}: draining (send it again to terminate now)`);
-      startDrain(localDrainCommand(options));
-      return;
-    }
-    log.warn({ signal }, `${signal} again: terminating every socket now`);
-    forceStop();
-  };
-
   const forceStop = (): void => {
     force.abort();
     server.terminateAll();
@@ -107,10 +98,20 @@ export async function runServerProcess(options: WsdrainOptions): Promise<void> {
     if (!drainStarted) exit(1);
   };
 
-  process.on('SIGTERM', onSignal);
-  process.on('SIGINT', onSignal);
-  process.on('SIGHUP', () => {
-    if (!clustered) log.warn('SIGHUP ignored: rolling restarts need --workers 1 or more');
+  // A signal to this process: the whole budget from now, 1001. In a cluster the rate is this
+  // worker's share of --drain-rate.
+  const signals = installSignals({
+    onStop: (signal) => {
+      log.info({ signal }, `${signal}: draining (send it again to terminate now)`);
+      startDrain(drainCommand('shutdown', options, Math.max(1, options.workers)));
+    },
+    onForce: (signal) => {
+      log.warn({ signal }, `${signal} again: terminating every socket now`);
+      forceStop();
+    },
+    onReload: () => {
+      if (!clustered) log.warn('SIGHUP ignored: rolling restarts need --workers 1 or more');
+    },
   });
 
   if (clustered) {
@@ -124,7 +125,7 @@ export async function runServerProcess(options: WsdrainOptions): Promise<void> {
           forceStop();
           break;
         case 'cluster-ready':
-          server.clusterReady = m.ready;
+          server.setClusterReady(m.ready);
           break;
         case 'accepting':
           // A rolling restart: an old worker stops taking new connections while the new
@@ -155,7 +156,9 @@ export async function runServerProcess(options: WsdrainOptions): Promise<void> {
     cluster.worker?.on('disconnect', () => {
       if (exiting) return;
       const reason = hintReason('shutdown', options.reconnectWindow);
-      for (const conn of server.conns) server.closeConnNow(conn, CloseCode.GOING_AWAY, reason());
+      for (const conn of server.conns.all) {
+        server.conns.closeNow(conn, CloseCode.GOING_AWAY, reason());
+      }
     });
   }
 
@@ -183,35 +186,4 @@ export async function runServerProcess(options: WsdrainOptions): Promise<void> {
   );
   if (clustered) sendToPrimary(msg({ type: 'listening', port: address.port }));
   else if (process.send) process.send('ready');
-}
-
-/**
- * The drain this process runs when it gets SIGTERM/SIGINT itself: the whole budget from
- * now, close code 1001. In a cluster the rate is the worker's share of --drain-rate.
- */
-export function localDrainCommand(options: WsdrainOptions): DrainCommand {
-  const budget = options.drainTimeout;
-  return {
-    code: CloseCode.GOING_AWAY,
-    kind: 'shutdown',
-    deadline: Date.now() + budget - exitMargin(budget),
-    delayMs: options.drainDelay,
-    windowMs: options.drainWindow,
-    rate: options.drainRate / Math.max(1, options.workers),
-    reconnectWindowMs: options.reconnectWindow,
-  };
-}
-
-/** One-line human summary of a report. */
-export function summarize(r: DrainReport): string {
-  return `drained ${r.sockets} sockets in ${r.durationMs} ms: ${r.clean} clean, ${r.terminated} terminated, ${r.dropped} dropped; ${r.inflightCompleted} in-flight replies sent, ${r.abandoned ?? 0} abandoned at the deadline, ${r.late} late messages counted`;
-}
-
-/** Writes a report file; a failure is logged, not fatal. */
-export function writeReport(log: Logger, file: string, data: unknown): void {
-  try {
-    writeFileSync(file, `${JSON.stringify(data, null, 2)}\n`);
-  } catch (err) {
-    log.error({ err: (err as Error).message, file }, 'cannot write the drain report');
-  }
 }

@@ -10,11 +10,8 @@ import {
   type MetricValue,
   Registry,
 } from 'prom-client';
-import type { DrainReport } from './drain.js';
+import { DRAIN_BUCKETS, type DrainReport } from '../drain/report.js';
 import type { WsdrainServer } from './server.js';
-
-/** Buckets of drain durations, in seconds. */
-export const DRAIN_BUCKETS = [0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60];
 
 /**
  * A counter labelled by `reason`, fed at scrape time from counts the server keeps anyway (no
@@ -63,34 +60,38 @@ export class WorkerMetrics {
       labelNames: ['code'],
       registers,
     });
-    server.on('conn-close', (_conn: unknown, code: number) => closed.inc({ code: String(code) }));
-    const { stats } = server;
-    const admitted = server.admission.stats;
+    server.conns.on('close', (_conn: unknown, code: number) => closed.inc({ code: String(code) }));
     counterOf(
       registers,
       'wsdrain_connections_refused_total',
       'Connections and upgrades refused or closed before their upgrade, by reason',
-      () => ({
-        full: admitted.refusedFull,
-        origin: admitted.refusedOrigin,
-        per_ip: admitted.refusedPerIp,
-        malformed: admitted.refusedMalformed,
-        draining: stats.refusedDraining,
-        no_descriptor: admitted.refusedNoRoom,
-        idle_evicted: admitted.evictedIdle,
-        idle_timeout: admitted.shortTimeouts,
-      }),
+      () => {
+        const s = server.stats();
+        return {
+          full: s.refusedFull,
+          origin: s.refusedOrigin,
+          per_ip: s.refusedPerIp,
+          malformed: s.refusedMalformed,
+          draining: s.refusedDraining,
+          no_descriptor: s.refusedNoRoom,
+          idle_evicted: s.evictedIdle,
+          idle_timeout: s.shortTimeouts,
+        };
+      },
     );
     counterOf(
       registers,
       'wsdrain_connections_cut_total',
       'WebSocket connections closed by a limit, by reason',
-      () => ({
-        slow_consumer: stats.slowConsumers,
-        rate_limit: stats.rateLimited,
-        heartbeat: stats.heartbeatTimeouts,
-        unfinished_message: stats.unfinishedMessages,
-      }),
+      () => {
+        const s = server.conns.stats;
+        return {
+          slow_consumer: s.slowConsumers,
+          rate_limit: s.rateLimited,
+          heartbeat: s.heartbeatTimeouts,
+          unfinished_message: s.unfinishedMessages,
+        };
+      },
     );
     this.#drain = new Histogram({
       name: 'wsdrain_drain_duration_seconds',

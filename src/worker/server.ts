@@ -1,148 +1,49 @@
 /**
- * The server of one worker: HTTP (`/healthz`, `/readyz`, 426 for the rest) and a `ws`
- * WebSocketServer in noServer mode, with connection limits, handshake timeouts, a heartbeat,
- * per-connection ordering, rate and buffer limits, and the handler pool.
+ * The server of one worker and its lifecycle. The rooms it is built from:
+ *
+ *     http.ts        /healthz, /readyz, 426, answers to broken requests
+ *     admission.ts   who gets in: descriptors, idle eviction, per-IP caps, upgrade checks
+ *     connection.ts  each connection: ordering, backpressure, buffer limits, closing
+ *     heartbeat.ts   liveness: pings, unfinished messages
+ *     pool.ts        the handler's threads
+ *     drain.ts       the graceful stop, six phases (drainServer)
  *
  * Lifecycle:
  *
- *     STARTING --listen()--> RUNNING --drain()--> DRAINING --> CLOSED
- *                                \------------terminateAll()---/
+ *     starting --listen()--> running --drain--> draining --> closed
+ *                               \------terminateAll(), shutdown()--/
  *
  * Every socket, raw or WebSocket, gets an 'error' listener before anything else can happen.
  */
-import { randomBytes } from 'node:crypto';
-import { EventEmitter } from 'node:events';
-import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { createServer, type IncomingMessage, type Server } from 'node:http';
 import { type AddressInfo, Server as NetServer, type Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
-import { type PerMessageDeflateOptions, WebSocket, WebSocketServer } from 'ws';
-import { HandlerError, ListenError } from '../errors.js';
+import { type PerMessageDeflateOptions, type WebSocket, WebSocketServer } from 'ws';
+import { CloseCode } from '../codes.js';
+import { ListenError } from '../errors.js';
 import type { Logger } from '../log.js';
 import { defaultThreads, type WsdrainOptions } from '../options.js';
-import { Admission } from './admission.js';
-import { Kind, MessagePool } from './pool.js';
-import {
-  closeFrameNow,
-  forgetReceiver,
-  idempotentEnds,
-  patchReceiver,
-  receiverOf,
-  startReading,
-  stopReading,
-  unfinishedMessages,
-} from './socket.js';
+import { Admission, type AdmissionStats } from './admission.js';
+import { type ConnectionStats, Connections, type Slot } from './connection.js';
+import { Heartbeat } from './heartbeat.js';
+import { answerClientError, answerRequest, refuse } from './http.js';
+import { MessagePool } from './pool.js';
+import { idempotentEnds } from './socket.js';
 
 export type ServerState = 'starting' | 'running' | 'draining' | 'closed';
-
-/** Close codes wsdrain sends itself. */
-export const CloseCode = {
-  GOING_AWAY: 1001,
-  POLICY: 1008,
-  INTERNAL: 1011,
-  RESTART: 1012,
-  TRY_AGAIN: 1013,
-} as const;
-
-/** Per-connection pending messages at which that socket stops being read. */
-const CONN_HIGH_WATER = 128;
-
-/** Sockets pinged per event-loop turn in a heartbeat round. */
-const HEARTBEAT_CHUNK = 1000;
-
-/** Pings one peer may send per second; more is a flood, closed with 1008. */
-export const PING_LIMIT_PER_SECOND = 100;
-
-/**
- * Bytes queued for one client from which it counts towards the worker's total
- * (--max-buffered-total) until its socket drains. Below it a socket holds no more than what
- * one write leaves behind.
- */
-const BACKLOG_FROM = 64 * 1024;
-
-/** Per-connection bookkeeping. */
-export interface Conn {
-  ws: WebSocket;
-  /** The TCP socket under `ws`. */
-  socket: Socket;
-  /** Replies not yet sent, in message order; a slot is filled when its result arrives. */
-  slots: Slot[];
-  head: number;
-  /** Messages handed to the pool and not answered yet. */
-  inflight: number;
-  alive: boolean;
-  paused: boolean;
-  /** Close this socket with this code once `inflight` reaches 0 (drain phase 3). */
-  closeWhenIdle: number | undefined;
-  closeReason: string;
-  /** The drain sent its close frame (messages after it are "late"). */
-  closeSent: boolean;
-  /** Closed by the drain with replies still owed: their work was abandoned. */
-  abandoned: boolean;
-  /** Terminated by the drain deadline. */
-  terminated: boolean;
-  /** permessage-deflate was negotiated: frames may wait behind compressions. */
-  deflate: boolean;
-  /** Bytes this connection counts for in the worker's backlog (0: not backlogged). */
-  backlog: number;
-  /** Messages and pings counted in the current one-second window. */
-  messages: RateWindow;
-  pings: RateWindow;
-}
-
-/** One message's place in its connection's reply order. */
-export interface Slot {
-  conn: Conn;
-  /** The result's kind; `PENDING` until the pool answers. */
-  kind: Kind | typeof PENDING;
-  /** The reply's bytes (TEXT, BINARY), the failure's message (ERROR), or null. */
-  data: Buffer | string | null;
-}
-
-/** Kind of a slot whose result has not arrived. */
-const PENDING = -1;
-
-/** ws.send options of the two reply kinds. */
-const AS_TEXT = { binary: false } as const;
-const AS_BINARY = { binary: true } as const;
-
-/** A one-second counting window. */
-interface RateWindow {
-  start: number;
-  count: number;
-}
-
-/** Counts one event; true when the window now holds more than `limit`. */
-function overRate(w: RateWindow, limit: number, now = Date.now()): boolean {
-  if (now - w.start >= 1000) {
-    w.start = now;
-    w.count = 0;
-  }
-  return ++w.count > limit;
-}
-
-/** Counters the drain report and the metrics read. */
-export interface ServerStats {
-  accepted: number;
-  closedByCode: Map<number, number>;
-  refusedDraining: number;
-  lateUpgrades: number;
-  lateMessages: number;
-  inflightCompletedDuringDrain: number;
-  handlerErrors: number;
-  slowConsumers: number;
-  rateLimited: number;
-  heartbeatTimeouts: number;
-  /** Fragmented messages not finished within --message-timeout (closed with 1008). */
-  unfinishedMessages: number;
-}
 
 /** Options of one server: the CLI options plus a logger. */
 export type ServerOptions = WsdrainOptions & { logger: Logger };
 
-function noop(): void {}
+/** Counters of one server (a copy, taken when asked). */
+export interface ServerStats extends ConnectionStats, AdmissionStats {
+  /** Upgrades refused with 503 while draining and still listening. */
+  refusedDraining: number;
+  /** Upgrades completed after the listener closed, closed at once with the drain code. */
+  lateUpgrades: number;
+}
 
-/** Marks a ws receiver with its connection (for the unfinished-message sweep). */
-const kConn = Symbol('wsdrain.conn');
+function noop(): void {}
 
 /** ws's permessage-deflate options from ours: memory per connection bounded by them. */
 function deflateOptions(o: WsdrainOptions): PerMessageDeflateOptions {
@@ -158,60 +59,59 @@ function deflateOptions(o: WsdrainOptions): PerMessageDeflateOptions {
 }
 
 /**
- * One worker's server. Emits `'conn-close' (conn, code)` when a WebSocket connection closes. Use {@link WsdrainServer.listen} then, to stop,
- * `drainServer()` from `./drain.js` (graceful) or {@link WsdrainServer.terminateAll} (forced).
+ * One worker's server: `listen()`, then to stop, `drainServer()` (graceful, see ./drain.ts)
+ * or `terminateAll()` and `shutdown()` (forced).
  */
-export class WsdrainServer extends EventEmitter {
+export class WsdrainServer {
+  /** @internal */
   readonly options: ServerOptions;
+  /** @internal */
   readonly log: Logger;
+  /** @internal */
   readonly http: Server;
+  /** @internal */
   readonly wss: WebSocketServer;
+  /** @internal */
   readonly pool: MessagePool<Slot>;
-  readonly conns = new Set<Conn>();
-  readonly stats: ServerStats = {
-    accepted: 0,
-    closedByCode: new Map(),
-    refusedDraining: 0,
-    lateUpgrades: 0,
-    lateMessages: 0,
-    inflightCompletedDuringDrain: 0,
-    handlerErrors: 0,
-    slowConsumers: 0,
-    rateLimited: 0,
-    heartbeatTimeouts: 0,
-    unfinishedMessages: 0,
-  };
-  /** Who gets in: descriptor rooms, idle eviction, per-IP caps, upgrade checks. */
+  /** @internal The WebSocket connections. */
+  readonly conns: Connections;
+  /** @internal */
   readonly admission: Admission;
-  state: ServerState = 'starting';
-  /** Set by the cluster primary: false until every worker listens. */
-  clusterReady = true;
-  /** Code and reason used for upgrades that arrive while draining. */
-  drainClose: { code: number; reason: () => string } = {
+  /** @internal */
+  readonly heartbeat: Heartbeat;
+  #state: ServerState = 'starting';
+  #clusterReady = true;
+  #listening = false;
+  #upgrading = 0;
+  #refusedDraining = 0;
+  #lateUpgrades = 0;
+  /** Code and reason of the drain, for upgrades that complete while it runs. */
+  #drainClose: { code: number; reason: () => string } = {
     code: CloseCode.GOING_AWAY,
     reason: () => '',
   };
-  #beating = false;
-  #ready = new Set<Conn>();
-  #readyScheduled = false;
-  #upgrading = 0;
-  #listening = false;
-  #paused = new Set<Conn>();
-  #heartbeat: NodeJS.Timeout | undefined;
-  /** Payload of this heartbeat round's pings: only a pong that echoes it proves liveness. */
-  #pingToken = randomBytes(8);
-  /** Connections with at least BACKLOG_FROM bytes queued, and those bytes in all. */
-  #backlogged = new Set<Conn>();
-  #backlogBytes = 0;
-  #sweep: NodeJS.Timeout | undefined;
-  /** Sockets whose reading is held back while a burst of close frames goes out. */
-  #held: Socket[] | undefined;
 
   constructor(options: ServerOptions) {
-    super();
-    patchReceiver();
     this.options = options;
     this.log = options.logger;
+    this.pool = new MessagePool({
+      threads: options.threads ?? defaultThreads(options.workers),
+      handler: options.handler,
+      taskTimeout: options.taskTimeout,
+      onResult: (slot, kind, data) => this.conns.result(slot, kind, data),
+      onPressure: (on) => this.conns.poolPressure(on, this.pool.pending),
+    });
+    this.conns = new Connections({
+      log: this.log,
+      rateLimit: options.rateLimit,
+      maxBuffered: options.maxBuffered,
+      maxBufferedTotal: options.maxBufferedTotal,
+      submit: (data, isBinary, slot) => this.pool.submit(data, isBinary, slot),
+    });
+    this.heartbeat = new Heartbeat(
+      { log: this.log, heartbeat: options.heartbeat, messageTimeout: options.messageTimeout },
+      this.conns,
+    );
     this.admission = new Admission({
       log: this.log,
       maxConnections: options.maxConnections,
@@ -242,37 +142,51 @@ export class WsdrainServer extends EventEmitter {
       // Bound ws's own per-socket close timer (30 s by default) by the drain budget.
       closeTimeout: options.drainTimeout,
     } as ConstructorParameters<typeof WebSocketServer>[0]);
-    this.pool = new MessagePool({
-      threads: options.threads ?? defaultThreads(options.workers),
-      handler: options.handler,
-      taskTimeout: options.taskTimeout,
-      onResult: (slot, kind, data) => this.#onResult(slot, kind, data),
-      onPressure: (on) => this.#onPoolPressure(on),
-    });
-    this.http.on('request', (req, res) => this.#onRequest(req, res));
+    const probe = {
+      ready: () => this.ready,
+      state: () => this.#state,
+      closing: () => this.#state === 'draining' || this.#state === 'closed',
+    };
+    this.http.on('request', (req, res) => answerRequest(probe, req, res));
     this.http.on('upgrade', (req, socket, head) => this.#onUpgrade(req, socket, head));
     this.http.on('connection', (socket: Socket) => {
       socket.on('error', noop);
       this.admission.onConnection(socket);
     });
-    this.http.on('clientError', (err: NodeJS.ErrnoException, socket: Duplex) => {
-      this.log.debug({ err: err.code ?? err.message }, 'client error before upgrade');
-      if (socket.writable && !(socket as Socket).writableEnded) {
-        const status =
-          err.code === 'ERR_HTTP_REQUEST_TIMEOUT'
-            ? '408 Request Timeout'
-            : err.code === 'HPE_HEADER_OVERFLOW'
-              ? '431 Request Header Fields Too Large'
-              : '400 Bad Request';
-        socket.end(`HTTP/1.1 ${status}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n`);
-      }
-      socket.destroy();
-    });
+    this.http.on('clientError', (err: NodeJS.ErrnoException, socket: Duplex) =>
+      answerClientError(this.log, err, socket),
+    );
+  }
+
+  /** starting, running, draining or closed. */
+  get state(): ServerState {
+    return this.#state;
   }
 
   /** Whether `/readyz` answers 200. */
   get ready(): boolean {
-    return this.state === 'running' && this.clusterReady;
+    return this.#state === 'running' && this.#clusterReady;
+  }
+
+  /** Open WebSocket connections. */
+  get connections(): number {
+    return this.conns.size;
+  }
+
+  /** WebSocket connection limit (derived from the open-file limit unless set). */
+  get maxConnections(): number {
+    return this.admission.maxConnections;
+  }
+
+  /** The server's counters, copied now. */
+  stats(): ServerStats {
+    return {
+      ...this.conns.stats,
+      closedByCode: new Map(this.conns.stats.closedByCode),
+      ...this.admission.stats,
+      refusedDraining: this.#refusedDraining,
+      lateUpgrades: this.#lateUpgrades,
+    };
   }
 
   /** Loads the handler, binds the port; resolves with the bound address. */
@@ -286,18 +200,9 @@ export class WsdrainServer extends EventEmitter {
     this.http.on('error', (err: NodeJS.ErrnoException) => {
       this.log.error({ err: err.code ?? err.message }, 'accept failed');
     });
-    this.state = 'running';
+    this.#state = 'running';
     this.#listening = true;
-    if (this.options.heartbeat > 0) {
-      this.#heartbeat = setInterval(() => void this.#beat(), this.options.heartbeat);
-      this.#heartbeat.unref();
-    }
-    const limit = this.options.messageTimeout;
-    if (limit > 0) {
-      const every = Math.min(1000, Math.max(25, Math.floor(limit / 4)));
-      this.#sweep = setInterval(() => this.#closeUnfinished(limit), every);
-      this.#sweep.unref();
-    }
+    this.heartbeat.start();
     return this.http.address() as AddressInfo;
   }
 
@@ -316,57 +221,17 @@ export class WsdrainServer extends EventEmitter {
     });
   }
 
-  /** WebSocket connection limit (derived from the open-file limit unless set). */
-  get maxConnections(): number {
-    return this.admission.maxConnections;
-  }
-
-  /** Open WebSocket connections. */
-  get connections(): number {
-    return this.conns.size;
-  }
-
-  #onRequest(req: IncomingMessage, res: ServerResponse): void {
-    const path = (req.url ?? '/').split('?', 1)[0];
-    if (req.method === 'GET' || req.method === 'HEAD') {
-      if (path === '/healthz') return this.#plain(res, 200, 'ok\n');
-      if (path === '/readyz') {
-        if (this.ready) return this.#plain(res, 200, 'ready\n');
-        res.setHeader('Retry-After', '1');
-        return this.#plain(res, 503, `${this.state}\n`);
-      }
-    }
-    res.setHeader('Upgrade', 'websocket');
-    res.setHeader('Connection', 'Upgrade');
-    this.#plain(res, 426, 'this is a WebSocket endpoint: send an Upgrade request\n');
-  }
-
-  #plain(res: ServerResponse, status: number, body: string): void {
-    res.statusCode = status;
-    res.setHeader('Content-Type', 'text/plain; charset=utf-8');
-    res.setHeader('Content-Length', Buffer.byteLength(body));
-    if (this.state === 'draining' || this.state === 'closed') res.setHeader('Connection', 'close');
-    res.end(body);
-  }
-
-  #refuse(socket: Duplex, status: string, extra = ''): void {
-    if (socket.writable) {
-      socket.end(`HTTP/1.1 ${status}\r\nConnection: close\r\nContent-Length: 0\r\n${extra}\r\n`);
-    }
-    socket.destroy();
-  }
-
   #onUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void {
     socket.on('error', noop);
     this.admission.upgrading(socket as Socket);
-    if (this.state === 'closed' || (this.state === 'draining' && this.#listening)) {
+    if (this.#state === 'closed' || (this.#state === 'draining' && this.#listening)) {
       // Draining but still listening (the --drain-delay, while load balancers catch up):
       // new clients are told to go elsewhere.
-      this.stats.refusedDraining++;
-      return this.#refuse(socket, '503 Service Unavailable', 'Retry-After: 1\r\n');
+      this.#refusedDraining++;
+      return refuse(socket, '503 Service Unavailable', 'Retry-After: 1\r\n');
     }
     const refusal = this.admission.check(req);
-    if (refusal) return this.#refuse(socket, refusal.status, refusal.headers);
+    if (refusal) return refuse(socket, refusal.status, refusal.headers);
     this.#upgrading++;
     let counted = true;
     const done = (): void => {
@@ -384,366 +249,39 @@ export class WsdrainServer extends EventEmitter {
   }
 
   #onConnection(ws: WebSocket, socket: Socket): void {
-    const conn: Conn = {
-      ws,
-      socket,
-      slots: [],
-      head: 0,
-      inflight: 0,
-      alive: true,
-      paused: false,
-      closeWhenIdle: undefined,
-      closeReason: '',
-      closeSent: false,
-      abandoned: false,
-      terminated: false,
-      deflate: ws.extensions.includes('permessage-deflate'),
-      backlog: 0,
-      messages: { start: 0, count: 0 },
-      pings: { start: 0, count: 0 },
-    };
-    ws.on('error', (err: Error & { code?: string }) => {
-      this.log.debug({ err: err.code ?? err.message }, 'websocket error');
-    });
-    this.conns.add(conn);
-    this.stats.accepted++;
+    const conn = this.conns.add(ws, socket);
     this.admission.opened(socket);
-    const receiver = receiverOf(ws) as { [kConn]?: Conn } | undefined;
-    if (receiver) receiver[kConn] = conn;
-    ws.on('close', (code: number) => {
-      this.conns.delete(conn);
-      forgetReceiver(ws);
-      this.#unbacklog(conn);
-      this.admission.closed(socket);
-      this.#paused.delete(conn);
-      this.stats.closedByCode.set(code, (this.stats.closedByCode.get(code) ?? 0) + 1);
-      this.emit('conn-close', conn, code);
-    });
-    // Alive is a pong that answers this round's ping (same payload): an unsolicited pong
-    // proves nothing, a peer can send those without reading a byte.
-    ws.on('pong', (data: Buffer) => {
-      if (data.equals(this.#pingToken)) conn.alive = true;
-    });
-    ws.on('ping', () => {
-      if (overRate(conn.pings, PING_LIMIT_PER_SECOND)) {
-        this.stats.rateLimited++;
-        this.closeConn(conn, CloseCode.POLICY, 'ping flood');
-        return;
-      }
-      // ws has queued the pong already: it counts like any other byte for this client.
-      this.#checkBuffered(conn);
-    });
-    ws.on('message', (data: Buffer | ArrayBuffer | Buffer[], isBinary: boolean) =>
-      this.#onMessage(conn, data as Buffer, isBinary),
-    );
-    if (this.state === 'draining') {
+    ws.once('close', () => this.admission.closed(socket));
+    this.heartbeat.watch(conn);
+    if (this.#state === 'draining') {
       // The listener was closed, but this upgrade was already on its way: close it with the
       // drain code at once, so the client learns why and reconnects elsewhere.
-      this.stats.lateUpgrades++;
-      this.closeConn(conn, this.drainClose.code, this.drainClose.reason());
-    } else if (this.#poolPressure) {
-      this.#pause(conn);
+      this.#lateUpgrades++;
+      this.conns.close(conn, this.#drainClose.code, this.#drainClose.reason());
     }
   }
 
-  #onMessage(conn: Conn, data: Buffer, isBinary: boolean): void {
-    if (conn.closeSent || conn.ws.readyState !== WebSocket.OPEN) {
-      // RFC 6455: no data after a close frame. Count it, never answer it.
-      this.stats.lateMessages++;
-      return;
-    }
-    const limit = this.options.rateLimit;
-    if (limit > 0 && overRate(conn.messages, limit)) {
-      this.stats.rateLimited++;
-      this.closeConn(conn, CloseCode.POLICY, 'rate limit exceeded');
-      return;
-    }
-    const slot: Slot = { conn, kind: PENDING, data: null };
-    conn.slots.push(slot);
-    conn.inflight++;
-    if (conn.inflight >= CONN_HIGH_WATER) this.#pause(conn);
-    // The pool copies the bytes out of ws's receive buffer (a view would carry the whole
-    // chunk); text is decoded in the pool thread.
-    this.pool.submit(data, isBinary, slot);
-  }
-
-  #onResult(slot: Slot, kind: Kind, data: Buffer | string | null): void {
-    slot.kind = kind;
-    slot.data = data;
-    this.#ready.add(slot.conn);
-    if (!this.#readyScheduled) {
-      this.#readyScheduled = true;
-      queueMicrotask(this.#deliverReady);
-    }
-  }
-
-  /** Delivers, once per connection, every reply a pool batch has just answered. */
-  #deliverReady = (): void => {
-    this.#readyScheduled = false;
-    const conns = this.#ready;
-    this.#ready = new Set();
-    for (const conn of conns) this.#deliver(conn);
-  };
-
-  /** Sends the answered replies at the head of the connection's queue, in order. */
-  #deliver(conn: Conn): void {
-    const { slots, ws } = conn;
-    let corked = false;
-    while (conn.head < slots.length && slots[conn.head]!.kind !== PENDING) {
-      const { kind, data } = slots[conn.head]!;
-      slots[conn.head] = undefined as never;
-      conn.head++;
-      conn.inflight--;
-      if (this.state === 'draining' && !conn.abandoned) this.stats.inflightCompletedDuringDrain++;
-      if (kind === Kind.NONE || ws.readyState !== WebSocket.OPEN || conn.closeSent) continue;
-      if (kind === Kind.ERROR) {
-        this.stats.handlerErrors++;
-        const err = new HandlerError(data as string);
-        this.log.warn(
-          { code: err.code, err: err.message },
-          'handler failed; closing connection with 1011',
-        );
-        this.closeConn(conn, CloseCode.INTERNAL, 'handler error');
-        continue;
-      }
-      // Replies that are ready together leave together: one writev for the batch instead of
-      // one system call per message (the largest cost of the echo path in profiles).
-      if (!corked) {
-        corked = true;
-        conn.socket.cork();
-      }
-      ws.send(data as Buffer, kind === Kind.TEXT ? AS_TEXT : AS_BINARY);
-    }
-    if (corked) {
-      conn.socket.uncork();
-      // Measured once the batch went to the kernel: what it did not take is what waits.
-      this.#checkBuffered(conn);
-    }
-    if (conn.head === slots.length) {
-      slots.length = 0;
-      conn.head = 0;
-    } else if (conn.head > 1024) {
-      conn.slots = slots.slice(conn.head);
-      conn.head = 0;
-    }
-    if (conn.paused && !this.#poolPressure && conn.inflight <= CONN_HIGH_WATER / 2) {
-      this.#resume(conn);
-    }
-    if (conn.inflight === 0) {
-      if (conn.closeWhenIdle !== undefined) {
-        this.closeConn(conn, conn.closeWhenIdle, conn.closeReason);
-      }
-    }
+  /** @internal Set by the cluster primary: `/readyz` is 200 only once every worker listens. */
+  setClusterReady(ready: boolean): void {
+    this.#clusterReady = ready;
   }
 
   /**
-   * Sends a close frame with `code` (always a code: without one peers see 1005) and reads
-   * on, so the peer's close frame is seen. Idempotent.
+   * @internal Phase 1 of a drain: readiness off, no more pings. Until {@link closeListener},
+   * the port stays open so probes get /readyz 503 (and /healthz 200) and new upgrades get 503
+   * with Retry-After; upgrades that complete meanwhile are closed with `code` at once.
    */
-  closeConn(conn: Conn, code: number, reason: string): void {
-    if (conn.closeSent) return;
-    conn.closeSent = true;
-    conn.closeWhenIdle = undefined;
-    if (conn.paused) {
-      conn.paused = false;
-      this.#paused.delete(conn);
-    }
-    conn.ws.close(code, reason);
-    // Half-close right behind the close frame: the peer sees the frame and the FIN together,
-    // so its connection is finished as soon as it has answered, without waiting for this
-    // process to read that answer and close. The read side stays open: the peer's close
-    // frame is still read (and counted clean), and so is anything it sent before it.
-    //
-    // Not with permessage-deflate: there ws queues every frame behind the compressions under
-    // way, the close frame included, so a FIN now could reach the peer before that frame
-    // (1006). And the peer's own close frame may be queued the same way on its side when our
-    // FIN arrives: ws clients end their socket on a FIN at once, losing it. ws sends the FIN
-    // itself once both close frames are through.
-    if (!conn.deflate) conn.socket.end();
-    conn.ws.resume();
-    if (this.#held && stopReading(conn.socket)) this.#held.push(conn.socket);
-    this.#checkBuffered(conn);
+  beginDrain(code: number, reason: () => string): boolean {
+    if (this.#state !== 'running' && this.#state !== 'starting') return false;
+    this.#state = 'draining';
+    this.#drainClose = { code, reason };
+    this.heartbeat.pause();
+    return true;
   }
 
   /**
-   * Holds what is queued for `conn` against --max-buffered and, for the worker's clients
-   * together, --max-buffered-total: every byte counts, replies, pongs, pings and close frames
-   * alike. A client past its limit is terminated (a close frame would only queue behind the
-   * data it does not read). Returns false when `conn` was terminated.
-   */
-  #checkBuffered(conn: Conn): boolean {
-    const { ws } = conn;
-    if (ws.readyState === WebSocket.CLOSED) return false;
-    const queued = ws.bufferedAmount;
-    if (queued > this.options.maxBuffered) {
-      this.#cutSlow(conn, queued, 'slow consumer terminated');
-      return false;
-    }
-    if (queued < BACKLOG_FROM && conn.backlog === 0) return true;
-    this.#backlogBytes += queued - conn.backlog;
-    conn.backlog = queued;
-    if (!this.#backlogged.has(conn)) {
-      this.#backlogged.add(conn);
-      // Below a socket's high-water mark ws's writes return true and no 'drain' comes; past
-      // BACKLOG_FROM one did return false, so 'drain' tells when it is all out.
-      conn.socket.once('drain', () => this.#unbacklog(conn));
-    }
-    if (this.#backlogBytes > this.options.maxBufferedTotal) this.#shed();
-    return (ws.readyState as number) !== WebSocket.CLOSED;
-  }
-
-  #unbacklog(conn: Conn): void {
-    if (!this.#backlogged.delete(conn)) return;
-    this.#backlogBytes -= conn.backlog;
-    conn.backlog = 0;
-  }
-
-  /**
-   * The worker's clients hold more than --max-buffered-total together: refresh what each
-   * backlogged client holds (sockets drain without telling), then terminate the clients that
-   * hold the most until the total is back under the limit.
-   */
-  #shed(): void {
-    let total = 0;
-    for (const conn of this.#backlogged) {
-      conn.backlog = conn.ws.bufferedAmount;
-      total += conn.backlog;
-    }
-    this.#backlogBytes = total;
-    if (total <= this.options.maxBufferedTotal) return;
-    const largest = [...this.#backlogged].sort((a, b) => b.backlog - a.backlog);
-    for (const conn of largest) {
-      if (this.#backlogBytes <= this.options.maxBufferedTotal) break;
-      this.#cutSlow(conn, conn.backlog, 'worker buffer limit reached: slow consumer terminated');
-    }
-  }
-
-  #cutSlow(conn: Conn, queued: number, why: string): void {
-    this.stats.slowConsumers++;
-    this.log.info({ buffered: queued, workerBuffered: this.#backlogBytes }, why);
-    this.#unbacklog(conn);
-    conn.ws.terminate();
-  }
-
-  /** Closes, with 1008, connections whose fragmented message is older than `limitMs`. */
-  #closeUnfinished(limitMs: number): void {
-    if (unfinishedMessages.size === 0) return;
-    const now = Date.now();
-    for (const [receiver, since] of unfinishedMessages) {
-      if (now - since < limitMs) continue;
-      unfinishedMessages.delete(receiver);
-      const conn = (receiver as { [kConn]?: Conn })[kConn];
-      if (!conn || conn.closeSent) continue;
-      this.stats.unfinishedMessages++;
-      this.log.info(
-        { ageMs: now - since },
-        'fragmented message unfinished in time: closing with 1008',
-      );
-      this.closeConn(conn, CloseCode.POLICY, 'message not finished in time');
-    }
-  }
-
-  /**
-   * Sends a close frame synchronously, for the moment before this process exits (its primary
-   * died): frames ws holds behind a compression are dropped instead of delaying the close.
-   */
-  closeConnNow(conn: Conn, code: number, reason: string): void {
-    if (conn.closeSent || conn.ws.readyState !== WebSocket.OPEN) return;
-    conn.closeSent = true;
-    if (!closeFrameNow(conn.ws, conn.socket, code, reason)) conn.ws.terminate();
-  }
-
-  /**
-   * From now until {@link releaseReads}, sockets closed with {@link closeConn} are not read:
-   * their peers' answers wait in the kernel. A drain sends every close frame first, and the
-   * CPU this process would spend reading answers goes to the peers that still wait for
-   * their close frame.
-   */
-  holdReads(): void {
-    this.#held ??= [];
-  }
-
-  /** Reads the sockets held since {@link holdReads} again. */
-  releaseReads(): void {
-    const held = this.#held ?? [];
-    this.#held = undefined;
-    for (const socket of held) startReading(socket);
-  }
-
-  /** Terminates one connection (no handshake). */
-  terminateConn(conn: Conn): void {
-    conn.terminated = true;
-    conn.ws.terminate();
-  }
-
-  #poolPressure = false;
-
-  #onPoolPressure(on: boolean): void {
-    this.#poolPressure = on;
-    if (on) {
-      this.log.debug({ pending: this.pool.pending }, 'pool saturated: pausing readers');
-      for (const conn of this.conns) this.#pause(conn);
-    } else {
-      for (const conn of this.#paused) {
-        if (conn.inflight <= CONN_HIGH_WATER / 2) this.#resume(conn);
-      }
-    }
-  }
-
-  #pause(conn: Conn): void {
-    if (conn.paused || conn.closeSent) return;
-    conn.paused = true;
-    this.#paused.add(conn);
-    conn.ws.pause();
-  }
-
-  #resume(conn: Conn): void {
-    if (!conn.paused) return;
-    conn.paused = false;
-    this.#paused.delete(conn);
-    conn.ws.resume();
-  }
-
-  /**
-   * One heartbeat round: a peer that has not answered the previous ping is terminated, the
-   * others are pinged. In chunks, so tens of thousands of pings do not stall the event loop.
-   */
-  async #beat(): Promise<void> {
-    if (this.#beating) return;
-    this.#beating = true;
-    this.#pingToken = randomBytes(8);
-    let n = 0;
-    for (const conn of [...this.conns]) {
-      if (this.state !== 'running') break;
-      if (conn.closeSent || conn.ws.readyState !== WebSocket.OPEN) continue;
-      if (!conn.alive) {
-        this.stats.heartbeatTimeouts++;
-        conn.ws.terminate();
-      } else {
-        conn.alive = false;
-        conn.ws.ping(this.#pingToken);
-        this.#checkBuffered(conn);
-      }
-      if (++n % HEARTBEAT_CHUNK === 0) await new Promise<void>((r) => setImmediate(r));
-    }
-    this.#beating = false;
-  }
-
-  /**
-   * Phase 1 of a drain: readiness off. Until {@link closeListener}, the port stays open so
-   * probes get /readyz 503 (and /healthz 200) and new upgrades get 503 with Retry-After.
-   */
-  beginDrain(code: number, reason: () => string): void {
-    if (this.state !== 'running' && this.state !== 'starting') return;
-    this.state = 'draining';
-    this.drainClose = { code, reason };
-    if (this.#heartbeat) clearInterval(this.#heartbeat);
-    this.#heartbeat = undefined;
-  }
-
-  /**
-   * End of phase 1 (after the delay): the listener closes. Upgrades that still arrive on
-   * connections accepted before are completed and closed with the drain code at once.
+   * @internal End of phase 1 (after the delay): the listener closes. Upgrades that still
+   * arrive on connections accepted before are completed and closed with the drain code.
    * Also used before a drain, when a rolling restart stops the old workers from accepting:
    * the server is still `running` then, so such upgrades are served as usual.
    */
@@ -758,12 +296,12 @@ export class WsdrainServer extends EventEmitter {
   }
 
   /**
-   * Listens again after {@link closeListener} (a rolling restart that stopped), on the
-   * configured port: in a cluster that joins the primary's shared listening socket. Does
+   * @internal Listens again after {@link closeListener} (a rolling restart that stopped), on
+   * the configured port: in a cluster that joins the primary's shared listening socket. Does
    * nothing once a drain has begun.
    */
   async reopenListener(): Promise<void> {
-    if (this.#listening || this.state !== 'running') return;
+    if (this.#listening || this.#state !== 'running') return;
     this.#listening = true;
     try {
       await this.#bind();
@@ -775,22 +313,16 @@ export class WsdrainServer extends EventEmitter {
     if (!this.#listening) NetServer.prototype.close.call(this.http);
   }
 
-  /** Terminates every socket now (second signal); idempotent. */
+  /** Terminates every WebSocket connection now (no closing handshake); returns how many. */
   terminateAll(): number {
-    let n = 0;
-    for (const conn of this.conns) {
-      this.terminateConn(conn);
-      n++;
-    }
-    return n;
+    return this.conns.terminateAll();
   }
 
-  /** Final step: stop the pool, drop leftover HTTP connections. */
+  /** Final step: stop the timers and the pool, drop leftover HTTP connections. Idempotent. */
   async shutdown(): Promise<void> {
-    if (this.state === 'closed') return;
-    this.state = 'closed';
-    if (this.#heartbeat) clearInterval(this.#heartbeat);
-    if (this.#sweep) clearInterval(this.#sweep);
+    if (this.#state === 'closed') return;
+    this.#state = 'closed';
+    this.heartbeat.stop();
     this.admission.stop();
     this.#listening = false;
     this.http.close();

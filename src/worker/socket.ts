@@ -198,3 +198,9 @@ export function patchReceiver(): void {
     },
   });
 }
+
+/** Whether ws saw the closing handshake both ways: its close frame sent, the peer's received. */
+export function closedCleanly(ws: object): boolean {
+  const w = ws as { _closeFrameReceived?: boolean; _closeFrameSent?: boolean };
+  return w._closeFrameReceived === true && w._closeFrameSent === true;
+}

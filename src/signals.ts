@@ -1,6 +1,10 @@
 /**
- * Signal -> action for the primary: the first SIGTERM/SIGINT stops (drain), a second one
- * forces, SIGHUP reloads. Returns `uninstall` so tests and embedders can undo it.
+ * Signal -> action, for the cluster primary and the single process alike: the first
+ * SIGTERM/SIGINT stops (drain), a second one forces, SIGHUP reloads.
+ *
+ * `markStopping()` records a stop that came another way (a worker's drain command from its
+ * primary): a signal after it forces. `uninstall()` undoes everything, for tests and
+ * embedders.
  */
 
 export interface SignalActions {
@@ -9,11 +13,16 @@ export interface SignalActions {
   onReload: () => void;
 }
 
+export interface InstalledSignals {
+  markStopping: () => void;
+  uninstall: () => void;
+}
+
 /** Installs the handlers on `proc` (default: this process). */
 export function installSignals(
   actions: SignalActions,
   proc: NodeJS.EventEmitter = process,
-): { uninstall: () => void } {
+): InstalledSignals {
   let stopping = false;
   const stop = (signal: NodeJS.Signals): void => {
     if (stopping) {
@@ -28,6 +37,9 @@ export function installSignals(
   proc.on('SIGINT', stop);
   proc.on('SIGHUP', reload);
   return {
+    markStopping() {
+      stopping = true;
+    },
     uninstall() {
       proc.off('SIGTERM', stop);
       proc.off('SIGINT', stop);

@@ -2,7 +2,7 @@
  * Drain progress for operators: a log line per interval, and a live bar on stderr when it
  * is a terminal.
  */
-import type { Logger } from './log.js';
+import type { Logger } from '../log.js';
 
 /** Reports remaining sockets during a drain. */
 export class DrainProgress {
@@ -38,5 +38,3 @@ export class DrainProgress {
     if (this.#tty && this.#last !== -1) process.stderr.write('\n');
   }
 }
-
-export { exitMargin } from './options.js';

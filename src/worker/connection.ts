@@ -1,0 +1,391 @@
+/**
+ * The WebSocket connections of one worker: each message to the pool and each reply back in
+ * the order of its messages, backpressure, the limits on what a client may make the server
+ * hold, and the closing handshake.
+ *
+ *     message --> rate limit --> reply slot (in order) --> pool
+ *     pool result --> its slot --> (next turn) every answered slot at the head, corked
+ *
+ * Backpressure: a connection with CONN_HIGH_WATER messages in flight stops being read, and so
+ * does every connection while the pool is saturated; reading resumes at half. What waits for a
+ * client counts against the buffer limits (./buffers.ts).
+ */
+import { EventEmitter } from 'node:events';
+import type { Socket } from 'node:net';
+import { WebSocket } from 'ws';
+import { CloseCode } from '../codes.js';
+import { HandlerError } from '../errors.js';
+import type { Logger } from '../log.js';
+import { BufferLimits } from './buffers.js';
+import { Kind } from './pool.js';
+import { closedCleanly, closeFrameNow, startReading, stopReading } from './socket.js';
+
+/** Per-connection pending messages at which that socket stops being read. */
+export const CONN_HIGH_WATER = 128;
+
+/** Pings one peer may send per second; more is a flood, closed with 1008. */
+export const PING_LIMIT_PER_SECOND = 100;
+
+/** Kind of a slot whose result has not arrived. */
+const PENDING = -1;
+
+/** ws.send options of the two reply kinds. */
+const AS_TEXT = { binary: false } as const;
+const AS_BINARY = { binary: true } as const;
+
+/** A one-second counting window. */
+interface RateWindow {
+  start: number;
+  count: number;
+}
+
+/** Counts one event; true when the window now holds more than `limit`. */
+function overRate(w: RateWindow, limit: number, now = Date.now()): boolean {
+  if (now - w.start >= 1000) {
+    w.start = now;
+    w.count = 0;
+  }
+  return ++w.count > limit;
+}
+
+/** One message's place in its connection's reply order. */
+export interface Slot {
+  conn: Connection;
+  /** The result's kind; `PENDING` until the pool answers. */
+  kind: Kind | typeof PENDING;
+  /** The reply's bytes (TEXT, BINARY), the failure's message (ERROR), or null. */
+  data: Buffer | string | null;
+}
+
+/** One WebSocket connection. */
+export class Connection {
+  readonly ws: WebSocket;
+  /** The TCP socket under `ws`. */
+  readonly socket: Socket;
+  /** Replies not yet sent, in message order; a slot is filled when its result arrives. */
+  slots: Slot[] = [];
+  head = 0;
+  /** Messages handed to the pool and not answered yet. */
+  inflight = 0;
+  /** Answered the heartbeat's last ping. */
+  alive = true;
+  /** Not read (backpressure). */
+  paused = false;
+  /** A close frame went out: messages after it are late, replies are not sent. */
+  closeSent = false;
+  /** The drain's close, sent once the replies owed are out (drain phase 3). */
+  closeWhenIdle: { code: number; reason: string } | undefined;
+  /** Closed by the drain with replies still owed: their work was abandoned. */
+  abandoned = false;
+  /** Terminated (no closing handshake) by a deadline or a forced stop. */
+  terminated = false;
+  /** permessage-deflate was negotiated: frames may wait behind compressions. */
+  readonly deflate: boolean;
+  /** Bytes it counts for in the worker's backlog (0: not backlogged). */
+  backlog = 0;
+  /** Messages and pings in the current one-second window. */
+  readonly messages: RateWindow = { start: 0, count: 0 };
+  readonly pings: RateWindow = { start: 0, count: 0 };
+
+  constructor(ws: WebSocket, socket: Socket) {
+    this.ws = ws;
+    this.socket = socket;
+    this.deflate = ws.extensions.includes('permessage-deflate');
+  }
+
+  get open(): boolean {
+    return this.ws.readyState === WebSocket.OPEN && !this.closeSent;
+  }
+}
+
+/** Counters of the connections, read by the metrics. */
+export interface ConnectionStats {
+  accepted: number;
+  closedByCode: Map<number, number>;
+  handlerErrors: number;
+  /** Terminated past --max-buffered or --max-buffered-total. */
+  slowConsumers: number;
+  rateLimited: number;
+  heartbeatTimeouts: number;
+  /** Fragmented messages not finished within --message-timeout (closed with 1008). */
+  unfinishedMessages: number;
+}
+
+/** What a drain watches while it runs. */
+export interface DrainWatch {
+  /** A reply owed before the close frame was sent (or, abandoned, dropped). */
+  replied(conn: Connection): void;
+  /** A message arrived after its connection's close frame. */
+  late(conn: Connection): void;
+}
+
+export interface ConnectionsOptions {
+  log: Logger;
+  rateLimit: number;
+  maxBuffered: number;
+  maxBufferedTotal: number;
+  /** Hands a message to the pool; its result comes back through {@link Connections.result}. */
+  submit: (data: Buffer, isBinary: boolean, slot: Slot) => void;
+}
+
+/**
+ * The connections of one worker. Emits `'close' (conn, code, clean)` when one closes; `clean`
+ * is true when the closing handshake completed both ways.
+ */
+export class Connections extends EventEmitter {
+  readonly all = new Set<Connection>();
+  readonly stats: ConnectionStats = {
+    accepted: 0,
+    closedByCode: new Map(),
+    handlerErrors: 0,
+    slowConsumers: 0,
+    rateLimited: 0,
+    heartbeatTimeouts: 0,
+    unfinishedMessages: 0,
+  };
+  /** Set while a drain runs. */
+  watch: DrainWatch | undefined;
+  readonly #o: ConnectionsOptions;
+  #ready = new Set<Connection>();
+  #readyScheduled = false;
+  #paused = new Set<Connection>();
+  #poolPressure = false;
+  readonly #buffers: BufferLimits<Connection>;
+  /** Sockets whose reading is held back while a burst of close frames goes out. */
+  #held: Socket[] | undefined;
+
+  constructor(o: ConnectionsOptions) {
+    super();
+    this.#o = o;
+    this.#buffers = new BufferLimits(o.log, o.maxBuffered, o.maxBufferedTotal, this.stats);
+  }
+
+  get size(): number {
+    return this.all.size;
+  }
+
+  /** A WebSocket connection opened on `socket`. */
+  add(ws: WebSocket, socket: Socket): Connection {
+    const conn = new Connection(ws, socket);
+    const log = this.#o.log;
+    ws.on('error', (err: Error & { code?: string }) => {
+      log.debug({ err: err.code ?? err.message }, 'websocket error');
+    });
+    this.all.add(conn);
+    this.stats.accepted++;
+    ws.on('close', (code: number) => {
+      this.all.delete(conn);
+      this.#buffers.forget(conn);
+      this.#paused.delete(conn);
+      this.stats.closedByCode.set(code, (this.stats.closedByCode.get(code) ?? 0) + 1);
+      this.emit('close', conn, code, !conn.terminated && closedCleanly(ws));
+    });
+    ws.on('ping', () => {
+      if (overRate(conn.pings, PING_LIMIT_PER_SECOND)) {
+        this.stats.rateLimited++;
+        this.close(conn, CloseCode.POLICY, 'ping flood');
+        return;
+      }
+      // ws has queued the pong already: it counts like any other byte for this client.
+      this.checkBuffered(conn);
+    });
+    ws.on('message', (data: Buffer | ArrayBuffer | Buffer[], isBinary: boolean) =>
+      this.#onMessage(conn, data as Buffer, isBinary),
+    );
+    if (this.#poolPressure) this.#pause(conn);
+    return conn;
+  }
+
+  #onMessage(conn: Connection, data: Buffer, isBinary: boolean): void {
+    if (conn.closeSent || conn.ws.readyState !== WebSocket.OPEN) {
+      // RFC 6455: no data after a close frame. Count it, never answer it.
+      this.watch?.late(conn);
+      return;
+    }
+    const limit = this.#o.rateLimit;
+    if (limit > 0 && overRate(conn.messages, limit)) {
+      this.stats.rateLimited++;
+      this.close(conn, CloseCode.POLICY, 'rate limit exceeded');
+      return;
+    }
+    const slot: Slot = { conn, kind: PENDING, data: null };
+    conn.slots.push(slot);
+    conn.inflight++;
+    if (conn.inflight >= CONN_HIGH_WATER) this.#pause(conn);
+    // The pool copies the bytes out of ws's receive buffer (a view would carry the whole
+    // chunk); text is decoded in the pool thread.
+    this.#o.submit(data, isBinary, slot);
+  }
+
+  /** The pool's result for one message. */
+  result(slot: Slot, kind: Kind, data: Buffer | string | null): void {
+    slot.kind = kind;
+    slot.data = data;
+    this.#ready.add(slot.conn);
+    if (!this.#readyScheduled) {
+      this.#readyScheduled = true;
+      queueMicrotask(this.#deliverReady);
+    }
+  }
+
+  /** Delivers, once per connection, every reply a pool batch has just answered. */
+  #deliverReady = (): void => {
+    this.#readyScheduled = false;
+    const conns = this.#ready;
+    this.#ready = new Set();
+    for (const conn of conns) this.#deliver(conn);
+  };
+
+  /** Sends the answered replies at the head of the connection's queue, in order. */
+  #deliver(conn: Connection): void {
+    const { slots, ws } = conn;
+    let corked = false;
+    while (conn.head < slots.length && slots[conn.head]!.kind !== PENDING) {
+      const { kind, data } = slots[conn.head]!;
+      slots[conn.head] = undefined as never;
+      conn.head++;
+      conn.inflight--;
+      this.watch?.replied(conn);
+      if (kind === Kind.NONE || ws.readyState !== WebSocket.OPEN || conn.closeSent) continue;
+      if (kind === Kind.ERROR) {
+        this.stats.handlerErrors++;
+        const err = new HandlerError(data as string);
+        this.#o.log.warn(
+          { code: err.code, err: err.message },
+          'handler failed; closing connection with 1011',
+        );
+        this.close(conn, CloseCode.INTERNAL, 'handler error');
+        continue;
+      }
+      // Replies that are ready together leave together: one writev for the batch instead of
+      // one system call per message (the largest cost of the echo path in profiles).
+      if (!corked) {
+        corked = true;
+        conn.socket.cork();
+      }
+      ws.send(data as Buffer, kind === Kind.TEXT ? AS_TEXT : AS_BINARY);
+    }
+    if (corked) {
+      conn.socket.uncork();
+      // Measured once the batch went to the kernel: what it did not take is what waits.
+      this.checkBuffered(conn);
+    }
+    if (conn.head === slots.length) {
+      slots.length = 0;
+      conn.head = 0;
+    } else if (conn.head > 1024) {
+      conn.slots = slots.slice(conn.head);
+      conn.head = 0;
+    }
+    if (conn.paused && !this.#poolPressure && conn.inflight <= CONN_HIGH_WATER / 2) {
+      this.#resume(conn);
+    }
+    if (conn.inflight === 0 && conn.closeWhenIdle) {
+      this.close(conn, conn.closeWhenIdle.code, conn.closeWhenIdle.reason);
+    }
+  }
+
+  /**
+   * Sends a close frame with `code` (always a code: without one peers see 1005) and reads
+   * on, so the peer's close frame is seen. Idempotent.
+   */
+  close(conn: Connection, code: number, reason: string): void {
+    if (conn.closeSent) return;
+    conn.closeSent = true;
+    conn.closeWhenIdle = undefined;
+    if (conn.paused) {
+      conn.paused = false;
+      this.#paused.delete(conn);
+    }
+    conn.ws.close(code, reason);
+    // Half-close right behind the close frame: the peer sees the frame and the FIN together,
+    // so its connection is finished as soon as it has answered, without waiting for this
+    // process to read that answer and close. The read side stays open: the peer's close
+    // frame is still read (and counted clean), and so is anything it sent before it.
+    //
+    // Not with permessage-deflate: there ws queues every frame behind the compressions under
+    // way, the close frame included, so a FIN now could reach the peer before that frame
+    // (1006). And the peer's own close frame may be queued the same way on its side when our
+    // FIN arrives: ws clients end their socket on a FIN at once, losing it. ws sends the FIN
+    // itself once both close frames are through.
+    if (!conn.deflate) conn.socket.end();
+    conn.ws.resume();
+    if (this.#held && stopReading(conn.socket)) this.#held.push(conn.socket);
+    this.checkBuffered(conn);
+  }
+
+  /**
+   * Sends a close frame synchronously, for the moment before this process exits (its primary
+   * died): frames ws holds behind a compression are dropped instead of delaying the close.
+   */
+  closeNow(conn: Connection, code: number, reason: string): void {
+    if (conn.closeSent || conn.ws.readyState !== WebSocket.OPEN) return;
+    conn.closeSent = true;
+    if (!closeFrameNow(conn.ws, conn.socket, code, reason)) conn.ws.terminate();
+  }
+
+  /** Terminates one connection (no handshake). */
+  terminate(conn: Connection): void {
+    conn.terminated = true;
+    conn.ws.terminate();
+  }
+
+  /** Terminates every connection; returns how many. */
+  terminateAll(): number {
+    let n = 0;
+    for (const conn of this.all) {
+      this.terminate(conn);
+      n++;
+    }
+    return n;
+  }
+
+  /**
+   * From now until {@link releaseReads}, sockets closed with {@link close} are not read:
+   * their peers' answers wait in the kernel. A drain sends every close frame first, and the
+   * CPU this process would spend reading answers goes to the peers that still wait for
+   * their close frame.
+   */
+  holdReads(): void {
+    this.#held ??= [];
+  }
+
+  /** Reads the sockets held since {@link holdReads} again. */
+  releaseReads(): void {
+    const held = this.#held ?? [];
+    this.#held = undefined;
+    for (const socket of held) startReading(socket);
+  }
+
+  /** Holds what is queued for `conn` against the buffer limits; false when it is gone. */
+  checkBuffered(conn: Connection): boolean {
+    return this.#buffers.check(conn);
+  }
+
+  /** The pool is saturated (true) or back at half (false). */
+  poolPressure(on: boolean, pending: number): void {
+    this.#poolPressure = on;
+    if (on) {
+      this.#o.log.debug({ pending }, 'pool saturated: pausing readers');
+      for (const conn of this.all) this.#pause(conn);
+    } else {
+      for (const conn of this.#paused) {
+        if (conn.inflight <= CONN_HIGH_WATER / 2) this.#resume(conn);
+      }
+    }
+  }
+
+  #pause(conn: Connection): void {
+    if (conn.paused || conn.closeSent) return;
+    conn.paused = true;
+    this.#paused.add(conn);
+    conn.ws.pause();
+  }
+
+  #resume(conn: Connection): void {
+    if (!conn.paused) return;
+    conn.paused = false;
+    this.#paused.delete(conn);
+    conn.ws.resume();
+  }
+}
