@@ -3,7 +3,10 @@
  * API (option tables, the pool and its batch format, socket helpers). Not part of the public
  * API: no stability promise, may change in any release.
  */
+export * from './drain/budget.js';
+export { sumReports, summarize } from './drain/report.js';
 export * from './options.js';
+export { installSignals } from './signals.js';
 export { header, headerBytes, Kind } from './worker/batch.js';
 export { MessagePool, type PoolOptions, resolveHandlerSpec } from './worker/pool.js';
 export { idempotentEnd, idempotentEnds, startReading, stopReading } from './worker/socket.js';
