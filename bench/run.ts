@@ -33,7 +33,6 @@ import {
 import { HEALTHZ_PRESETS, type HealthzOptions, runHealthz } from './healthz.js';
 import { log } from './lib/log.js';
 import { ForeignCpu } from './lib/procfs.js';
-import './lib/procs.js'; // kill every child process on exit, whatever happens
 import { buildReport, type ScenarioResults, writeReport } from './report.js';
 import { ROLL_PRESETS, type RollOptions, runRoll } from './roll.js';
 import { runStorm, STORM_PRESETS, type StormOptions, writeStormResult } from './storm.js';

@@ -34,7 +34,6 @@ import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { now, sleep } from './lib/clock.js';
-import './lib/procs.js'; // kill every child process on exit, whatever happens
 import { SoakClients } from './soak/clients.js';
 import { type RollRun, type RunData, writeResults } from './soak/report.js';
 import { Sampler } from './soak/sampler.js';

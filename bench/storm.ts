@@ -26,7 +26,6 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import { availableParallelism, loadavg } from 'node:os';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
-import './lib/procs.js'; // kill every child process on exit, whatever happens
 import { missingBuild } from './storm/processes.js';
 import {
   type Mode,

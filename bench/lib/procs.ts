@@ -9,6 +9,7 @@ const groups = new Set<number>();
 
 /** Registers a child spawned with `detached: true`. */
 export function track(child: ChildProcess): void {
+  installHandlers();
   if (child.pid !== undefined) groups.add(child.pid);
 }
 
@@ -39,10 +40,17 @@ function killAll(): void {
   groups.clear();
 }
 
-process.on('exit', killAll);
-for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
-  process.on(signal, () => {
-    process.stderr.write(`\nbench: ${signal}, killing child processes\n`);
-    process.exit(130);
-  });
+let installed = false;
+
+/** On the first child: kill every group on exit, and exit on a signal (importing does nothing). */
+function installHandlers(): void {
+  if (installed) return;
+  installed = true;
+  process.on('exit', killAll);
+  for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
+    process.on(signal, () => {
+      process.stderr.write(`\nbench: ${signal}, killing child processes\n`);
+      process.exit(130);
+    });
+  }
 }

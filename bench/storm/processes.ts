@@ -84,40 +84,55 @@ export class WsdrainProcess extends WsdrainChild {
     this.#keep(text);
     const lines = (this.#partial + text).split('\n');
     this.#partial = lines.pop() ?? '';
-    for (const line of lines) {
-      let entry: {
-        level?: number;
-        msg?: string;
-        rolled?: number;
-        durationMs?: number;
-        workerPid?: number;
-        report?: RolledWorker;
-      };
-      try {
-        entry = JSON.parse(line) as typeof entry;
-      } catch {
-        continue;
-      }
-      const msg = entry.msg ?? '';
-      if (msg.startsWith('rolling restart done')) {
-        this.rollDoneAt = now();
-        this.rollDone = { rolled: entry.rolled ?? 0, durationMs: entry.durationMs ?? 0 };
-      } else if (msg.startsWith('rolled worker') && entry.report) {
-        const r = entry.report;
-        this.rolled.push({
-          pid: entry.workerPid ?? 0,
-          sockets: r.sockets,
-          clean: r.clean,
-          terminated: r.terminated,
-          dropped: r.dropped,
-          lateUpgrades: r.lateUpgrades,
-          durationMs: r.durationMs,
-          windowMs: r.windowMs,
-        });
-      }
-      if ((entry.level ?? 0) >= 40) this.warnings.push(msg);
-    }
+    for (const line of lines) readStormLogLine(this, line, now());
   }
+}
+
+/** What the storm reads from a wsdrain's log. */
+export interface StormLog {
+  rollDoneAt: number | undefined;
+  rollDone: { rolled: number; durationMs: number } | undefined;
+  rolled: RolledWorker[];
+  warnings: string[];
+}
+
+/** Records one log line of wsdrain (pino JSON) read at `at` in `log`. */
+export function readStormLogLine(log: StormLog, line: string, at: number): void {
+  let entry: {
+    level?: string | number;
+    msg?: string;
+    rolled?: number;
+    durationMs?: number;
+    workerPid?: number;
+    report?: RolledWorker;
+  };
+  try {
+    entry = JSON.parse(line) as typeof entry;
+  } catch {
+    return;
+  }
+  const msg = entry.msg ?? '';
+  if (msg.startsWith('rolling restart done')) {
+    log.rollDoneAt = at;
+    log.rollDone = { rolled: entry.rolled ?? 0, durationMs: entry.durationMs ?? 0 };
+  } else if (msg.startsWith('rolled worker') && entry.report) {
+    const r = entry.report;
+    log.rolled.push({
+      pid: entry.workerPid ?? 0,
+      sockets: r.sockets,
+      clean: r.clean,
+      terminated: r.terminated,
+      dropped: r.dropped,
+      lateUpgrades: r.lateUpgrades,
+      durationMs: r.durationMs,
+      windowMs: r.windowMs,
+    });
+  }
+  // wsdrain's logger writes the level as a word (src/log.ts); pino's default is a number.
+  const level = entry.level;
+  const warn =
+    typeof level === 'number' ? level >= 40 : ['warn', 'error', 'fatal'].includes(level ?? '');
+  if (warn) log.warnings.push(msg);
 }
 
 /** The load balancer process (lb-process.ts). */

@@ -23,6 +23,7 @@ import {
   BalancerProcess,
   freePort,
   type RolledWorker,
+  type StormLog,
   WsdrainProcess,
   type WsdrainSpec,
 } from './processes.js';
@@ -206,11 +207,7 @@ async function roll(
   run.serverDoneMs = server.rollDoneAt === undefined ? null : round1(server.rollDoneAt - mark);
   run.drains = server.rolled;
   run.warnings = server.warnings;
-  run.withinBudget =
-    rolled &&
-    server.rolled.length === o.rollWorkers &&
-    server.rolled.every((w) => w.terminated === 0 && w.durationMs <= o.drainTimeoutMs) &&
-    !server.warnings.some((w) => w.includes('missed its deadline'));
+  run.withinBudget = rolled && rollWithinBudget(server, o);
   if (!rolled) run.error = `no "rolling restart done" within ${limit} ms:\n${server.output}`;
   else if (run.allReconnectedMs === null) run.error = 'not every client reconnected in time';
 }
@@ -296,6 +293,21 @@ async function failover(
     (report.workersKilled ?? 0) === 0;
   if (!exited) run.error = `A did not exit within ${o.drainTimeoutMs + 2000} ms:\n${a.output}`;
   else if (run.allReconnectedMs === null) run.error = 'not every client reconnected in time';
+}
+
+/**
+ * A roll's drains kept their budget: every worker reported, none terminated a socket or took
+ * longer than --drain-timeout, and the primary killed none ("missed its deadline").
+ */
+export function rollWithinBudget(
+  log: StormLog,
+  o: Pick<StormOptions, 'rollWorkers' | 'drainTimeoutMs'>,
+): boolean {
+  return (
+    log.rolled.length === o.rollWorkers &&
+    log.rolled.every((w) => w.terminated === 0 && w.durationMs <= o.drainTimeoutMs) &&
+    !log.warnings.some((w) => w.includes('missed its deadline'))
+  );
 }
 
 function emptyRun(scenario: Scenario, mode: Mode, o: StormOptions): StormRun {
