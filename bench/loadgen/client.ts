@@ -11,7 +11,7 @@
 import type { Duplex } from 'node:stream';
 import { parseArgs } from 'node:util';
 import { WebSocket } from 'ws';
-import { idempotentEnds } from '../../src/worker/socket.js';
+import { idempotentEnds } from 'wsdrain/internal';
 import { connectAll, DIAL_FLAGS, flags, onParent, readDial, toParent } from '../lib/client-proc.js';
 import { now } from '../lib/clock.js';
 import type { ClientResults, FromClient, ToClient } from './protocol.js';

@@ -21,7 +21,7 @@
  */
 import { parseArgs } from 'node:util';
 import { WebSocket } from 'ws';
-import { parseHint } from '../../src/hint.js';
+import { parseHint } from 'wsdrain';
 import { connectAll, DIAL_FLAGS, flags, onParent, readDial, toParent } from '../lib/client-proc.js';
 import { now } from '../lib/clock.js';
 import { newHist, record } from './hist.js';

@@ -1,14 +1,18 @@
 /**
  * Storm client process (forked with IPC by clients.ts, run as `node --import tsx`): opens
- * `--count` connections to `--url` with wsdrain's own reconnecting client, the built
- * `dist/client/index.js` over `ws`, at most `--concurrency` first handshakes at a time. After
+ * `--count` connections to `--url` with wsdrain's own reconnecting client (`wsdrain/client`,
+ * the built package, over `ws`), at most `--concurrency` first handshakes at a time. After
  * the parent's mark it records every reconnect (when it opened, and its handshake latency:
  * from the creation of its socket to 'open'), every close of an open connection (when, which
  * code) and every failed attempt. See protocol.ts for the IPC messages.
  */
 import { parseArgs } from 'node:util';
 import { WebSocket } from 'ws';
-import type { WebSocketConstructorLike, WsdrainClientOptions } from '../../src/client/index.js';
+import {
+  type WebSocketConstructorLike,
+  WsdrainClient,
+  type WsdrainClientOptions,
+} from 'wsdrain/client';
 import { flags, inLanes, onParent, toParent } from '../lib/client-proc.js';
 import { now } from '../lib/clock.js';
 import {
@@ -18,10 +22,7 @@ import {
   type ToStormClient,
 } from './protocol.js';
 
-// The built client, as users get it; the types come from its source.
-const DIST_CLIENT = new URL('../../dist/client/index.js', import.meta.url).href;
-const { WsdrainClient } = (await import(DIST_CLIENT)) as typeof import('../../src/client/index.js');
-type Client = InstanceType<typeof WsdrainClient>;
+type Client = WsdrainClient;
 
 const { values } = parseArgs({
   options: {
