@@ -3,8 +3,8 @@
  * worse than none.
  */
 import { afterEach, describe, expect, it } from 'vitest';
-import { readStormLogLine, type StormLog } from '../bench/storm/processes.js';
-import { rollWithinBudget } from '../bench/storm/scenarios.js';
+import { WsdrainLog } from '../bench/lib/server.js';
+import { rollWithinBudget } from '../bench/scenarios/storm.js';
 import { killAll, type LogLine, startWsdrain } from './helpers/process.js';
 
 afterEach(killAll);
@@ -22,13 +22,12 @@ describe('storm log reading', () => {
   it('records warnings written with pino level words, and a missed deadline fails the roll budget', async () => {
     const warn = await realWarnLine();
     expect(warn.level).toBe('warn');
-    const log: StormLog = { rollDoneAt: undefined, rollDone: undefined, rolled: [], warnings: [] };
+    const log = new WsdrainLog();
     const line = (fields: Record<string, unknown>): string =>
       JSON.stringify({ ...warn, ...fields });
     const report = { sockets: 10, clean: 10, terminated: 0, dropped: 0, lateUpgrades: 0 };
     for (const workerPid of [101, 102]) {
-      readStormLogLine(
-        log,
+      log.read(
         line({
           level: 'info',
           workerPid,
@@ -38,17 +37,16 @@ describe('storm log reading', () => {
         1,
       );
     }
-    readStormLogLine(log, line({ level: 'info', msg: 'rolling restart done: 2 workers' }), 2);
+    log.read(line({ level: 'info', msg: 'rolling restart done: 2 workers' }), 2);
     const o = { rollWorkers: 2, drainTimeoutMs: 5000 };
     expect(rollWithinBudget(log, o)).toBe(true);
 
-    readStormLogLine(log, JSON.stringify(warn), 3);
-    readStormLogLine(
-      log,
-      line({ workerPid: 102, msg: 'worker 102 missed its deadline; killing it' }),
-      4,
-    );
-    expect(log.warnings).toEqual([warn.msg, 'worker 102 missed its deadline; killing it']);
+    log.read(JSON.stringify(warn), 3);
+    log.read(line({ workerPid: 102, msg: 'worker 102 missed its deadline; killing it' }), 4);
+    expect(log.warnings).toEqual([
+      `warn ${warn.role}/${warn.pid}: ${warn.msg}`,
+      `warn ${warn.role}/${warn.pid}: worker 102 missed its deadline; killing it`,
+    ]);
     expect(rollWithinBudget(log, o)).toBe(false);
   });
 });
