@@ -1,11 +1,17 @@
 /**
- * The benchmark's own checks, fed what wsdrain really writes: a check that cannot fail is
- * worse than none.
+ * The benchmark's own checks, fed what wsdrain really writes, and its exit status: a check
+ * that cannot fail is worse than none. Tiny runs (real processes and sockets, a few seconds).
  */
-import { afterEach, describe, expect, it } from 'vitest';
+import { spawn } from 'node:child_process';
+import { once } from 'node:events';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import { WsdrainLog } from '../bench/lib/server.js';
+import { P99_FLOOR_MS, p99Ratio } from '../bench/scenarios/healthz.js';
 import { rollWithinBudget } from '../bench/scenarios/storm.js';
-import { killAll, type LogLine, startWsdrain } from './helpers/process.js';
+import { killAll, type LogLine, ROOT, startWsdrain } from './helpers/process.js';
 
 afterEach(killAll);
 
@@ -49,4 +55,71 @@ describe('storm log reading', () => {
     ]);
     expect(rollWithinBudget(log, o)).toBe(false);
   });
+});
+
+describe('healthz target', () => {
+  it('judges a drain p99 against an idle p99 of 0 (floored at the resolution) instead of skipping it', () => {
+    expect(p99Ratio(0.5, 0)).toBe(0.5 / P99_FLOOR_MS);
+    expect(p99Ratio(0.02, 0.01)).toBe(2);
+    expect(p99Ratio(null, 1)).toBeNull();
+  });
+});
+
+/** `tsx bench/run.ts <args>` with tiny parameters: exit status and stderr. */
+async function bench(
+  args: string[],
+  env: NodeJS.ProcessEnv = {},
+): Promise<{ code: number | null; stderr: string }> {
+  const child = spawn(process.execPath, ['--import', 'tsx', 'bench/run.ts', ...args], {
+    cwd: ROOT,
+    env: { ...process.env, ...env },
+    stdio: ['ignore', 'ignore', 'pipe'],
+  });
+  let stderr = '';
+  child.stderr.on('data', (c: Buffer) => {
+    stderr += c.toString();
+  });
+  const [code] = (await once(child, 'exit')) as [number | null];
+  return { code, stderr };
+}
+
+describe('bench verdict', () => {
+  const out = mkdtempSync(join(tmpdir(), 'wsdrain-bench-test-'));
+  afterAll(() => rmSync(out, { recursive: true, force: true }));
+  // One wsdrain with one worker, 10 sockets, one SIGTERM: a few seconds.
+  const tiny = [
+    '--scenarios',
+    'drain',
+    '--strategies',
+    'wsdrain',
+    '--stalled',
+    '0',
+    '--rounds',
+    '1',
+  ].concat(['--sockets', '10', '--workers', '1', '--out', out, '--name', 'tiny']);
+
+  it('exits 1 and names the target a run missed; --report-only records it and exits 0', async () => {
+    const missed = await bench([...tiny, '--target', 'drainExitVsBudget=0']);
+    expect(missed.stderr).toMatch(/MISSED drain: .*\(target drainExitVsBudget <= 0\)/);
+    expect(missed.code).toBe(1);
+    const md = readFileSync(join(out, 'tiny.md'), 'utf8');
+    expect(md).toMatch(/drain: \*\*missed\*\*: .*target drainExitVsBudget <= 0/);
+    expect(JSON.parse(readFileSync(join(out, 'tiny.json'), 'utf8')).verdict.passed).toBe(false);
+
+    const recorded = await bench([...tiny, '--report-only'], {
+      WSDRAIN_BENCH_TARGETS: 'drainExitVsBudget=0',
+    });
+    expect(recorded.stderr).toMatch(/MISSED drain: .*drainExitVsBudget/);
+    expect(recorded.stderr).toContain('--report-only: not judged');
+    expect(recorded.code).toBe(0);
+  }, 60_000);
+
+  it('exits 0 when the same run meets its targets, and 2 on an unknown target', async () => {
+    const met = await bench(tiny);
+    expect(met.stderr).toContain('every target met');
+    expect(met.code).toBe(0);
+    const bad = await bench([...tiny, '--target', 'noSuchTarget=1']);
+    expect(bad.stderr).toContain('--target');
+    expect(bad.code).toBe(2);
+  }, 60_000);
 });

@@ -124,6 +124,11 @@ export interface HealthzResult {
 /** The resolution of the latencies (round2): the least idle p99 a ratio divides by. */
 export const P99_FLOOR_MS = 0.01;
 
+/** Drain p99 / idle p99, the idle p99 floored at {@link P99_FLOOR_MS}; null without both. */
+export function p99Ratio(drain: number | null, idle: number | null): number | null {
+  return drain === null || idle === null ? null : round2(drain / Math.max(idle, P99_FLOOR_MS));
+}
+
 export async function runHealthz(opts: HealthzOptions): Promise<HealthzResult> {
   const runs: HealthzRun[] = [];
   for (const delay of opts.drainDelaysMs) runs.push(await runOnce(opts, delay));
@@ -225,10 +230,7 @@ async function measure(
         (p.answered - p.sent > 100 ? ` (after ${Math.round(p.answered - p.sent)} ms)` : ''),
     ),
     exitMs: server.exitAt === undefined ? null : Math.round(server.exitAt - t0),
-    p99Ratio:
-      drainReachable.p99Ms !== null && idle.p99Ms !== null
-        ? round2(drainReachable.p99Ms / Math.max(idle.p99Ms, P99_FLOOR_MS))
-        : null,
+    p99Ratio: p99Ratio(drainReachable.p99Ms, idle.p99Ms),
     misses: [],
   };
   return judged('healthz', run, healthzMisses, describeHealthz);
