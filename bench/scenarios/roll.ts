@@ -123,6 +123,7 @@ async function roll(opts: RollOptions, server: Server, crowd: Crowd): Promise<Ro
     return (
       d !== undefined &&
       s.at > d.at &&
+      s.closedOnce >= connected && // each client has seen its close (it may lag the log line)
       s.reconnecting === 0 &&
       s.gaveUp === 0 &&
       s.open === connected

@@ -262,6 +262,7 @@ export async function runSoak(
         st &&
         st.at > r.rollDoneAt &&
         st.open >= expected &&
+        st.closes >= expected && // every socket was moved (clients may see it after the log line)
         st.reconnecting === 0
       ) {
         r.settledAt = now();
