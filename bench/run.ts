@@ -113,40 +113,25 @@ const COMMON = {
   help: { type: 'boolean' },
 } as const;
 
+/** parseArgs options taking a value, by name. */
+const strings = <const K extends string>(...names: K[]) =>
+  Object.fromEntries(names.map((n) => [n, { type: 'string' }])) as { [N in K]: { type: 'string' } };
+
 const BENCH_FLAGS = {
   ...COMMON,
-  scenarios: { type: 'string' },
   capacity: { type: 'boolean' },
   'no-deflate': { type: 'boolean' },
-  strategies: { type: 'string' },
-  sockets: { type: 'string' },
-  workers: { type: 'string' },
-  stalled: { type: 'string' },
-  rounds: { type: 'string' },
-  'drain-timeout': { type: 'string' },
-  'message-every': { type: 'string' },
-  'per-process': { type: 'string' },
-  concurrency: { type: 'string' },
-  grace: { type: 'string' },
-  'roll-clients': { type: 'string' },
-  'healthz-sockets': { type: 'string' },
-  'capacity-sockets': { type: 'string' },
-  'deflate-sockets': { type: 'string' },
-  'storm-clients': { type: 'string' },
-  'throughput-windows': { type: 'string' },
-  'throughput-connections': { type: 'string' },
-  'throughput-duration': { type: 'string' },
-  'throughput-rounds': { type: 'string' },
+  ...strings('scenarios', 'strategies', 'sockets', 'workers', 'stalled', 'rounds', 'grace'),
+  ...strings('drain-timeout', 'message-every', 'per-process', 'concurrency', 'roll-clients'),
+  ...strings('healthz-sockets', 'capacity-sockets', 'deflate-sockets', 'storm-clients'),
+  ...strings('throughput-windows', 'throughput-connections', 'throughput-duration'),
+  ...strings('throughput-rounds'),
 } as const;
 
 const STORM_FLAGS = {
   ...COMMON,
-  clients: { type: 'string' },
-  'per-process': { type: 'string' },
-  'drain-timeout': { type: 'string' },
-  'drain-window': { type: 'string' },
-  'reconnect-window': { type: 'string' },
-  scenarios: { type: 'string' },
+  ...strings('clients', 'per-process', 'drain-timeout', 'drain-window', 'reconnect-window'),
+  ...strings('scenarios'),
 } as const;
 
 const SCENARIOS = [

@@ -337,31 +337,15 @@ export class Crowd {
   /** The latest status of every process, summed; undefined until each has sent one. */
   status(): Omit<Status, 'rtt'> | undefined {
     const all = this.#members.map((m) => m.status);
-    if (all.some((s) => s === undefined)) return undefined;
+    if (all.length === 0 || all.some((s) => s === undefined)) return undefined;
     const ss = all as Status[];
-    const s = (k: keyof Status): number => ss.reduce((n, x) => n + (x[k] as number), 0);
-    return {
-      at: Math.min(...ss.map((x) => x.at)),
-      lastReopenAt: maxOrNull(ss.map((x) => x.lastReopenAt)),
-      ...(Object.fromEntries(
-        (
-          [
-            'open',
-            'reconnecting',
-            'closedOnce',
-            'gaveUp',
-            'sent',
-            'echoed',
-            'mismatched',
-            'timedOut',
-            'lostOnOtherClose',
-            'closes',
-            'reopens',
-            'refusals',
-          ] as const
-        ).map((k) => [k, s(k)]),
-      ) as Omit<Status, 'rtt' | 'at' | 'lastReopenAt'>),
-    };
+    const sums = Object.fromEntries(
+      Object.keys(ss[0] ?? {})
+        .filter((k) => !['at', 'lastReopenAt', 'rtt'].includes(k))
+        .map((k) => [k, ss.reduce((n, x) => n + (x[k as keyof Status] as number), 0)]),
+    ) as Omit<Status, 'rtt' | 'at' | 'lastReopenAt'>;
+    const lastReopenAt = maxOrNull(ss.map((x) => x.lastReopenAt));
+    return { ...sums, at: Math.min(...ss.map((x) => x.at)), lastReopenAt };
   }
 
   /** Echo round trips reported since the previous call (stats.ts histogram). */
