@@ -4,7 +4,7 @@
  * API: no stability promise, may change in any release.
  */
 export * from './drain/budget.js';
-export { sumReports, summarize } from './drain/report.js';
+export { summarize, sumReports } from './drain/report.js';
 export * from './options.js';
 export { installSignals } from './signals.js';
 export { header, headerBytes, Kind } from './worker/batch.js';

@@ -3,22 +3,19 @@ import { get } from 'node:http';
 import { createServer } from 'node:net';
 
 /**
- * Status code of `GET http://127.0.0.1:<port><path>`, or undefined when it failed or took
- * more than 1 s. `agent: false` opens a fresh connection that closes after the answer;
- * otherwise Node's global agent (keep-alive) is used.
+ * `GET http://127.0.0.1:<port><path>` on a fresh connection (closed after the answer, as a
+ * kubelet probe): the status code as a string, or the error code (`ECONNREFUSED`, ...) when no
+ * answer came within 1 s.
  */
-export function httpStatus(
-  port: number,
-  path: string,
-  options: { agent?: false } = {},
-): Promise<number | undefined> {
+export function probe(port: number, path: string): Promise<string> {
   return new Promise((resolve) => {
-    const req = get({ host: '127.0.0.1', port, path, timeout: 1000, ...options }, (res) => {
+    const req = get({ host: '127.0.0.1', port, path, agent: false, timeout: 1000 }, (res) => {
+      res.on('error', () => {});
       res.resume();
-      resolve(res.statusCode);
+      resolve(String(res.statusCode));
     });
-    req.on('error', () => resolve(undefined));
-    req.on('timeout', () => req.destroy());
+    req.on('error', (err: NodeJS.ErrnoException) => resolve(err.code ?? 'error'));
+    req.on('timeout', () => req.destroy(Object.assign(new Error('timeout'), { code: 'TIMEOUT' })));
   });
 }
 

@@ -1,9 +1,46 @@
-/** The targets printed next to the figures (each scenario computes whether it met them). */
+/**
+ * The targets the scenarios are judged by. Each can be changed for a run with
+ * `--target <name>=<value>` or `WSDRAIN_BENCH_TARGETS="<name>=<value>,..."` (a flag wins).
+ */
 export const TARGETS = {
   /** /healthz p99 during a drain, at most this many times the idle p99. */
   healthzP99VsIdle: 3,
   /** wsdrain echo replies/s, at least this fraction of the raw ws baseline's. */
   throughputRatio: 0.8,
-  /** Server RSS per idle socket, KiB. */
+  /** Server RSS per idle socket, KiB, at most. */
   kibPerIdleSocket: 10,
-} as const;
+  /** wsdrain's exit after SIGTERM, at most this many times its --drain-timeout. */
+  drainExitVsBudget: 1,
+  /** Refused reconnects during a rolling restart, at most. */
+  rollRefusals: 0,
+  /** Reconnect storm: peak accepts/s without pacing / with, at least. */
+  stormPeakCut: 5,
+};
+
+export type TargetName = keyof typeof TARGETS;
+
+/** The defaults, before any override. */
+export const DEFAULT_TARGETS: Readonly<typeof TARGETS> = { ...TARGETS };
+
+/** Applies `name=value` overrides (from the environment first, then the flags). */
+export function setTargets(
+  flags: readonly string[],
+  env = process.env.WSDRAIN_BENCH_TARGETS,
+): void {
+  const specs = [...(env ? env.split(',').filter(Boolean) : []), ...flags];
+  for (const spec of specs) {
+    const m = /^\s*(\w+)\s*=\s*(-?[\d.]+)\s*$/.exec(spec);
+    const value = Number(m?.[2]);
+    if (!m || !(m[1]! in TARGETS) || !Number.isFinite(value)) {
+      throw new Error(
+        `--target: <name>=<number> with a name among ${Object.keys(TARGETS).join(', ')}; got ${spec}`,
+      );
+    }
+    TARGETS[m[1] as TargetName] = value;
+  }
+}
+
+/** "(target <name> <op> <value>)", for miss lines: a reader can tell which target it was. */
+export function target(name: TargetName, op: '<=' | '>='): string {
+  return `(target ${name} ${op} ${TARGETS[name]})`;
+}

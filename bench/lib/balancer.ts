@@ -11,14 +11,45 @@
  *   no ready backend left, the client connection is closed (counted as refused);
  * - counts the connections piped to each backend per 100 ms since the mark.
  *
- * Every socket has an 'error' listener. Run in its own process by lb-process.ts.
+ * It runs in its own process (this file is also that process's entry, forked with IPC by
+ * {@link BalancerProcess}), so that piping thousands of sockets does not share an event loop
+ * with the bench's bookkeeping. Every socket has an 'error' listener.
  */
 import { get } from 'node:http';
 import { connect, createServer, type Server, type Socket } from 'node:net';
-import { now } from '../lib/clock.js';
-import type { BalancerResults } from './protocol.js';
+import { fileURLToPath, pathToFileURL } from 'node:url';
+import { ChildProc, now, onParent, toParent, until } from './proc.js';
 
 export const BUCKET_MS = 100;
+
+export interface BackendCounts {
+  port: number;
+  /** Connections piped to this backend before the mark. */
+  beforeMark: number;
+  /** Connections piped to it after the mark, by 100 ms bucket since the mark: [bucket, count]. */
+  buckets: [number, number][];
+  /** Connections piped to it in all. */
+  accepted: number;
+  /** Connection attempts to it that failed (then retried on another ready backend). */
+  failed: number;
+  /** Readiness polls left unanswered for 1 s (they keep the previous state). */
+  pollTimeouts: number;
+}
+
+export interface BalancerResults {
+  backends: BackendCounts[];
+  /** Client connections closed because no backend was ready or every ready one failed. */
+  refused: number;
+  /** Client connections retried on another backend after a failed backend connect. */
+  redispatched: number;
+}
+
+type ToBalancer = { type: 'mark'; t: number } | { type: 'results' } | { type: 'stop' };
+type FromBalancer =
+  | { type: 'listening'; port: number }
+  /** When a backend's readiness changes. */
+  | { type: 'ready'; ready: boolean[] }
+  | { type: 'results'; results: BalancerResults };
 
 export interface BalancerOptions {
   /** Backend ports on `host`. */
@@ -97,7 +128,7 @@ export class Balancer {
     return this.#backends.map((b) => b.ready);
   }
 
-  /** Time zero of the 100 ms buckets (epoch ms, lib/clock.ts). */
+  /** Time zero of the 100 ms buckets (epoch ms, proc.ts now()). */
   mark(t: number): void {
     this.#markAt = t;
   }
@@ -227,4 +258,67 @@ export class Balancer {
     const bucket = Math.floor((now() - this.#markAt) / BUCKET_MS);
     b.buckets.set(bucket, (b.buckets.get(bucket) ?? 0) + 1);
   }
+}
+
+/** The balancer in its own process, from the bench's side. */
+export class BalancerProcess {
+  readonly proc: ChildProc<ToBalancer, FromBalancer>;
+  port = 0;
+  readyStates: boolean[] = [];
+  #results: BalancerResults | undefined;
+
+  constructor(readonly backends: number[]) {
+    const file = fileURLToPath(import.meta.url);
+    this.proc = new ChildProc<ToBalancer, FromBalancer>(file, [backends.join(',')], (m) => {
+      if (m.type === 'listening') this.port = m.port;
+      else if (m.type === 'ready') this.readyStates = m.ready;
+      else this.#results = m.results;
+    });
+  }
+
+  /** Resolves once it listens and sees every backend ready. */
+  ready(timeoutMs = 10_000): Promise<void> {
+    const ok = (): boolean => this.readyStates.length > 0 && this.readyStates.every(Boolean);
+    return this.#until(() => this.port > 0 && ok(), timeoutMs, 'ready');
+  }
+
+  mark(t: number): void {
+    this.proc.send({ type: 'mark', t });
+  }
+
+  async results(): Promise<BalancerResults> {
+    this.#results = undefined;
+    this.proc.send({ type: 'results' });
+    await this.#until(() => this.#results !== undefined, 10_000, 'results');
+    return this.#results!;
+  }
+
+  /** Sends `stop` and SIGKILLs the group at once. */
+  stop(): Promise<void> {
+    return this.proc.stop({ type: 'stop' }, 0);
+  }
+
+  #until(done: () => boolean, timeoutMs: number, what: string): Promise<void> {
+    return until(done, timeoutMs, `storm lb: ${what}`, () => this.proc.died);
+  }
+}
+
+// The process entry: `node --import tsx balancer.ts 4001,4002`.
+if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) {
+  const backends = (process.argv[2] ?? '').split(',').map(Number);
+  if (backends.length === 0 || backends.some((p) => !Number.isInteger(p) || p <= 0)) {
+    console.error(`storm lb: give the backend ports, e.g. 4001,4002; got ${process.argv[2]}`);
+    process.exit(2);
+  }
+  const send: (m: FromBalancer) => void = toParent;
+  const lb = new Balancer({ backends, onReadyChange: (ready) => send({ type: 'ready', ready }) });
+  onParent<ToBalancer>((m) => {
+    if (m.type === 'mark') lb.mark(m.t);
+    else if (m.type === 'results') send({ type: 'results', results: lb.results() });
+    else {
+      lb.close();
+      process.exit(0);
+    }
+  });
+  send({ type: 'listening', port: await lb.listen() });
 }

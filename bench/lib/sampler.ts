@@ -1,22 +1,20 @@
 /**
- * Samples the server and the clients every `everyMs`: RSS, CPU and descriptors of the primary
- * and of each worker (children of the primary), the TCP connections on the server port each
- * of them holds, and the clients' sockets, echo rate and failures.
+ * Samples a server and its crowd every `everyMs` (the soak): RSS, CPU and descriptors of the
+ * primary and of each worker (children of the primary), the TCP connections on the server port
+ * each of them holds, the machine's CPU, and the clients' sockets, echo rate and failures.
  */
-import { now } from '../lib/clock.js';
-import { machineBusyMs } from '../lib/procfs.js';
-import { round1 } from '../lib/stats.js';
-import type { SoakClients } from './clients.js';
-import { merge, newHist, quantile } from './hist.js';
+import type { Crowd } from '../crowd/index.js';
+import { now } from './proc.js';
 import {
   childPids,
-  countFds,
+  countConns,
   cpuMs,
-  type FdList,
   listFds,
+  machineBusyMs,
   rssBytes,
   serverSockets,
 } from './procfs.js';
+import { mergeHist, newHist, quantile, round1 } from './stats.js';
 
 export interface ProcSample {
   pid: number;
@@ -83,7 +81,7 @@ export class Sampler {
   constructor(
     readonly primaryPid: number,
     readonly port: number,
-    readonly clients: SoakClients,
+    readonly clients: Crowd,
     readonly startedAt: number,
   ) {}
 
@@ -159,28 +157,28 @@ export class Sampler {
   #proc(
     pid: number,
     rss: number | undefined,
-    list: FdList | undefined,
+    list: ReturnType<typeof listFds>,
     ports: Map<number, string>,
   ): ProcSample | undefined {
     if (rss === undefined || list === undefined) return undefined;
-    const fd = countFds(list, ports);
+    const { conns, states } = countConns(list, ports);
     return {
       pid,
       rssMiB: round1(rss / MiB),
       cpuPct: this.#cpuPct(pid, now()),
-      fds: fd.fds,
-      conns: fd.conns,
-      states: fd.states,
-      overhead: fd.fds - fd.conns,
+      fds: list.fds,
+      conns,
+      states,
+      overhead: list.fds - conns,
     };
   }
 
   #clients(at: number): ClientSample | undefined {
-    const st = this.clients.stats();
+    const st = this.clients.status();
     if (!st) return undefined;
     const rtt = this.clients.takeRtt();
     this.rttByPhase[this.phase] ??= newHist();
-    merge(this.rttByPhase[this.phase]!, rtt);
+    mergeHist(this.rttByPhase[this.phase]!, rtt);
     const last = this.#lastClients;
     this.#lastClients = { at: st.at, sent: st.sent, echoed: st.echoed };
     const dt = last ? (st.at - last.at) / 1000 : 0;

@@ -1,0 +1,475 @@
+/**
+ * A crowd client process (forked by index.ts, its options as one JSON argument, run as
+ * `node --import tsx`). Opens `count` sockets to `url`, `concurrency` handshakes at a time,
+ * source addresses rotating over `<addrPrefix>`.1 .. .250, and keeps them as the options say:
+ *
+ * - stalled (a fraction, spread evenly): stops reading once open ('drop': reads and drops the
+ *   bytes, so the server's FIN is seen; 'pause': reads nothing). Never answers a close frame.
+ * - traffic (the others): `sendOnOpen` messages at once, one every `messageEveryMs` (random
+ *   phase), or `window` outstanding from the first phase on. Every reply is checked: the echo
+ *   handler answers in order, so it must be the oldest message still waiting on its socket.
+ * - closed by the server: nothing more ('none'), a new socket at once ('now') or after the
+ *   close reason's retry hint ('hint'); a failed attempt is a refusal, retried after
+ *   `retryDelayMs` (±50 %). With `client: 'wsdrain'`, wsdrain/client's WsdrainClient does it.
+ *
+ * Recorded under the phase the parent last started: closes (when, code, reason), messages
+ * unanswered at each close, reconnects and refusals, echoes and their round trips.
+ */
+import type { Duplex } from 'node:stream';
+import { WebSocket } from 'ws';
+import { parseHint } from 'wsdrain';
+import { type WebSocketConstructorLike, WsdrainClient } from 'wsdrain/client';
+import { idempotentEnds } from 'wsdrain/internal';
+import { now, onParent, sleep, toParent } from '../lib/proc.js';
+import { mergeHist, newHist, record, round2 } from '../lib/stats.js';
+import {
+  type CrowdOptions,
+  type CrowdResults,
+  emptyPhase,
+  type FromClient,
+  type PhaseResults,
+  type ToClient,
+} from './index.js';
+
+const o = JSON.parse(process.argv[2] ?? '{}') as CrowdOptions & {
+  count: number;
+  addrPrefix: string;
+};
+const { count, url } = o;
+const stalledFraction = o.stalled ?? 0;
+const messageEvery = o.messageEveryMs ?? 0;
+const windowSize = o.window ?? 0;
+const reconnectMode = o.reconnect ?? 'none';
+const MAX_KEPT = 20_000; // unanswered ages kept per phase (the counts are exact)
+const MAX_SAMPLES = 200_000; // round trips kept per phase (every 4th)
+
+const send: (m: FromClient) => void = toParent;
+
+interface Sock {
+  ws: WebSocket | undefined;
+  stalled: boolean;
+  /** Next sequence number (per socket index, across reconnects); messages not answered yet. */
+  seq: number;
+  pendSeq: number[];
+  pendAt: number[];
+  /** Highest sequence number already counted as timed out. */
+  timedOutSeq: number;
+  timer: NodeJS.Timeout | undefined;
+  /** Epoch ms of the close being reconnected (NaN: none), and the hint's delay. */
+  closedAt: number;
+  hintMs: number;
+  /** Closes since the first phase. */
+  closes: number;
+}
+
+const socks: Sock[] = Array.from({ length: count }, (_, i) => ({
+  ws: undefined,
+  stalled: Math.floor((i + 1) * stalledFraction) > Math.floor(i * stalledFraction),
+  seq: 0,
+  pendSeq: [],
+  pendAt: [],
+  timedOutSeq: -1,
+  timer: undefined,
+  closedAt: Number.NaN,
+  hintMs: 0,
+  closes: 0,
+}));
+
+const phases: Record<string, PhaseResults> = { '': emptyPhase() };
+let P = phases['']!;
+/** Time zero of the phase (the parent's), and when it reached this process. */
+let phaseT = now();
+let phaseAt = phaseT;
+let phaseLastReopenAt: number | null = null;
+let marked = false;
+let final = false;
+let running = false;
+let stopping = false;
+let allClosedSent = false;
+let lastCloseAt = Number.NaN;
+const n = {
+  open: 0,
+  reconnecting: 0,
+  closedOnce: 0,
+  gaveUp: 0,
+  connected: 0,
+  failed: 0,
+  stalled: 0,
+  deflated: 0,
+  sent: 0,
+  echoed: 0,
+  mismatched: 0,
+  timedOut: 0,
+  lostOnOtherClose: 0,
+};
+let rttSince = newHist();
+let nextAddr = 0;
+
+const rel = (t: number): number => round2(t - phaseT);
+const localAddress = (): string => `${o.addrPrefix}.${(nextAddr++ % 250) + 1}`;
+const bump = (counts: Record<string, number>, key: string | number, by = 1): void => {
+  counts[key] = (counts[key] ?? 0) + by;
+};
+
+const PAD = 'x'.repeat(o.size ?? 0);
+/** The message `seq` of socket `i`, padded to `size` bytes. */
+function payload(i: number, seq: number): string {
+  const base = `{"op":"echo","s":${i},"n":${seq}`;
+  const pad = (o.size ?? 0) - base.length - 10; // ,"pad":""}
+  return pad > 0 ? `${base},"pad":"${PAD.slice(0, pad)}"}` : `${base}}`;
+}
+
+type Stamped = WebSocket & { startedAt: number };
+
+/**
+ * One handshake: resolves with the open socket, or the cause of the failure (`http 503`,
+ * `ECONNREFUSED`, ...). `onOpen` runs inside the 'open' event, before any other event.
+ */
+function dial(onOpen: (ws: Stamped) => void): Promise<Stamped | string> {
+  return new Promise((resolve) => {
+    const startedAt = now();
+    const ws = new WebSocket(url, {
+      localAddress: localAddress(),
+      handshakeTimeout: o.handshakeTimeoutMs ?? 10_000,
+      perMessageDeflate: o.deflate ?? false,
+    }) as Stamped;
+    ws.startedAt = startedAt;
+    let cause = 'closed';
+    ws.on('error', (err: Error & { code?: string }) => {
+      const http = /Unexpected server response: (\d+)/.exec(err.message);
+      cause = http ? `http ${http[1]}` : (err.code ?? err.message.slice(0, 40));
+    });
+    let opened = false;
+    ws.once('open', () => {
+      opened = true;
+      onOpen(ws);
+      resolve(ws);
+    });
+    ws.once('close', () => {
+      if (!opened) resolve(cause);
+    });
+  });
+}
+
+/** A first connection opened. */
+function adoptFirst(i: number, ws: WebSocket): void {
+  if (ws.extensions.includes('permessage-deflate')) n.deflated++;
+  if (socks[i]!.stalled) n.stalled++;
+  adopt(i, ws);
+}
+
+function adopt(i: number, ws: WebSocket): void {
+  const s = socks[i]!;
+  s.ws = ws;
+  n.open++;
+  ws.on('close', (code, reason) => onClose(i, ws, code, reason.toString()));
+  // ws's repeated end() calls cost this process CPU taken from the server on a shared machine.
+  idempotentEnds(ws);
+  if (s.stalled) {
+    if (o.stallMode === 'pause') ws.pause();
+    else {
+      const socket = (ws as unknown as { _socket: Duplex })._socket;
+      socket.removeAllListeners('data');
+      socket.on('data', () => {});
+    }
+    return;
+  }
+  ws.on('message', (data: Buffer, isBinary: boolean) => onReply(s, i, data, isBinary));
+  for (let k = 0; k < (o.sendOnOpen ?? 0); k++) sendOne(s, i);
+  if (running) for (let k = 0; k < windowSize; k++) sendOne(s, i);
+  if (messageEvery > 0) {
+    const tick = (): void => {
+      if (ws.readyState === WebSocket.OPEN) sendOne(s, i);
+    };
+    // A random phase, then a fixed period; clearTimeout() clears either timer.
+    s.timer = setTimeout(() => {
+      tick();
+      s.timer = setInterval(tick, messageEvery);
+    }, Math.random() * messageEvery);
+  }
+}
+
+function sendOne(s: Sock, i: number): void {
+  const seq = s.seq++;
+  s.pendSeq.push(seq);
+  s.pendAt.push(now());
+  s.ws!.send(payload(i, seq));
+  n.sent++;
+}
+
+function onReply(s: Sock, i: number, data: Buffer, isBinary: boolean): void {
+  const text = isBinary ? '' : data.toString();
+  if (s.pendSeq.length > 0 && text === payload(i, s.pendSeq[0]!)) {
+    s.pendSeq.shift();
+    const rtt = now() - s.pendAt.shift()!;
+    record(rttSince, rtt);
+    record(P.rtt, rtt);
+    n.echoed++;
+    if ((++P.replies & 3) === 0 && P.rttSamples.length < MAX_SAMPLES)
+      P.rttSamples.push(round2(rtt));
+  } else {
+    // Not the next echo: wrong socket, wrong order or altered. Drop what it skips over.
+    n.mismatched++;
+    const m = /"n":(\d+)/.exec(text);
+    const k = m ? s.pendSeq.indexOf(Number(m[1])) : -1;
+    if (k >= 0 && text === payload(i, s.pendSeq[k]!)) {
+      s.pendSeq.splice(0, k + 1);
+      s.pendAt.splice(0, k + 1);
+    }
+  }
+  if (running && s.ws?.readyState === WebSocket.OPEN) sendOne(s, i);
+}
+
+/** Records a close of an open socket of index `i`. */
+function recordClose(s: Sock, t: number, code: number, reason: string): void {
+  lastCloseAt = t;
+  P.closeTimes.push(rel(t));
+  bump(P.codes, code);
+  bump(P.reasons, /^(wsdrain:\w+)/.exec(reason)?.[1] ?? (reason ? 'other' : '(none)'));
+  const retry = /retry=(\d+)/.exec(reason);
+  if (retry) P.hintRetries.push(Number(retry[1]));
+  if (marked && ++s.closes === 1) n.closedOnce++;
+}
+
+function onClose(i: number, ws: WebSocket, code: number, reason: string): void {
+  const s = socks[i]!;
+  if (s.ws !== ws) return;
+  const t = now();
+  s.ws = undefined;
+  n.open--;
+  clearTimeout(s.timer);
+  s.timer = undefined;
+  recordClose(s, t, code, reason);
+  if (s.pendSeq.length > 0) {
+    bump(P.unanswered, code, s.pendSeq.length);
+    for (const at of s.pendAt) {
+      if (P.unansweredAgeMs.length < MAX_KEPT) P.unansweredAgeMs.push(round2(t - at));
+    }
+    if (code !== 1012 && code !== 1001) n.lostOnOtherClose += s.pendSeq.length;
+    s.pendSeq = [];
+    s.pendAt = [];
+  }
+  if (stopping) return;
+  if (final || reconnectMode === 'none') {
+    checkAllClosed();
+    return;
+  }
+  s.closedAt = t;
+  s.hintMs = reconnectMode === 'hint' ? (parseHint(reason)?.retryMs ?? 0) : 0;
+  n.reconnecting++;
+  if (s.hintMs > 0) setTimeout(() => void reconnect(i), s.hintMs);
+  else void reconnect(i);
+}
+
+function recordReopen(s: Sock, t: number, startedAt: number): void {
+  if (!marked) return;
+  P.reopenTimes.push(rel(t));
+  P.attemptTimes.push(rel(startedAt));
+  P.handshakeMs.push(round2(t - startedAt));
+  P.reconnectMs.push(round2(t - s.closedAt));
+  phaseLastReopenAt = t;
+}
+
+async function reconnect(i: number): Promise<void> {
+  const s = socks[i]!;
+  for (let a = 0; a < (o.maxAttempts ?? 500) && !final && !stopping; a++) {
+    const r = await dial((ws) => {
+      n.reconnecting--;
+      recordReopen(s, now(), ws.startedAt);
+      if (marked) {
+        P.hintMs.push(s.hintMs);
+        P.beyondHintMs.push(round2(now() - s.closedAt - s.hintMs));
+      }
+      adopt(i, ws);
+    });
+    if (typeof r !== 'string') return;
+    if (marked) bump(P.refusals, r);
+    await sleep((o.retryDelayMs ?? 20) * (0.5 + Math.random()));
+  }
+  n.reconnecting--;
+  if (!final && !stopping) n.gaveUp++;
+  checkAllClosed();
+}
+
+/** `ws`, stamped with the time each attempt started, from the rotating source addresses. */
+class StampedWebSocket extends WebSocket {
+  readonly startedAt: number;
+  constructor(address: string, protocols?: string | string[]) {
+    const t = now();
+    super(address, protocols, {
+      localAddress: localAddress(),
+      perMessageDeflate: o.deflate ?? false,
+    });
+    this.startedAt = t;
+    this.on('error', () => {}); // the client listens too; never unhandled
+  }
+}
+
+/** wsdrain/client's reconnecting client for socket `i`: true once it opened. */
+function startClient(i: number): Promise<boolean> {
+  const s = socks[i]!;
+  const client = new WsdrainClient(url, {
+    WebSocket: StampedWebSocket as unknown as WebSocketConstructorLike,
+    hintJitter: o.hintJitter,
+    maxRetries: o.maxRetries ?? 50,
+  });
+  let isOpen = false;
+  let first = true;
+  client.on('open', () => {
+    const t = now();
+    const socket = client.socket as unknown as StampedWebSocket | null;
+    isOpen = true;
+    n.open++;
+    if (first && socket?.extensions.includes('permessage-deflate')) n.deflated++;
+    first = false;
+    if (!Number.isNaN(s.closedAt)) {
+      n.reconnecting--;
+      recordReopen(s, t, socket?.startedAt ?? t);
+      s.closedAt = Number.NaN;
+    }
+  });
+  client.on('close', ({ code, reason, willReconnect }) => {
+    const t = now();
+    if (isOpen) {
+      isOpen = false;
+      n.open--;
+      recordClose(s, t, code, reason);
+      if (willReconnect && !final) {
+        n.reconnecting++;
+        s.closedAt = t;
+      }
+    } else if (marked) bump(P.refusals, code);
+    if (!willReconnect) {
+      if (!Number.isNaN(s.closedAt)) n.reconnecting--;
+      s.closedAt = Number.NaN;
+      n.gaveUp++;
+    }
+    checkAllClosed();
+  });
+  client.on('error', () => {
+    if (!isOpen && marked) P.connectErrors++;
+  });
+  client.on('reconnecting', ({ reason }) => {
+    if (marked) P.delays[reason]++;
+  });
+  return new Promise((resolve) => {
+    client.once('open', () => resolve(true));
+    client.on('close', ({ willReconnect }) => {
+      if (!willReconnect) resolve(false);
+    });
+  });
+}
+
+function checkAllClosed(): void {
+  if (!marked || allClosedSent || n.open > 0 || n.reconnecting > 0) return;
+  allClosedSent = true;
+  send({ type: 'allClosed', at: Number.isNaN(lastCloseAt) ? now() : lastCloseAt });
+}
+
+/** Counts messages unanswered for longer than echoTimeoutMs on open sockets (once each). */
+function checkTimeouts(): void {
+  const limit = now() - (o.echoTimeoutMs ?? 10_000);
+  for (const s of socks) {
+    if (!s.ws) continue;
+    for (let k = 0; k < s.pendAt.length && s.pendAt[k]! < limit; k++) {
+      if (s.pendSeq[k]! > s.timedOutSeq) {
+        n.timedOut++;
+        s.timedOutSeq = s.pendSeq[k]!;
+      }
+    }
+  }
+}
+
+function status(): void {
+  const { open, reconnecting, closedOnce, gaveUp, sent, echoed, mismatched, timedOut } = n;
+  send({
+    type: 'status',
+    status: {
+      at: now(),
+      ...{ open, reconnecting, closedOnce, gaveUp, sent, echoed, mismatched, timedOut },
+      lostOnOtherClose: n.lostOnOtherClose,
+      closes: P.closeTimes.length,
+      reopens: P.reopenTimes.length,
+      refusals: Object.values(P.refusals).reduce((a, b) => a + b, 0),
+      lastReopenAt: phaseLastReopenAt,
+      rtt: rttSince,
+    },
+  });
+  rttSince = newHist();
+}
+
+function results(): CrowdResults {
+  P.durationMs = round2(now() - phaseAt); // the current phase, so far
+  let pendingOpen = 0;
+  const closesPerSocket: Record<string, number> = {};
+  for (const s of socks) {
+    if (s.ws) pendingOpen += s.pendSeq.length;
+    if (s.closes > 0) bump(closesPerSocket, s.closes);
+  }
+  const rtt = newHist();
+  for (const p of Object.values(phases)) mergeHist(rtt, p.rtt);
+  const { reconnecting: _, ...counts } = n;
+  return { ...counts, pendingOpen, closesPerSocket, phases, rtt };
+}
+
+onParent<ToClient>((m) => {
+  switch (m.type) {
+    case 'phase': {
+      const at = now();
+      P.durationMs = round2(at - phaseAt);
+      phases[m.label] ??= emptyPhase();
+      P = phases[m.label]!;
+      phaseT = m.t;
+      phaseAt = at;
+      phaseLastReopenAt = null;
+      marked = true;
+      final = m.final;
+      allClosedSent = false;
+      const start = !running && windowSize > 0 && !final;
+      running = windowSize > 0 && !final;
+      if (start) {
+        socks.forEach((s, i) => {
+          if (s.ws && !s.stalled) for (let k = 0; k < windowSize; k++) sendOne(s, i);
+        });
+      }
+      checkAllClosed();
+      break;
+    }
+    case 'results':
+      send({ type: 'results', results: results() });
+      break;
+    case 'stop':
+      stopping = true;
+      for (const s of socks) s.ws?.terminate();
+      process.exit(0);
+  }
+});
+
+setInterval(status, o.statusEveryMs ?? 1000);
+setInterval(checkTimeouts, 1000);
+
+// Open every socket, `concurrency` at a time, `attempts` tries each (WsdrainClient retries
+// by itself).
+const connectOnce =
+  o.client === 'wsdrain'
+    ? startClient
+    : async (i: number): Promise<boolean> =>
+        typeof (await dial((ws) => adoptFirst(i, ws))) !== 'string';
+const attempts = o.client === 'wsdrain' ? 1 : (o.attempts ?? 3);
+let next = 0;
+const lane = async (): Promise<void> => {
+  while (next < count && !stopping) {
+    const i = next++;
+    let ok = false;
+    for (let a = 0; a < attempts && !ok; a++) ok = await connectOnce(i);
+    if (ok) n.connected++;
+    else n.failed++;
+  }
+};
+const ticker = setInterval(
+  () => send({ type: 'progress', connected: n.connected, failed: n.failed }),
+  100,
+);
+await Promise.all(Array.from({ length: Math.min(o.concurrency ?? 200, count) }, lane));
+clearInterval(ticker);
+send({ type: 'ready', connected: n.connected, failed: n.failed });

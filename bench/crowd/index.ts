@@ -1,0 +1,458 @@
+/**
+ * The crowd: N WebSocket clients spread over client processes (client.ts, at most
+ * `perProcess` sockets each, under the 20,000 open-file limit), each process with its own
+ * source-address block 127.0.<k>.1-250 (a new block for every process of the bench run, so
+ * TIME_WAIT leftovers of one run never collide with the next). One client family; what a
+ * socket does is set by {@link CrowdOptions}: idle, stalled, echo traffic, reconnect at once
+ * or after the server's hint, or wsdrain's own reconnecting client.
+ *
+ *   const crowd = new Crowd({ url, reconnect: 'now' });
+ *   await crowd.connect(4000);
+ *   const t0 = crowd.phase('roll');           // time zero; signal the server right after
+ *   await crowd.waitFor((s) => s.closedOnce === 4000 && s.open === 4000, 30_000);
+ *   const r = await crowd.results();          // r.phases.roll: closes, reconnects, ...
+ *   await crowd.stop();
+ *
+ * Times in results are ms since the start of their phase; before the first phase the label
+ * is '' (closes there are "early").
+ */
+import { fileURLToPath } from 'node:url';
+import { ChildProc, progress, spread, until, within } from '../lib/proc.js';
+import type { Server } from '../lib/server.js';
+import { addCounts, maxOrNull, mergeHist, newHist } from '../lib/stats.js';
+
+const CLIENT = fileURLToPath(new URL('./client.ts', import.meta.url));
+export const MAX_PER_PROCESS = 15_000;
+
+export interface CrowdOptions {
+  url: string;
+  /** Sockets per client process. @default 6000, at most 15000 */
+  perProcess?: number;
+  /** First handshakes at a time per process. @default 200 */
+  concurrency?: number;
+  /** Tries per socket while connecting. @default 3 */
+  attempts?: number;
+  /** @default 10000 */
+  handshakeTimeoutMs?: number;
+  /**
+   * 'ws': a `ws` socket per connection, reconnected by the crowd as `reconnect` says;
+   * 'wsdrain': `wsdrain/client`'s WsdrainClient, which reconnects by itself (hints, backoff).
+   * @default 'ws'
+   */
+  client?: 'ws' | 'wsdrain';
+  /** WsdrainClient's `hintJitter`; undefined keeps its default. */
+  hintJitter?: boolean | number;
+  /** WsdrainClient's `maxRetries`. @default 50 */
+  maxRetries?: number;
+  /** Offer permessage-deflate. @default false */
+  deflate?: boolean;
+  /** Fraction of the sockets that stop reading once connected (spread evenly). @default 0 */
+  stalled?: number;
+  /**
+   * 'drop': bytes are read and dropped (the server's FIN is seen, so the close can be timed);
+   * 'pause': nothing is read (the socket stays open until the server terminates it).
+   * @default 'drop'
+   */
+  stallMode?: 'drop' | 'pause';
+  /** Messages each non-stalled socket sends as soon as it opens. @default 0 */
+  sendOnOpen?: number;
+  /** Each non-stalled socket sends a message every this many ms (random phase). @default 0 */
+  messageEveryMs?: number;
+  /** Messages each socket keeps outstanding from the first phase until a final one. @default 0 */
+  window?: number;
+  /** Bytes per message (at least the message's own, about 30). @default 0 */
+  size?: number;
+  /** A message unanswered this long on an open socket is timed out. @default 10000 */
+  echoTimeoutMs?: number;
+  /** After a close by the server: nothing, reconnect at once, or after the hint's delay. */
+  reconnect?: 'none' | 'now' | 'hint';
+  /** Delay after a failed reconnect attempt (±50 %). @default 20 */
+  retryDelayMs?: number;
+  /** Reconnect attempts per close before giving up. @default 500 */
+  maxAttempts?: number;
+  /** Status reports, after the first phase. @default 1000 */
+  statusEveryMs?: number;
+  /** Give up connecting after this long. @default 120000 */
+  connectTimeoutMs?: number;
+}
+
+/** What the parent sends: `phase` starts recording under `label` (final: no reconnects). */
+export type ToClient =
+  | { type: 'phase'; label: string; t: number; final: boolean }
+  | { type: 'results' }
+  | { type: 'stop' };
+
+export type FromClient =
+  | { type: 'progress' | 'ready'; connected: number; failed: number }
+  | { type: 'status'; status: Status }
+  /** No socket open and none reconnecting, after a phase began: epoch ms of the last close. */
+  | { type: 'allClosed'; at: number }
+  | { type: 'results'; results: CrowdResults };
+
+/** Counters are cumulative; closes, reopens, refusals and lastReopenAt: this phase's. */
+export interface Status {
+  at: number;
+  open: number;
+  /** Closed and not open again yet (waiting for a hint's delay, or handshaking). */
+  reconnecting: number;
+  /** Sockets closed at least once since the first phase. */
+  closedOnce: number;
+  /** Sockets that gave up reconnecting. */
+  gaveUp: number;
+  sent: number;
+  echoed: number;
+  /** Replies that were not the next expected echo of their socket. */
+  mismatched: number;
+  /** Messages unanswered `echoTimeoutMs` after they were sent, socket open. */
+  timedOut: number;
+  /** Messages unanswered when their socket closed with a code other than 1001 or 1012. */
+  lostOnOtherClose: number;
+  closes: number;
+  reopens: number;
+  refusals: number;
+  lastReopenAt: number | null;
+  /** Echo round trips since the previous status (stats.ts histogram). */
+  rtt: number[];
+}
+
+/** Everything recorded under one phase; times in ms since the phase began. */
+export interface PhaseResults {
+  /** Closes of open sockets. */
+  closeTimes: number[];
+  codes: Record<string, number>;
+  /** Close reasons by kind: `wsdrain:restart`, `wsdrain:shutdown`, `other`, `(none)`. */
+  reasons: Record<string, number>;
+  /** retry=<ms> values of the close reasons. */
+  hintRetries: number[];
+  /** Messages without an echo when their socket closed, by close code. */
+  unanswered: Record<string, number>;
+  /** For those: ms from the send to the close (first 20,000 per process). */
+  unansweredAgeMs: number[];
+  /** Reconnects: when they opened, when their attempt started, and the handshake's length. */
+  reopenTimes: number[];
+  attemptTimes: number[];
+  handshakeMs: number[];
+  /** Close -> open again, the hint's delay included; that delay; and the rest. */
+  reconnectMs: number[];
+  hintMs: number[];
+  beyondHintMs: number[];
+  /** Failed reconnect attempts by cause (`http 503`, `ECONNREFUSED`; a close code for 'wsdrain'). */
+  refusals: Record<string, number>;
+  /** 'error' events of WsdrainClient sockets that had not opened. */
+  connectErrors: number;
+  /** WsdrainClient reconnects scheduled, by what set their delay. */
+  delays: { hint: number; backoff: number };
+  /** Echoes received, replies per second (summed over processes), every 4th round trip. */
+  replies: number;
+  repliesPerSec: number;
+  rttSamples: number[];
+  rtt: number[];
+  /** Length of the phase on the clients' clocks (the longest), ms. */
+  durationMs: number;
+}
+
+export interface CrowdResults {
+  connected: number;
+  failed: number;
+  open: number;
+  /** Sockets that stalled, and sockets whose first connection negotiated permessage-deflate. */
+  stalled: number;
+  deflated: number;
+  sent: number;
+  echoed: number;
+  mismatched: number;
+  timedOut: number;
+  lostOnOtherClose: number;
+  /** Messages still waiting for an echo on open sockets. */
+  pendingOpen: number;
+  gaveUp: number;
+  /** Sockets closed at least once since the first phase. */
+  closedOnce: number;
+  /** How many sockets closed once, twice, ... since the first phase. */
+  closesPerSocket: Record<string, number>;
+  phases: Record<string, PhaseResults>;
+  rtt: number[];
+}
+
+export function emptyPhase(): PhaseResults {
+  return {
+    closeTimes: [],
+    codes: {},
+    reasons: {},
+    hintRetries: [],
+    unanswered: {},
+    unansweredAgeMs: [],
+    reopenTimes: [],
+    attemptTimes: [],
+    handshakeMs: [],
+    reconnectMs: [],
+    hintMs: [],
+    beyondHintMs: [],
+    refusals: {},
+    connectErrors: 0,
+    delays: { hint: 0, backoff: 0 },
+    replies: 0,
+    repliesPerSec: 0,
+    rttSamples: [],
+    rtt: newHist(),
+    durationMs: 0,
+  };
+}
+
+const SUMMED = [
+  'connected',
+  'failed',
+  'open',
+  'stalled',
+  'deflated',
+  'sent',
+  'echoed',
+  'mismatched',
+  'timedOut',
+  'lostOnOtherClose',
+  'pendingOpen',
+  'gaveUp',
+  'closedOnce',
+] as const;
+
+const LISTS = [
+  'closeTimes',
+  'hintRetries',
+  'unansweredAgeMs',
+  'reopenTimes',
+  'attemptTimes',
+  'handshakeMs',
+  'reconnectMs',
+  'hintMs',
+  'beyondHintMs',
+  'rttSamples',
+] as const;
+
+/** Sums the results of the processes; lists are sorted ascending. */
+export function mergeResults(all: CrowdResults[]): CrowdResults {
+  const total: CrowdResults = {
+    ...(Object.fromEntries(SUMMED.map((k) => [k, 0])) as Record<(typeof SUMMED)[number], number>),
+    closesPerSocket: {},
+    phases: {},
+    rtt: newHist(),
+  };
+  for (const r of all) {
+    for (const k of SUMMED) total[k] += r[k];
+    addCounts(total.closesPerSocket, r.closesPerSocket);
+    mergeHist(total.rtt, r.rtt);
+    for (const [label, p] of Object.entries(r.phases)) {
+      total.phases[label] ??= emptyPhase();
+      const t = total.phases[label]!;
+      for (const k of LISTS) for (const v of p[k]) t[k].push(v);
+      for (const k of ['codes', 'reasons', 'unanswered', 'refusals'] as const) {
+        addCounts(t[k], p[k]);
+      }
+      t.connectErrors += p.connectErrors;
+      t.delays.hint += p.delays.hint;
+      t.delays.backoff += p.delays.backoff;
+      t.replies += p.replies;
+      t.repliesPerSec += p.durationMs > 0 ? (p.replies * 1000) / p.durationMs : 0;
+      mergeHist(t.rtt, p.rtt);
+      t.durationMs = Math.max(t.durationMs, p.durationMs);
+    }
+  }
+  for (const p of Object.values(total.phases)) {
+    for (const k of LISTS) p[k].sort((a, b) => a - b);
+    p.repliesPerSec = Math.round(p.repliesPerSec);
+  }
+  return total;
+}
+
+let nextBlock = 0;
+
+interface Member {
+  proc: ChildProc<ToClient, FromClient>;
+  connected: number;
+  failed: number;
+  ready: boolean;
+  status?: Status;
+  allClosedAt?: number;
+  results?: CrowdResults;
+}
+
+export class Crowd {
+  readonly #o: CrowdOptions;
+  #members: Member[] = [];
+  #rtt = newHist();
+  /** How long connect() took, ms. */
+  connectMs = 0;
+
+  constructor(o: CrowdOptions) {
+    const perProcess = o.perProcess ?? 6000;
+    if (!(perProcess >= 1 && perProcess <= MAX_PER_PROCESS)) {
+      throw new Error(`perProcess must be in 1..${MAX_PER_PROCESS}, got ${perProcess}`);
+    }
+    this.#o = { ...o, perProcess };
+  }
+
+  get pids(): number[] {
+    return this.#members.map((m) => m.proc.child.pid ?? 0);
+  }
+
+  /** A client process that died without being asked to stop, or undefined. */
+  dead(): string | undefined {
+    return this.#members.map((m) => m.proc.died).find(Boolean);
+  }
+
+  /** Opens n sockets; resolves with the number that connected. */
+  async connect(n: number): Promise<number> {
+    const k = Math.ceil(n / this.#o.perProcess!);
+    for (const count of spread(n, k)) this.#spawn(count);
+    const bar = progress(`connecting ${this.#o.url}`, n);
+    const started = performance.now();
+    try {
+      await until(
+        () => {
+          bar.update(this.#sum((m) => m.connected));
+          return this.#members.every((m) => m.ready);
+        },
+        this.#o.connectTimeoutMs ?? 120_000,
+        'crowd: connect',
+        () => this.dead(),
+      );
+    } finally {
+      bar.end();
+    }
+    this.connectMs = performance.now() - started;
+    const failed = this.#sum((m) => m.failed);
+    if (failed > 0) process.stderr.write(`crowd: ${failed} of ${n} sockets failed to connect\n`);
+    return this.#sum((m) => m.connected);
+  }
+
+  /** Starts phase `label` in every process; returns its time zero (epoch ms). */
+  phase(label: string, final = false): number {
+    const t = performance.timeOrigin + performance.now();
+    for (const m of this.#members) {
+      m.allClosedAt = undefined;
+      m.proc.send({ type: 'phase', label, t, final });
+    }
+    return t;
+  }
+
+  /** The latest status of every process, summed; undefined until each has sent one. */
+  status(): Omit<Status, 'rtt'> | undefined {
+    const all = this.#members.map((m) => m.status);
+    if (all.length === 0 || all.some((s) => s === undefined)) return undefined;
+    const ss = all as Status[];
+    const sums = Object.fromEntries(
+      Object.keys(ss[0] ?? {})
+        .filter((k) => !['at', 'lastReopenAt', 'rtt'].includes(k))
+        .map((k) => [k, ss.reduce((n, x) => n + (x[k as keyof Status] as number), 0)]),
+    ) as Omit<Status, 'rtt' | 'at' | 'lastReopenAt'>;
+    const lastReopenAt = maxOrNull(ss.map((x) => x.lastReopenAt));
+    return { ...sums, at: Math.min(...ss.map((x) => x.at)), lastReopenAt };
+  }
+
+  /** Echo round trips reported since the previous call (stats.ts histogram). */
+  takeRtt(): number[] {
+    const h = this.#rtt;
+    this.#rtt = newHist();
+    return h;
+  }
+
+  /** Resolves true once `done` holds for the summed status, false after timeoutMs. */
+  waitFor(done: (s: Omit<Status, 'rtt'>) => boolean, timeoutMs: number): Promise<boolean> {
+    return within(
+      () => {
+        const s = this.status();
+        return s !== undefined && done(s);
+      },
+      timeoutMs,
+      'crowd: wait',
+      () => this.dead(),
+    );
+  }
+
+  /** Resolves with the epoch ms of the last close once no socket is open, else undefined. */
+  async waitAllClosed(timeoutMs: number): Promise<number | undefined> {
+    const done = await within(
+      () => this.#members.every((m) => m.allClosedAt !== undefined),
+      timeoutMs,
+      'crowd: close',
+      () => this.dead(),
+    );
+    return done ? Math.max(...this.#members.map((m) => m.allClosedAt!)) : undefined;
+  }
+
+  /** What every process recorded, merged. */
+  async results(): Promise<CrowdResults> {
+    for (const m of this.#members) {
+      m.results = undefined;
+      m.proc.send({ type: 'results' });
+    }
+    await until(
+      () => this.#members.every((m) => m.results),
+      30_000,
+      'crowd: results',
+      () => this.dead(),
+    );
+    return mergeResults(this.#members.map((m) => m.results!));
+  }
+
+  /** Stops every client process (SIGKILL after 3 s). */
+  async stop(): Promise<void> {
+    await Promise.all(this.#members.map((m) => m.proc.stop({ type: 'stop' })));
+    this.#members = [];
+  }
+
+  #sum(f: (m: Member) => number): number {
+    return this.#members.reduce((s, m) => s + f(m), 0);
+  }
+
+  #spawn(count: number): void {
+    const addrPrefix = `127.0.${(nextBlock++ % 254) + 1}`;
+    const args = [JSON.stringify({ ...this.#o, count, addrPrefix })];
+    const nodeArgs = process.env.BENCH_CLIENT_NODE_ARGS?.split(' ') ?? [];
+    const m: Member = { connected: 0, failed: 0, ready: false } as Member;
+    m.proc = new ChildProc<ToClient, FromClient>(
+      CLIENT,
+      args,
+      (msg) => {
+        switch (msg.type) {
+          case 'progress':
+          case 'ready':
+            m.connected = msg.connected;
+            m.failed = msg.failed;
+            m.ready ||= msg.type === 'ready';
+            break;
+          case 'status':
+            m.status = msg.status;
+            mergeHist(this.#rtt, msg.status.rtt);
+            break;
+          case 'allClosed':
+            m.allClosedAt = msg.at;
+            break;
+          case 'results':
+            m.results = msg.results;
+        }
+      },
+      nodeArgs,
+    );
+    this.#members.push(m);
+  }
+}
+
+/**
+ * Waits until `server` is ready, then runs `body` with a crowd against it (ws://127.0.0.1:
+ * <port>); the crowd and the server are stopped afterwards, whatever happens.
+ */
+export async function withLoad<R>(
+  start: Promise<Server>,
+  options: Omit<CrowdOptions, 'url'>,
+  body: (server: Server, crowd: Crowd) => Promise<R>,
+): Promise<R> {
+  const server = await start;
+  const crowd = new Crowd({ ...options, url: `ws://127.0.0.1:${server.port}` });
+  try {
+    await server.ready();
+    return await body(server, crowd);
+  } finally {
+    await crowd.stop();
+    await server.stop();
+  }
+}
