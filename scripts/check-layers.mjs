@@ -4,8 +4,8 @@
  *
  *   - src/primary/ and src/worker/ never import each other: what both need lives in
  *     src/drain/ or in top-level src/ modules;
- *   - src/client/ (browser-safe) imports nothing from the server side but src/hint.ts and
- *     src/codes.ts;
+ *   - src/client/ (browser-safe) imports nothing from the server side but src/hint.ts,
+ *     src/codes.ts and src/wire.ts;
  *   - nothing imports src/cli.ts (the executable, the one module that acts when loaded);
  *   - test/, bench/ and scripts/ use the package (`wsdrain`, `wsdrain/client`,
  *     `wsdrain/internal`), never a file under src/;
@@ -81,10 +81,11 @@ for (const top of ['src', 'test', 'bench', 'scripts', 'examples']) {
         under(me, 'src/client') &&
         under(to, 'src') &&
         !under(to, 'src/client') &&
-        to !== 'src/hint.ts' &&
-        to !== 'src/codes.ts'
+        !['src/hint.ts', 'src/codes.ts', 'src/wire.ts'].includes(to)
       )
-        say('client/ may import only src/hint.ts and src/codes.ts from the server side');
+        say(
+          'client/ may import only src/hint.ts, src/codes.ts and src/wire.ts from the server side',
+        );
       if (to === 'src/cli.ts') say('src/cli.ts is the executable: import src/command.ts instead');
       if (!under(me, 'src') && under(to, 'src'))
         say("use the package ('wsdrain', 'wsdrain/client', 'wsdrain/internal'), not src/ files");

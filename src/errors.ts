@@ -59,3 +59,31 @@ export class DrainStateError extends WsdrainError {
     this.name = 'DrainStateError';
   }
 }
+
+/** The `--app` module cannot be loaded, or what it exports is not an app. */
+export class AppLoadError extends WsdrainError {
+  constructor(message: string) {
+    super('WSD_ERR_APP_LOAD', message);
+    this.name = 'AppLoadError';
+  }
+}
+
+/** An app hook threw, rejected or ran past its time (the log names the hook). */
+export class HookError extends WsdrainError {
+  readonly hook: string;
+  readonly timedOut: boolean;
+  constructor(hook: string, message: string, timedOut = false) {
+    super('WSD_ERR_HOOK', message);
+    this.name = 'HookError';
+    this.hook = hook;
+    this.timedOut = timedOut;
+  }
+}
+
+/** A publication could not be made: the broker is away, or the topic or data is not accepted. */
+export class PublishError extends WsdrainError {
+  constructor(message: string) {
+    super('WSD_ERR_PUBLISH', message);
+    this.name = 'PublishError';
+  }
+}

@@ -2,6 +2,19 @@
  * Programmatic API: the per-worker server and its drain, usable without the cluster.
  */
 
+export {
+  type AppApi,
+  type Conn,
+  createApp,
+  type DrainKind as AppDrainKind,
+  type PrimaryApi,
+  type PublishAck,
+  type PublishData,
+  type Rejection,
+  reject,
+  type UpgradeRequest,
+  type WsdrainApp,
+} from './app/types.js';
 export { CloseCode } from './codes.js';
 export type { ClusterReport, DrainReport, WorkerOutcome } from './drain/report.js';
 export * from './errors.js';
@@ -20,6 +33,7 @@ export {
   validateOptions,
   type WsdrainOptions,
 } from './options.js';
+export { PROTOCOL_V1, type StreamPosition } from './wire.js';
 export { type DrainOptions, drainServer } from './worker/drain.js';
 export {
   type ServerOptions,

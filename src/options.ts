@@ -35,6 +35,16 @@ export interface WsdrainOptions {
   maxConnections: number | undefined;
   /** Handler module (path or package); undefined means the built-in echo handler. */
   handler: string | undefined;
+  /** Application module (path or package), loaded in every worker and in the primary. */
+  app: string | undefined;
+  /** Longest time an app hook may run, in ms (the upgrade hook has --handshake-timeout). @default 5000 */
+  hookTimeout: number;
+  /** Topics one connection may subscribe to. @default 100 */
+  maxTopics: number;
+  /** Publications kept per topic for recovery (0: none). @default 100 */
+  historySize: number;
+  /** Longest time a publication is kept for recovery, in ms. @default 300000 */
+  historyTtl: number;
   /** Pool threads per worker. @default max(1, round(cores / max(1, workers))) */
   threads: number | undefined;
   /** Port of the aggregated Prometheus endpoint (primary); undefined turns it off. */
@@ -111,6 +121,10 @@ export const kDefaultOptions = {
   rateLimit: 0,
   origin: [] as string[],
   perMessageDeflate: false,
+  hookTimeout: 5000,
+  maxTopics: 100,
+  historySize: 100,
+  historyTtl: 300_000,
   maxFragments: 1024,
   messageTimeout: 10_000,
   maxBufferedTotal: 256 * 1_048_576,
@@ -199,6 +213,50 @@ export const OPTION_DEFS: readonly OptionDef[] = [
     arg: '<module>',
     defaultText: 'built-in echo',
     help: 'module whose default export handles messages in the thread pool',
+  },
+  {
+    key: 'app',
+    flag: 'app',
+    kind: 'string',
+    arg: '<module>',
+    defaultText: 'none',
+    help: 'application module (path from the current directory, or a package in its node_modules): hooks for upgrade, open, message, close, drain, topics',
+  },
+  {
+    key: 'hookTimeout',
+    flag: 'hook-timeout',
+    kind: 'int',
+    arg: '<ms>',
+    min: 1,
+    max: 600_000,
+    help: "longest an app hook may run (upgrade: --handshake-timeout; drain: the drain's budget); past it the hook's connection is closed with 1011",
+  },
+  {
+    key: 'maxTopics',
+    flag: 'max-topics',
+    kind: 'int',
+    arg: '<n>',
+    min: 1,
+    max: 1_000_000,
+    help: 'topics one connection may subscribe to; a subscribe beyond it is refused (too_many_topics)',
+  },
+  {
+    key: 'historySize',
+    flag: 'history-size',
+    kind: 'int',
+    arg: '<n>',
+    min: 0,
+    max: 10_000_000,
+    help: 'publications kept per topic so that reconnecting clients recover what they missed (0 = none)',
+  },
+  {
+    key: 'historyTtl',
+    flag: 'history-ttl',
+    kind: 'int',
+    arg: '<ms>',
+    min: 1000,
+    max: 7 * 24 * 3_600_000,
+    help: 'longest a publication is kept for recovery',
   },
   {
     key: 'threads',

@@ -4,6 +4,8 @@
  * worker that is gone never throws.
  */
 import type { Worker } from 'node:cluster';
+import type { BrokerRequest } from './app/broker.js';
+import type { Publication } from './app/sequencer.js';
 import type { DrainCommand } from './drain/budget.js';
 import type { DrainReport } from './drain/report.js';
 
@@ -19,7 +21,11 @@ export type ToWorker =
    * sockets it holds, and is not draining); `true` listens again (the roll stopped).
    */
   | { src: typeof SRC; type: 'accepting'; accepting: boolean }
-  | { src: typeof SRC; type: 'metrics-request'; id: number };
+  | { src: typeof SRC; type: 'metrics-request'; id: number }
+  /** The embedded broker's answer to a worker's request. */
+  | { src: typeof SRC; type: 'broker-reply'; id: number; ok: boolean; value: unknown }
+  /** A publication of a topic the worker wants. */
+  | { src: typeof SRC; type: 'publication'; pub: Publication };
 
 /** Worker -> primary. */
 export type ToPrimary =
@@ -28,7 +34,9 @@ export type ToPrimary =
   | { src: typeof SRC; type: 'progress'; remaining: number }
   | { src: typeof SRC; type: 'report'; report: DrainReport }
   | { src: typeof SRC; type: 'metrics'; id: number; metrics: unknown[] }
-  | { src: typeof SRC; type: 'fatal'; code: string; message: string };
+  | { src: typeof SRC; type: 'fatal'; code: string; message: string }
+  /** A request to the embedded broker (publish, interest, drop, recover). */
+  | { src: typeof SRC; type: 'broker'; id: number; req: BrokerRequest };
 
 type Body<T> = T extends unknown ? Omit<T, 'src'> : never;
 

@@ -12,6 +12,11 @@
  *                                  exit     (second signal: terminate now, exit 1)
  */
 import cluster from 'node:cluster';
+import { answerBroker } from '../app/broker.js';
+import { callHook } from '../app/hooks.js';
+import { loadApp } from '../app/load.js';
+import { Sequencer } from '../app/sequencer.js';
+import type { PrimaryApi, PublishData } from '../app/types.js';
 import { drainCommand, killAfter } from '../drain/budget.js';
 import { DrainProgress } from '../drain/progress.js';
 import { summarize, sumReports, writeReport } from '../drain/report.js';
@@ -58,12 +63,20 @@ export class Coordinator {
   #exitCode = 0;
   #respawnTimers = new Set<NodeJS.Timeout>();
   #forced = false;
+  /** The embedded broker: topics' offsets, epochs and history, outside the workers. */
+  readonly #seq: Sequencer;
+  #sweep: NodeJS.Timeout | undefined;
 
   constructor(opts: WsdrainOptions, log: Logger, timings: CoordinatorTimings) {
     this.#opts = opts;
     this.#log = log;
     this.#t = timings;
     this.#backoff = new CrashBackoff(timings);
+    this.#seq = new Sequencer({
+      historySize: opts.historySize,
+      historyTtl: opts.historyTtl,
+      deliver: (to, pub) => this.#records.get(to)?.publication(pub),
+    });
     this.#metrics = new PrimaryMetrics(log, () => this.#live().map((r) => r.worker));
     this.#roll = new Roll({
       log,
@@ -73,6 +86,17 @@ export class Coordinator {
       draining: () => this.#phase === 'draining',
       onRolled: () => this.#metrics.restarts.inc({ reason: 'roll' }),
     });
+  }
+
+  /** What the app's `primary` hook (and an embedder) may do here: publish. */
+  get primaryApi(): PrimaryApi {
+    return {
+      publish: async (topic: string, data: PublishData) => {
+        const { offset, epoch } = this.#seq.publish(topic, data);
+        return { topic, offset, epoch };
+      },
+      log: this.#log,
+    };
   }
 
   #live(): WorkerRecord[] {
@@ -85,7 +109,22 @@ export class Coordinator {
       onForce: (signal) => this.forceAll(signal),
       onReload: () => this.roll(),
     });
-    cluster.setupPrimary({ silent: false });
+    // 'advanced': publications may carry bytes (Uint8Array) to the workers as they are.
+    cluster.setupPrimary({ silent: false, serialization: 'advanced' });
+    this.#sweep = setInterval(() => this.#seq.sweep(), Math.min(10_000, this.#opts.historyTtl / 4));
+    this.#sweep.unref();
+    if (this.#opts.app) {
+      try {
+        const { app } = await loadApp(this.#opts.app);
+        const hook = app.primary;
+        if (hook) {
+          await callHook('primary', () => hook(this.primaryApi), this.#opts.hookTimeout, this.#log);
+        }
+      } catch (err) {
+        this.#fatal((err as Error).message);
+        return;
+      }
+    }
     if (this.#opts.metricsPort !== undefined) {
       try {
         const port = await this.#metrics.listen(this.#opts.metricsPort, this.#opts.host);
@@ -139,7 +178,17 @@ export class Coordinator {
         },
         selfDrain: () => this.#roll.keepAccepting(),
         report: (_r, report) => this.#metrics.observeDrain(report),
-        exit: (r, was) => this.#onExit(r, was),
+        exit: (r, was) => {
+          this.#seq.dropParty(r.worker.id);
+          this.#onExit(r, was);
+        },
+        broker: (r, id, req) => {
+          try {
+            r.answer(id, true, answerBroker(this.#seq, r.worker.id, req));
+          } catch (err) {
+            r.answer(id, false, (err as Error).message);
+          }
+        },
       },
     );
     this.#records.set(rec.worker.id, rec);

@@ -11,6 +11,8 @@
  * business: records only report.
  */
 import cluster, { type Worker } from 'node:cluster';
+import type { BrokerRequest } from '../app/broker.js';
+import type { Publication } from '../app/sequencer.js';
 import type { DrainCommand } from '../drain/budget.js';
 import type { DrainReport, WorkerOutcome } from '../drain/report.js';
 import type { Logger } from '../log.js';
@@ -29,6 +31,8 @@ export interface WorkerEvents {
   report(rec: WorkerRecord, report: DrainReport): void;
   /** The worker exited; `was` is the state it was in. */
   exit(rec: WorkerRecord, was: WorkerState): void;
+  /** A request to the embedded broker. */
+  broker(rec: WorkerRecord, id: number, req: BrokerRequest): void;
 }
 
 /** One forked worker as the primary sees it. */
@@ -116,6 +120,9 @@ export class WorkerRecord {
           this.fatal ??= m.message;
           log.error({ workerPid: this.pid, code: m.code }, m.message);
           break;
+        case 'broker':
+          events.broker(this, m.id, m.req);
+          break;
       }
     });
     this.worker.on('exit', (code: number | null, signal: string | null) => {
@@ -149,6 +156,16 @@ export class WorkerRecord {
   /** Whether every worker of the cluster listens (its /readyz follows it). */
   setClusterReady(ready: boolean): void {
     sendToWorker(this.worker, msg({ type: 'cluster-ready', ready }));
+  }
+
+  /** Answers a broker request. */
+  answer(id: number, ok: boolean, value: unknown): void {
+    sendToWorker(this.worker, msg({ type: 'broker-reply', id, ok, value }));
+  }
+
+  /** Hands it a publication of a topic it wants. */
+  publication(pub: Publication): void {
+    sendToWorker(this.worker, msg({ type: 'publication', pub }));
   }
 
   /** SIGKILL, unless it has exited already. */

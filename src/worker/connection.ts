@@ -10,15 +10,28 @@
  * does every connection while the pool is saturated; reading resumes at half. What waits for a
  * client counts against the buffer limits (./buffers.ts).
  */
+import { randomBytes } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import type { Socket } from 'node:net';
 import { WebSocket } from 'ws';
 import { CloseCode } from '../codes.js';
 import { HandlerError } from '../errors.js';
 import type { Logger } from '../log.js';
+import { PROTOCOL_V1 } from '../wire.js';
 import { BufferLimits } from './buffers.js';
 import { Kind } from './pool.js';
-import { closedCleanly, closeFrameNow, startReading, stopReading } from './socket.js';
+import {
+  closedCleanly,
+  closeFrameNow,
+  type Frame,
+  startReading,
+  stopReading,
+  writeFrame,
+} from './socket.js';
+import type { Subscription } from './topics.js';
+
+/** Prefix of this process's connection ids: a connection id is unique in the cluster. */
+const ID_PREFIX = randomBytes(4).toString('base64url');
 
 /** Per-connection pending messages at which that socket stops being read. */
 export const CONN_HIGH_WATER = 128;
@@ -50,15 +63,30 @@ function overRate(w: RateWindow, limit: number, now = Date.now()): boolean {
 
 /** One message's place in its connection's reply order. */
 export interface Slot {
-  conn: Connection;
+  /** Undefined for work outside any connection (an app's `api.run`). */
+  conn: Connection | undefined;
   /** The result's kind; `PENDING` until the pool answers. */
   kind: Kind | typeof PENDING;
   /** The reply's bytes (TEXT, BINARY), the failure's message (ERROR), or null. */
   data: Buffer | string | null;
+  /** Takes the result instead of sending it (`conn.run`, a hook held in the order). */
+  take?: ((kind: Kind, data: Buffer | string | null) => void) | undefined;
 }
 
 /** One WebSocket connection. */
 export class Connection {
+  /** Unique in the cluster (a per-process prefix and a counter). */
+  readonly id: string;
+  /** What the app's `upgrade` hook returned. */
+  readonly context: unknown;
+  /** The subprotocol: `wsdrain.v1`, or '' for plain messages. */
+  readonly protocol: string;
+  /** Topic subscriptions (see ./topics.ts), created on the first. */
+  subs: Map<string, Subscription> | undefined;
+  /** The app's view of it (see ./app.ts), created when first needed. */
+  handle: object | undefined;
+  /** The app's message hooks of this connection run one after the other. */
+  hooks: Promise<void> = Promise.resolve();
   readonly ws: WebSocket;
   /** The TCP socket under `ws`. */
   readonly socket: Socket;
@@ -87,7 +115,10 @@ export class Connection {
   readonly messages: RateWindow = { start: 0, count: 0 };
   readonly pings: RateWindow = { start: 0, count: 0 };
 
-  constructor(ws: WebSocket, socket: Socket) {
+  constructor(ws: WebSocket, socket: Socket, id: string, context: unknown) {
+    this.id = id;
+    this.context = context;
+    this.protocol = ws.protocol;
     this.ws = ws;
     this.socket = socket;
     this.deflate = ws.extensions.includes('permessage-deflate');
@@ -126,6 +157,11 @@ export interface ConnectionsOptions {
   maxBufferedTotal: number;
   /** Hands a message to the pool; its result comes back through {@link Connections.result}. */
   submit: (data: Buffer, isBinary: boolean, slot: Slot) => void;
+  /**
+   * Takes every message of an open connection (an app, the wsdrain.v1 subprotocol); without
+   * it, each goes to the pool and its reply comes back.
+   */
+  receive?: ((conn: Connection, data: Buffer, isBinary: boolean) => void) | undefined;
 }
 
 /**
@@ -153,6 +189,9 @@ export class Connections extends EventEmitter {
   readonly #buffers: BufferLimits<Connection>;
   /** Sockets whose reading is held back while a burst of close frames goes out. */
   #held: Socket[] | undefined;
+  /** Connections corked by {@link write} until the end of this turn. */
+  #corked = new Set<Connection>();
+  #ids = 0;
 
   constructor(o: ConnectionsOptions) {
     super();
@@ -165,8 +204,8 @@ export class Connections extends EventEmitter {
   }
 
   /** A WebSocket connection opened on `socket`. */
-  add(ws: WebSocket, socket: Socket): Connection {
-    const conn = new Connection(ws, socket);
+  add(ws: WebSocket, socket: Socket, context?: unknown): Connection {
+    const conn = new Connection(ws, socket, `${ID_PREFIX}-${(++this.#ids).toString(36)}`, context);
     const log = this.#o.log;
     ws.on('error', (err: Error & { code?: string }) => {
       log.debug({ err: err.code ?? err.message }, 'websocket error');
@@ -208,17 +247,78 @@ export class Connections extends EventEmitter {
       this.close(conn, CloseCode.POLICY, 'rate limit exceeded');
       return;
     }
-    const slot: Slot = { conn, kind: PENDING, data: null };
+    if (this.#o.receive) this.#o.receive(conn, data, isBinary);
+    else this.submit(conn, data, isBinary);
+  }
+
+  /**
+   * Hands a message of `conn` to the pool, in the connection's order: its reply is sent, or,
+   * with `take`, given to `take` instead.
+   */
+  submit(conn: Connection, data: Uint8Array, isBinary: boolean, take?: Slot['take']): void {
+    // The pool copies the bytes out of ws's receive buffer (a view would carry the whole
+    // chunk); text is decoded in the pool thread.
+    this.#o.submit(data as Buffer, isBinary, this.#slot(conn, take));
+  }
+
+  /**
+   * Counts work done elsewhere (an app hook) as in flight on `conn`, like a message at the
+   * pool: it weighs on the connection's backpressure, and a drain's close frame waits for it.
+   * Replies do not wait for it (a hook may wait for the pool itself). Call the result once
+   * the work is done.
+   */
+  hold(conn: Connection): () => void {
+    conn.inflight++;
+    if (conn.inflight >= CONN_HIGH_WATER) this.#pause(conn);
+    let done = false;
+    return () => {
+      if (done) return;
+      done = true;
+      conn.inflight--;
+      this.watch?.replied(conn);
+      this.#settled(conn);
+    };
+  }
+
+  #slot(conn: Connection, take: Slot['take']): Slot {
+    const slot: Slot = { conn, kind: PENDING, data: null, take };
     conn.slots.push(slot);
     conn.inflight++;
     if (conn.inflight >= CONN_HIGH_WATER) this.#pause(conn);
-    // The pool copies the bytes out of ws's receive buffer (a view would carry the whole
-    // chunk); text is decoded in the pool thread.
-    this.#o.submit(data, isBinary, slot);
+    return slot;
   }
+
+  /**
+   * Writes a frame built once for many connections (a publication): in order with the rest,
+   * corked until the end of this event-loop turn, so everything due to a socket in one turn
+   * leaves in one system call. False when `conn` is closing.
+   */
+  write(conn: Connection, frame: Frame): boolean {
+    if (!conn.open) return false;
+    if (!this.#corked.has(conn)) {
+      conn.socket.cork();
+      this.#corked.add(conn);
+      if (this.#corked.size === 1) setImmediate(this.#uncorkAll);
+    }
+    writeFrame(conn.ws, conn.socket, frame);
+    return true;
+  }
+
+  #uncorkAll = (): void => {
+    const corked = this.#corked;
+    this.#corked = new Set();
+    for (const conn of corked) {
+      conn.socket.uncork();
+      this.checkBuffered(conn);
+    }
+  };
 
   /** The pool's result for one message. */
   result(slot: Slot, kind: Kind, data: Buffer | string | null): void {
+    if (!slot.conn) {
+      slot.take?.(kind, data);
+      return;
+    }
     slot.kind = kind;
     slot.data = data;
     this.#ready.add(slot.conn);
@@ -241,13 +341,21 @@ export class Connections extends EventEmitter {
     const { slots, ws } = conn;
     let corked = false;
     while (conn.head < slots.length && slots[conn.head]!.kind !== PENDING) {
-      const { kind, data } = slots[conn.head]!;
+      const { kind, data, take } = slots[conn.head]!;
       slots[conn.head] = undefined as never;
       conn.head++;
       conn.inflight--;
       this.watch?.replied(conn);
-      if (kind === Kind.NONE || ws.readyState !== WebSocket.OPEN || conn.closeSent) continue;
+      if (take && kind !== Kind.ERROR) {
+        take(kind as Kind, data);
+        continue;
+      }
+      if (kind === Kind.NONE || ws.readyState !== WebSocket.OPEN || conn.closeSent) {
+        take?.(kind as Kind, data);
+        continue;
+      }
       if (kind === Kind.ERROR) {
+        take?.(kind, data);
         this.stats.handlerErrors++;
         const err = new HandlerError(data as string);
         this.#o.log.warn(
@@ -263,7 +371,12 @@ export class Connections extends EventEmitter {
         corked = true;
         conn.socket.cork();
       }
-      ws.send(data as Buffer, kind === Kind.TEXT ? AS_TEXT : AS_BINARY);
+      if (kind === Kind.TEXT && conn.protocol === PROTOCOL_V1) {
+        // A wsdrain.v1 client gets the handler's text reply as a `message`.
+        ws.send(JSON.stringify({ type: 'message', data: (data as Buffer).toString() }), AS_TEXT);
+      } else {
+        ws.send(data as Buffer, kind === Kind.TEXT ? AS_TEXT : AS_BINARY);
+      }
     }
     if (corked) {
       conn.socket.uncork();
@@ -277,6 +390,11 @@ export class Connections extends EventEmitter {
       conn.slots = slots.slice(conn.head);
       conn.head = 0;
     }
+    this.#settled(conn);
+  }
+
+  /** After work of `conn` finished: read it again below half, close it if the drain waits. */
+  #settled(conn: Connection): void {
     if (conn.paused && !this.#poolPressure && conn.inflight <= CONN_HIGH_WATER / 2) {
       this.#resume(conn);
     }

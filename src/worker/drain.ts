@@ -173,6 +173,9 @@ async function runDrain(server: WsdrainServer, opts: DrainOptions): Promise<Drai
   closing = true;
   const snapshot = [...conns.all];
   const n = snapshot.length;
+  // The app's `drain` hook first, for every socket at once: each close frame waits for it.
+  const kind = code === CloseCode.RESTART ? 'restart' : 'shutdown';
+  for (const conn of snapshot) server.app.beforeDrain(conn, kind);
   const start = Date.now();
   const room = Math.max(0, opts.deadline - start - MIN_ANSWER_MS);
   const wanted = opts.rate && opts.rate > 0 ? (n / opts.rate) * 1000 : (opts.windowMs ?? 0);

@@ -7,12 +7,15 @@
  * and whichever comes second changes nothing. A second signal terminates at once.
  */
 import cluster from 'node:cluster';
+import { IpcBroker } from '../app/broker.js';
+import { callHook } from '../app/hooks.js';
+import { appHandler, loadApp } from '../app/load.js';
 import { CloseCode } from '../codes.js';
 import { type DrainCommand, drainCommand } from '../drain/budget.js';
 import { DrainProgress } from '../drain/progress.js';
 import { type DrainReport, summarize, writeReport } from '../drain/report.js';
 import { hintReason } from '../hint.js';
-import { createLogger } from '../log.js';
+import { createLogger, type Logger } from '../log.js';
 import type { WsdrainOptions } from '../options.js';
 import { isOurs, msg, sendToPrimary, type ToWorker } from '../protocol.js';
 import { installSignals } from '../signals.js';
@@ -20,6 +23,15 @@ import { maskImplementation } from './bufferutil.js';
 import { drainServer } from './drain.js';
 import { WorkerMetrics } from './metrics.js';
 import { WsdrainServer } from './server.js';
+
+/** A start-up failure: logged, told to the primary (or stderr), exit 1. */
+function failStart(log: Logger, clustered: boolean, e: Error & { code?: string }): void {
+  log.fatal({ code: e.code }, e.message);
+  if (clustered)
+    sendToPrimary(msg({ type: 'fatal', code: e.code ?? 'WSD_ERR', message: e.message }));
+  else process.stderr.write(`wsdrain: ${e.message}\n`);
+  setImmediate(() => process.exit(1));
+}
 
 /** Starts the server of this process and wires signals (and IPC in a cluster worker). */
 export async function runServerProcess(options: WsdrainOptions): Promise<void> {
@@ -29,7 +41,25 @@ export async function runServerProcess(options: WsdrainOptions): Promise<void> {
     clustered ? 'worker' : 'server',
     clustered ? { worker: cluster.worker?.id } : {},
   );
-  const server = new WsdrainServer({ ...options, logger: log });
+  let loaded: Awaited<ReturnType<typeof loadApp>> | undefined;
+  if (options.app) {
+    try {
+      loaded = await loadApp(options.app);
+    } catch (err) {
+      return failStart(log, clustered, err as Error & { code?: string });
+    }
+  }
+  const broker = clustered
+    ? new IpcBroker((id, req) => sendToPrimary(msg({ type: 'broker', id, req })))
+    : undefined;
+  const server = new WsdrainServer({
+    ...options,
+    handler: (loaded && appHandler(loaded.app, loaded.url)) ?? options.handler,
+    logger: log,
+    application: loaded?.app,
+    broker,
+    workerId: cluster.worker?.id ?? 0,
+  });
   // In a cluster, /readyz answers 200 only once the primary says every worker listens.
   if (clustered) server.setClusterReady(false);
   const metrics = new WorkerMetrics(server);
@@ -142,6 +172,12 @@ export async function runServerProcess(options: WsdrainOptions): Promise<void> {
             );
           }
           break;
+        case 'broker-reply':
+          broker?.answer(m.id, m.ok, m.value);
+          break;
+        case 'publication':
+          broker?.deliver(m.pub);
+          break;
         case 'metrics-request':
           metrics.get().then(
             (metricsJson) =>
@@ -154,6 +190,7 @@ export async function runServerProcess(options: WsdrainOptions): Promise<void> {
     // The primary is gone (killed): Node exits this worker right after this event, so there is
     // no time for an asynchronous drain. Send every close frame now, synchronously.
     cluster.worker?.on('disconnect', () => {
+      broker?.fail('the primary is gone');
       if (exiting) return;
       const reason = hintReason('shutdown', options.reconnectWindow);
       for (const conn of server.conns.all) {
@@ -164,16 +201,12 @@ export async function runServerProcess(options: WsdrainOptions): Promise<void> {
 
   let address: { port: number };
   try {
+    const setup = loaded?.app.setup;
+    if (setup) await callHook('setup', () => setup(server.app.api), options.hookTimeout, log);
     address = await server.listen();
   } catch (err) {
-    const e = err as Error & { code?: string };
-    log.fatal({ code: e.code }, e.message);
-    if (clustered)
-      sendToPrimary(msg({ type: 'fatal', code: e.code ?? 'WSD_ERR', message: e.message }));
-    else process.stderr.write(`wsdrain: ${e.message}\n`);
     await server.shutdown().catch(() => {});
-    exit(1);
-    return;
+    return failStart(log, clustered, err as Error & { code?: string });
   }
   log.info(
     {

@@ -19,21 +19,34 @@ import { createServer, type IncomingMessage, type Server } from 'node:http';
 import { type AddressInfo, Server as NetServer, type Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { type PerMessageDeflateOptions, type WebSocket, WebSocketServer } from 'ws';
+import { type Broker, LocalBroker } from '../app/broker.js';
+import { Sequencer } from '../app/sequencer.js';
+import type { WsdrainApp } from '../app/types.js';
 import { CloseCode } from '../codes.js';
 import { ListenError } from '../errors.js';
 import type { Logger } from '../log.js';
 import { defaultThreads, type WsdrainOptions } from '../options.js';
+import { PROTOCOL_V1 } from '../wire.js';
 import { Admission, type AdmissionStats } from './admission.js';
+import { AppRuntime } from './app.js';
 import { type ConnectionStats, Connections, type Slot } from './connection.js';
 import { Heartbeat } from './heartbeat.js';
 import { answerClientError, answerRequest, refuse } from './http.js';
-import { MessagePool } from './pool.js';
+import { Kind, MessagePool } from './pool.js';
 import { idempotentEnds } from './socket.js';
 
 export type ServerState = 'starting' | 'running' | 'draining' | 'closed';
 
-/** Options of one server: the CLI options plus a logger. */
-export type ServerOptions = WsdrainOptions & { logger: Logger };
+/** Options of one server: the CLI options plus a logger, and what an embedder brings. */
+export type ServerOptions = WsdrainOptions & {
+  logger: Logger;
+  /** The application (else `--app` is loaded by the worker process, or none). */
+  application?: WsdrainApp | undefined;
+  /** The broker of publications (default: one of its own, in this process). */
+  broker?: Broker | undefined;
+  /** The cluster worker id (0: a single process). */
+  workerId?: number | undefined;
+};
 
 /** Counters of one server (a copy, taken when asked). */
 export interface ServerStats extends ConnectionStats, AdmissionStats {
@@ -79,6 +92,11 @@ export class WsdrainServer {
   readonly admission: Admission;
   /** @internal */
   readonly heartbeat: Heartbeat;
+  /** @internal The application, topics and the wsdrain.v1 subprotocol. */
+  readonly app: AppRuntime;
+  /** @internal The sequencer, when this server holds its own broker. */
+  readonly sequencer: Sequencer | undefined;
+  #sweep: NodeJS.Timeout | undefined;
   #state: ServerState = 'starting';
   #clusterReady = true;
   #listening = false;
@@ -107,6 +125,44 @@ export class WsdrainServer {
       maxBuffered: options.maxBuffered,
       maxBufferedTotal: options.maxBufferedTotal,
       submit: (data, isBinary, slot) => this.pool.submit(data, isBinary, slot),
+      receive: (conn, data, isBinary) => this.app.receive(conn, data, isBinary),
+    });
+    let broker = options.broker;
+    if (!broker) {
+      const local = new LocalBroker(
+        new Sequencer({
+          historySize: options.historySize,
+          historyTtl: options.historyTtl,
+          deliver: (_to, pub) => local.deliver(pub),
+        }),
+      );
+      this.sequencer = local.sequencer;
+      broker = local;
+    }
+    this.app = new AppRuntime({
+      log: this.log,
+      worker: options.workerId ?? 0,
+      app: options.application,
+      broker,
+      conns: this.conns,
+      runDetached: (data, isBinary) =>
+        new Promise((resolve, reject) => {
+          const slot: Slot = {
+            conn: undefined,
+            kind: -1,
+            data: null,
+            take: (kind, out) => {
+              if (kind === Kind.ERROR) reject(new Error(String(out)));
+              else if (kind === Kind.TEXT) resolve((out as Buffer).toString());
+              else resolve(kind === Kind.BINARY ? out : undefined);
+            },
+          };
+          this.pool.submit(data, isBinary, slot);
+        }),
+      hookTimeout: options.hookTimeout,
+      handshakeTimeout: options.handshakeTimeout,
+      maxTopics: options.maxTopics,
+      maxPayload: options.maxPayload,
     });
     this.heartbeat = new Heartbeat(
       { log: this.log, heartbeat: options.heartbeat, messageTimeout: options.messageTimeout },
@@ -133,9 +189,9 @@ export class WsdrainServer {
       maxFragments: options.maxFragments,
       perMessageDeflate: options.perMessageDeflate ? deflateOptions(options) : false,
       clientTracking: false,
-      // ws would pick the first subprotocol a client offers; wsdrain speaks none of them, so
-      // it selects none (a client that requires one then fails the handshake, as RFC 6455 says).
-      handleProtocols: () => false,
+      // ws would pick the first subprotocol a client offers; wsdrain selects only its own
+      // (a client that requires another one then fails the handshake, as RFC 6455 says).
+      handleProtocols: (offered: Set<string>) => (offered.has(PROTOCOL_V1) ? PROTOCOL_V1 : false),
       // ws would terminate (no close code) a peer with 60 unanswered pings; wsdrain limits
       // the ping rate itself and answers a flood with 1008.
       maxPendingAutoPongs: 0,
@@ -203,6 +259,11 @@ export class WsdrainServer {
     this.#state = 'running';
     this.#listening = true;
     this.heartbeat.start();
+    if (this.sequencer) {
+      const seq = this.sequencer;
+      this.#sweep = setInterval(() => seq.sweep(), Math.min(10_000, this.options.historyTtl / 4));
+      this.#sweep.unref();
+    }
     return this.http.address() as AddressInfo;
   }
 
@@ -241,24 +302,39 @@ export class WsdrainServer {
       }
     };
     socket.once('close', done);
-    this.wss.handleUpgrade(req, socket, head, (ws) => {
+    const handshake = (context: unknown): void => {
+      this.wss.handleUpgrade(req, socket, head, (ws) => {
+        done();
+        idempotentEnds(ws);
+        this.#onConnection(ws, socket as Socket, context);
+      });
+    };
+    if (!this.app.hasUpgradeHook) return handshake(undefined);
+    // The app decides who this is before the handshake completes.
+    this.app.upgrade(req).then((outcome) => {
+      if (socket.destroyed) return done();
+      if (outcome.ok) return handshake(outcome.context);
       done();
-      idempotentEnds(ws);
-      this.#onConnection(ws, socket as Socket);
+      refuse(socket, outcome.status, outcome.headers);
     });
   }
 
-  #onConnection(ws: WebSocket, socket: Socket): void {
-    const conn = this.conns.add(ws, socket);
+  #onConnection(ws: WebSocket, socket: Socket, context: unknown): void {
+    const conn = this.conns.add(ws, socket, context);
     this.admission.opened(socket);
-    ws.once('close', () => this.admission.closed(socket));
+    ws.once('close', (code: number, reason: Buffer) => {
+      this.admission.closed(socket);
+      this.app.closed(conn, code, reason.toString());
+    });
     this.heartbeat.watch(conn);
     if (this.#state === 'draining') {
       // The listener was closed, but this upgrade was already on its way: close it with the
       // drain code at once, so the client learns why and reconnects elsewhere.
       this.#lateUpgrades++;
       this.conns.close(conn, this.#drainClose.code, this.#drainClose.reason());
+      return;
     }
+    this.app.opened(conn);
   }
 
   /** @internal Set by the cluster primary: `/readyz` is 200 only once every worker listens. */
@@ -323,6 +399,7 @@ export class WsdrainServer {
     if (this.#state === 'closed') return;
     this.#state = 'closed';
     this.heartbeat.stop();
+    if (this.#sweep) clearInterval(this.#sweep);
     this.admission.stop();
     this.#listening = false;
     this.http.close();

@@ -4,6 +4,7 @@
  */
 import type { Socket } from 'node:net';
 import type { Writable } from 'node:stream';
+import type { WebSocket } from 'ws';
 import * as wsModule from 'ws';
 
 /**
@@ -203,4 +204,47 @@ export function patchReceiver(): void {
 export function closedCleanly(ws: object): boolean {
   const w = ws as { _closeFrameReceived?: boolean; _closeFrameSent?: boolean };
   return w._closeFrameReceived === true && w._closeFrameSent === true;
+}
+
+/** A message framed once, for many sockets: an unmasked server frame, FIN set. */
+export interface Frame {
+  /** Header and payload, one buffer: written as it is to every socket. */
+  readonly bytes: Buffer;
+  /** The payload, for a socket whose frames ws must send itself. */
+  readonly data: Buffer;
+  readonly binary: boolean;
+}
+
+/** Frames a text (string) or binary (bytes) message once. */
+export function frameOf(message: string | Uint8Array): Frame {
+  const binary = typeof message !== 'string';
+  const data = binary
+    ? Buffer.from(message.buffer, message.byteOffset, message.byteLength)
+    : Buffer.from(message);
+  const n = data.length;
+  const head = n < 126 ? 2 : n < 65536 ? 4 : 10;
+  const bytes = Buffer.allocUnsafe(head + n);
+  bytes[0] = 0x80 | (binary ? 0x02 : 0x01);
+  if (n < 126) {
+    bytes[1] = n;
+  } else if (n < 65536) {
+    bytes[1] = 126;
+    bytes.writeUInt16BE(n, 2);
+  } else {
+    bytes[1] = 127;
+    bytes.writeBigUInt64BE(BigInt(n), 2);
+  }
+  data.copy(bytes, head);
+  return { bytes, data, binary };
+}
+
+/**
+ * Writes a frame built once to `ws`'s socket, in order with what ws itself sends: as it is
+ * when ws's sender is idle (with permessage-deflate a message may go uncompressed), through
+ * `ws.send` while ws holds frames back behind a compression.
+ */
+export function writeFrame(ws: WebSocket, socket: Socket, frame: Frame): void {
+  const sender = senderOf(ws);
+  if (sender && sender._state === 0 && sender._queue.length === 0) socket.write(frame.bytes);
+  else ws.send(frame.data, { binary: frame.binary });
 }

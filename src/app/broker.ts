@@ -1,0 +1,154 @@
+/**
+ * The broker as a worker sees it: publish, be told about a topic, recover a gap. The embedded
+ * broker keeps its sequencer (./sequencer.ts) in the primary and talks to workers over the
+ * cluster's IPC channel; a single process (`--workers 0`) holds it itself.
+ *
+ * Ordering: the primary answers a worker and sends it publications over one channel, in
+ * order. The answer to `interest` gives the position the worker's stream of that topic
+ * starts after; the answer to `recover` holds every publication up to the position it names,
+ * and live publications after it follow it on the channel. That is what lets a worker replay
+ * a gap and switch to live delivery without a hole or a duplicate.
+ */
+import type { StreamPosition } from '../wire.js';
+import type { Publication, Recovery, Sequencer } from './sequencer.js';
+import type { PublishAck, PublishData } from './types.js';
+
+export type { Publication, Recovery };
+
+/** What a worker needs of a broker. */
+export interface Broker {
+  /** Sequences a publication and sends it to every interested worker. */
+  publish(topic: string, data: PublishData): Promise<PublishAck>;
+  /** This worker wants `topic`: resolves with the position its live stream starts after. */
+  interest(topic: string): Promise<StreamPosition>;
+  /** This worker no longer wants `topic`. */
+  drop(topic: string): void;
+  /** Every publication after `since`, or `recovered: false`. */
+  recover(topic: string, since: StreamPosition): Promise<Recovery>;
+  /** Receives the live publications of the topics this worker wants. */
+  onPublication: ((pub: Publication) => void) | undefined;
+}
+
+/** The embedded broker of a single process: the sequencer is right here. */
+export class LocalBroker implements Broker {
+  onPublication: ((pub: Publication) => void) | undefined;
+  readonly #seq: Sequencer;
+
+  constructor(seq: Sequencer) {
+    this.#seq = seq;
+  }
+
+  get sequencer(): Sequencer {
+    return this.#seq;
+  }
+
+  /** Where the sequencer delivers (party 0 is this process). */
+  deliver(pub: Publication): void {
+    this.onPublication?.(pub);
+  }
+
+  async publish(topic: string, data: PublishData): Promise<PublishAck> {
+    const { offset, epoch } = this.#seq.publish(topic, data);
+    return { topic, offset, epoch };
+  }
+
+  async interest(topic: string): Promise<StreamPosition> {
+    return this.#seq.interest(topic, 0);
+  }
+
+  drop(topic: string): void {
+    this.#seq.drop(topic, 0);
+  }
+
+  async recover(topic: string, since: StreamPosition): Promise<Recovery> {
+    return this.#seq.recover(topic, since);
+  }
+}
+
+/** A request from a worker to the primary's broker. */
+export type BrokerRequest =
+  | { op: 'publish'; topic: string; data: PublishData }
+  | { op: 'interest'; topic: string }
+  | { op: 'drop'; topic: string }
+  | { op: 'recover'; topic: string; since: StreamPosition };
+
+/** Answers a worker's request with the primary's sequencer (party = the worker's id). */
+export function answerBroker(seq: Sequencer, party: number, req: BrokerRequest): unknown {
+  switch (req.op) {
+    case 'publish': {
+      const { offset, epoch } = seq.publish(req.topic, req.data);
+      return { topic: req.topic, offset, epoch };
+    }
+    case 'interest':
+      return seq.interest(req.topic, party);
+    case 'drop':
+      seq.drop(req.topic, party);
+      return null;
+    case 'recover':
+      return seq.recover(req.topic, req.since);
+  }
+}
+
+/** The embedded broker of a cluster worker: requests to the primary over IPC. */
+export class IpcBroker implements Broker {
+  onPublication: ((pub: Publication) => void) | undefined;
+  readonly #send: (id: number, req: BrokerRequest) => boolean;
+  readonly #waiting = new Map<
+    number,
+    { resolve: (v: unknown) => void; reject: (e: Error) => void }
+  >();
+  #next = 1;
+
+  /** `send` posts a request to the primary; false when the primary is gone. */
+  constructor(send: (id: number, req: BrokerRequest) => boolean) {
+    this.#send = send;
+  }
+
+  #ask<T>(req: BrokerRequest): Promise<T> {
+    const id = this.#next++;
+    return new Promise<T>((resolve, reject) => {
+      this.#waiting.set(id, { resolve: resolve as (v: unknown) => void, reject });
+      if (!this.#send(id, req)) {
+        this.#waiting.delete(id);
+        reject(new Error('the primary is gone: no broker'));
+      }
+    });
+  }
+
+  /** The primary's answer to request `id`. */
+  answer(id: number, ok: boolean, value: unknown): void {
+    const w = this.#waiting.get(id);
+    if (!w) return;
+    this.#waiting.delete(id);
+    if (ok) w.resolve(value);
+    else w.reject(new Error(String(value)));
+  }
+
+  /** A publication from the primary. */
+  deliver(pub: Publication): void {
+    this.onPublication?.(pub);
+  }
+
+  /** The primary is gone: every request waiting fails. */
+  fail(why: string): void {
+    for (const w of this.#waiting.values()) w.reject(new Error(why));
+    this.#waiting.clear();
+  }
+
+  publish(topic: string, data: PublishData): Promise<PublishAck> {
+    return this.#ask({ op: 'publish', topic, data });
+  }
+
+  interest(topic: string): Promise<StreamPosition> {
+    return this.#ask({ op: 'interest', topic });
+  }
+
+  drop(topic: string): void {
+    const id = this.#next++;
+    this.#send(id, { op: 'drop', topic });
+  }
+
+  recover(topic: string, since: StreamPosition): Promise<Recovery> {
+    return this.#ask({ op: 'recover', topic, since });
+  }
+}

@@ -1,0 +1,310 @@
+/**
+ * Applications (`--app`): auth at the upgrade, hooks, push and topics across workers, the
+ * wsdrain.v1 subprotocol, and hooks that fail. Real wsdrain processes, real ws clients.
+ */
+import { fileURLToPath } from 'node:url';
+import { afterEach, describe, expect, it } from 'vitest';
+import { WebSocket } from 'ws';
+import { killAll, type Running, sleep, startWsdrain } from './helpers/process.js';
+import { workersListening } from './helpers/workers.js';
+
+afterEach(killAll);
+
+const APP = fileURLToPath(new URL('./fixtures/app-chat.mjs', import.meta.url));
+
+interface Peer {
+  ws: WebSocket;
+  /** Every message, text parsed as JSON when it is JSON. */
+  got: unknown[];
+  closed: Promise<{ code: number; reason: string }>;
+  /** Resolves with the first message (received from now on or before) that `pred` accepts. */
+  next: (pred: (m: unknown) => boolean, what: string, ms?: number) => Promise<unknown>;
+}
+
+function parse(data: WebSocket.RawData, isBinary: boolean): unknown {
+  if (isBinary) return data;
+  const text = data.toString();
+  try {
+    return JSON.parse(text);
+  } catch {
+    return text;
+  }
+}
+
+/** Opens a client; `protocol` asks for wsdrain.v1. Rejects with the HTTP status when refused. */
+function open(port: number, query: string, protocol?: string): Promise<Peer> {
+  return new Promise((resolve, reject) => {
+    const ws = new WebSocket(`ws://127.0.0.1:${port}/?${query}`, protocol ? [protocol] : []);
+    const got: unknown[] = [];
+    const closed = new Promise<{ code: number; reason: string }>((r) =>
+      ws.on('close', (code, reason) => r({ code, reason: reason.toString() })),
+    );
+    ws.on('message', (d, b) => got.push(parse(d, b)));
+    ws.on('error', (e) => reject(e));
+    ws.on('unexpected-response', (_req, res) => {
+      reject(
+        new Error(
+          `status ${res.statusCode}${res.headers['retry-after'] ? ` retry-after ${res.headers['retry-after']}` : ''}`,
+        ),
+      );
+      res.resume();
+    });
+    const next = async (
+      pred: (m: unknown) => boolean,
+      what: string,
+      ms = 5000,
+    ): Promise<unknown> => {
+      const t0 = Date.now();
+      for (;;) {
+        const hit = got.find(pred);
+        if (hit !== undefined) return hit;
+        if (Date.now() - t0 > ms)
+          throw new Error(`waited ${ms} ms for ${what}; got ${JSON.stringify(got)}`);
+        await sleep(10);
+      }
+    };
+    ws.on('open', () => resolve({ ws, got, closed, next }));
+  });
+}
+
+const is = (o: Record<string, unknown>) => (m: unknown) =>
+  typeof m === 'object' &&
+  m !== null &&
+  Object.entries(o).every(([k, v]) => (m as Record<string, unknown>)[k] === v);
+
+async function whoami(p: Peer): Promise<{ id: string; worker: number; user: string }> {
+  p.ws.send('whoami');
+  return (await p.next(
+    (m) => typeof (m as { worker?: unknown })?.worker === 'number',
+    'whoami',
+  )) as {
+    id: string;
+    worker: number;
+    user: string;
+  };
+}
+
+function start(extra: string[] = [], env: NodeJS.ProcessEnv = {}): Promise<Running> {
+  return startWsdrain(['--workers', '2', '--threads', '1', '--app', APP, ...extra], { env });
+}
+
+describe('the upgrade hook', () => {
+  it('lets in with a context, refuses with the status the app gives, 500 on a throw, 503 on a hang', async () => {
+    const srv = await start(['--handshake-timeout', '800']);
+    const ann = await open(srv.port, 'token=t1');
+    expect((await whoami(ann)).user).toBe('ann');
+    await expect(open(srv.port, 'token=nope')).rejects.toThrow('status 401');
+    await expect(open(srv.port, 'token=banned')).rejects.toThrow('status 403');
+    await expect(open(srv.port, 'token=slow')).rejects.toThrow('status 429 retry-after 7');
+    await expect(open(srv.port, 'token=throw')).rejects.toThrow('status 500');
+    const t0 = Date.now();
+    await expect(open(srv.port, 'token=hang')).rejects.toThrow('status 503');
+    expect(Date.now() - t0).toBeGreaterThanOrEqual(700);
+    await srv.waitFor((l) => l.hook === 'upgrade' && /auth backend down/.test(l.msg));
+    // The worker stayed up through it all.
+    expect((await whoami(ann)).user).toBe('ann');
+  });
+});
+
+describe('topics across workers', () => {
+  it('a message on one worker reaches subscribers on every worker, once each, in order', async () => {
+    const srv = await start();
+    await workersListening(srv, 2);
+    // Clients until both workers have one.
+    const peers: Peer[] = [];
+    const workers = new Set<number>();
+    for (let i = 0; workers.size < 2 && i < 40; i++) {
+      const p = await open(srv.port, `token=t${(i % 4) + 1}`);
+      workers.add((await whoami(p)).worker);
+      peers.push(p);
+    }
+    expect(workers.size).toBe(2);
+    const [speaker] = peers;
+    for (let i = 0; i < 20; i++) speaker!.ws.send(`hello ${i}`);
+    for (const p of peers) {
+      await p.next(is({ text: 'hello 19' }), 'the last lobby message');
+      const texts = p.got
+        .filter(
+          (m) =>
+            typeof (m as { text?: unknown })?.text === 'string' &&
+            (m as { text: string }).text.startsWith('hello'),
+        )
+        .map((m) => (m as { text: string }).text);
+      expect(texts).toEqual(Array.from({ length: 20 }, (_, i) => `hello ${i}`));
+    }
+    // A room of one: only bob gets his direct message.
+    const bob = peers.find((_p, i) => i % 4 === 1)!;
+    speaker!.ws.send('dm bob psst');
+    await bob.next(is({ text: 'psst' }), 'the direct message');
+    await sleep(200);
+    for (const p of peers) if (p !== bob) expect(p.got.some(is({ text: 'psst' }))).toBe(false);
+  });
+
+  it('pushes from the primary to every subscriber', async () => {
+    const srv = await start([], { APP_CLOCK_MS: '50' });
+    const p = await open(srv.port, 'token=t1', 'wsdrain.v1');
+    p.ws.send(JSON.stringify({ type: 'subscribe', topic: 'clock', id: 1 }));
+    await p.next(is({ type: 'subscribed', topic: 'clock', id: 1 }), 'subscribed');
+    const first = (await p.next(is({ type: 'pub', topic: 'clock' }), 'a tick')) as {
+      offset: number;
+    };
+    await p.next(is({ type: 'pub', topic: 'clock', offset: first.offset + 3 }), 'three more ticks');
+    const offsets = p.got
+      .filter(is({ type: 'pub', topic: 'clock' }))
+      .map((m) => (m as { offset: number }).offset);
+    expect(offsets).toEqual(Array.from({ length: offsets.length }, (_, i) => first.offset + i));
+  });
+});
+
+describe('the wsdrain.v1 subprotocol', () => {
+  it('subscribes, publishes where the app allows, and answers errors', async () => {
+    const srv = await start(['--max-topics', '4']);
+    const a = await open(srv.port, 'token=t1', 'wsdrain.v1');
+    const b = await open(srv.port, 'token=t2', 'wsdrain.v1');
+    expect(a.ws.protocol).toBe('wsdrain.v1');
+    b.ws.send(JSON.stringify({ type: 'subscribe', topic: 'open:x', id: 'b1' }));
+    await b.next(is({ type: 'subscribed', topic: 'open:x', id: 'b1' }), 'subscribed');
+    a.ws.send(JSON.stringify({ type: 'publish', topic: 'open:x', data: { n: 1 }, id: 7 }));
+    const ack = (await a.next(is({ type: 'published', id: 7 }), 'the ack')) as {
+      offset: number;
+      epoch: string;
+    };
+    const pub = (await b.next(is({ type: 'pub', topic: 'open:x' }), 'the publication')) as Record<
+      string,
+      unknown
+    >;
+    expect(pub).toMatchObject({ offset: ack.offset, epoch: ack.epoch, data: { n: 1 } });
+    // Binary data travels as b64.
+    a.ws.send(
+      JSON.stringify({
+        type: 'publish',
+        topic: 'open:x',
+        b64: Buffer.from([1, 2, 255]).toString('base64'),
+      }),
+    );
+    await b.next(
+      is({ type: 'pub', topic: 'open:x', b64: Buffer.from([1, 2, 255]).toString('base64') }),
+      'binary pub',
+    );
+    // Not allowed, bad topic, too many topics, bad fields: error answers, the connection stays.
+    a.ws.send(JSON.stringify({ type: 'publish', topic: 'clock', data: 1, id: 8 }));
+    await a.next(is({ type: 'error', code: 'forbidden', id: 8 }), 'forbidden publish');
+    a.ws.send(JSON.stringify({ type: 'subscribe', topic: 'user:bob', id: 9 }));
+    await a.next(is({ type: 'error', code: 'forbidden', id: 9 }), 'forbidden subscribe');
+    a.ws.send(JSON.stringify({ type: 'subscribe', topic: 'no spaces', id: 10 }));
+    await a.next(is({ type: 'error', code: 'bad_topic', id: 10 }), 'bad topic');
+    for (const t of ['open:1', 'open:2', 'open:3'])
+      a.ws.send(JSON.stringify({ type: 'subscribe', topic: t }));
+    a.ws.send(JSON.stringify({ type: 'subscribe', topic: 'open:4', id: 11 }));
+    await a.next(is({ type: 'error', code: 'too_many_topics', id: 11 }), 'too many topics');
+    a.ws.send(JSON.stringify({ type: 'subscribe', id: 12 }));
+    await a.next(is({ type: 'error', code: 'bad_request', id: 12 }), 'no topic');
+    a.ws.send(JSON.stringify({ type: 'message', data: 'whoami' }));
+    await a.next(
+      (m) => (m as { type?: string; data?: { user?: string } })?.data?.user === 'ann',
+      'a message reply',
+    );
+  });
+
+  it('closes a malformed frame with 1002 and an unknown type with 1003', async () => {
+    const srv = await start();
+    const a = await open(srv.port, 'token=t1', 'wsdrain.v1');
+    a.ws.send('this is not json');
+    expect((await a.closed).code).toBe(1002);
+    const b = await open(srv.port, 'token=t2', 'wsdrain.v1');
+    b.ws.send(JSON.stringify({ type: 'teleport' }));
+    expect((await b.closed).code).toBe(1003);
+  });
+
+  it('recovers what a client missed, or says it cannot', async () => {
+    const srv = await start(['--history-size', '5']);
+    const pub = await open(srv.port, 'token=t1', 'wsdrain.v1');
+    const sub = await open(srv.port, 'token=t2', 'wsdrain.v1');
+    sub.ws.send(JSON.stringify({ type: 'subscribe', topic: 'open:r' }));
+    const at = (await sub.next(is({ type: 'subscribed', topic: 'open:r' }), 'subscribed')) as {
+      offset: number;
+      epoch: string;
+    };
+    sub.ws.close();
+    for (let i = 1; i <= 3; i++) {
+      pub.ws.send(JSON.stringify({ type: 'publish', topic: 'open:r', data: i, id: i }));
+      await pub.next(is({ type: 'published', id: i }), `ack ${i}`);
+    }
+    const back = await open(srv.port, 'token=t2', 'wsdrain.v1');
+    back.ws.send(
+      JSON.stringify({
+        type: 'subscribe',
+        topic: 'open:r',
+        since: { offset: at.offset, epoch: at.epoch },
+      }),
+    );
+    await back.next(is({ type: 'subscribed', topic: 'open:r', recovered: true }), 'recovered');
+    await back.next(is({ type: 'pub', data: 3 }), 'the third');
+    expect(back.got.filter(is({ type: 'pub' })).map((m) => (m as { data: number }).data)).toEqual([
+      1, 2, 3,
+    ]);
+    // Ten more while away: history holds five, the gap cannot be covered.
+    back.ws.close();
+    for (let i = 4; i <= 13; i++) {
+      pub.ws.send(JSON.stringify({ type: 'publish', topic: 'open:r', data: i, id: i }));
+      await pub.next(is({ type: 'published', id: i }), `ack ${i}`);
+    }
+    const late = await open(srv.port, 'token=t2', 'wsdrain.v1');
+    late.ws.send(
+      JSON.stringify({
+        type: 'subscribe',
+        topic: 'open:r',
+        since: { offset: at.offset + 3, epoch: at.epoch },
+      }),
+    );
+    const no = (await late.next(
+      is({ type: 'subscribed', topic: 'open:r' }),
+      'the answer',
+    )) as Record<string, unknown>;
+    expect(no).toMatchObject({ recovered: false, offset: at.offset + 13 });
+    await sleep(100);
+    expect(late.got.filter(is({ type: 'pub' }))).toEqual([]);
+  });
+});
+
+describe('hooks that fail, and the drain', () => {
+  it('closes the connection whose hook throws with 1011; the worker and the others carry on', async () => {
+    const srv = await start();
+    const a = await open(srv.port, 'token=t1');
+    const b = await open(srv.port, 'token=t2');
+    a.ws.send('boom');
+    expect((await a.closed).code).toBe(1011);
+    await srv.waitFor((l) => l.hook === 'message' && /failed on purpose/.test(l.msg));
+    expect((await whoami(b)).user).toBe('bob');
+  });
+
+  it('closes with 1011 a connection whose open hook hangs past --hook-timeout', async () => {
+    const srv = await start(['--hook-timeout', '300'], { APP_OPEN_HANG: '1' });
+    const dee = await open(srv.port, 'token=t4');
+    expect((await dee.closed).code).toBe(1011);
+    await srv.waitFor((l) => l.hook === 'open' && /ran past 300 ms/.test(l.msg));
+  });
+
+  it('runs the drain hook before each close frame: goodbyes arrive before 1001 and 1012', async () => {
+    const srv = await start(['--drain-timeout', '3000']);
+    const clients = await Promise.all(['t1', 't2', 't3'].map((t) => open(srv.port, `token=${t}`)));
+    srv.kill('SIGHUP');
+    for (const c of clients) {
+      expect((await c.closed).code).toBe(1012);
+      expect(c.got.at(-1)).toEqual({ bye: 'restart' });
+    }
+    const again = await open(srv.port, 'token=t1');
+    srv.kill('SIGTERM');
+    expect((await again.closed).code).toBe(1001);
+    expect(again.got.at(-1)).toEqual({ bye: 'shutdown' });
+    expect((await srv.exited).code).toBe(0);
+  });
+
+  it('runs CPU work of a hook in the pool, in the connection order', async () => {
+    const srv = await start();
+    const a = await open(srv.port, 'token=t1');
+    for (let i = 0; i < 5; i++) a.ws.send(`cpu job ${i}`);
+    await a.next((m) => m === 'job 4', 'the last job');
+    expect(a.got).toEqual(Array.from({ length: 5 }, (_, i) => `job ${i}`));
+  });
+});
