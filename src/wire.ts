@@ -18,6 +18,7 @@
  *     {"type":"subscribed","topic":"chat","offset":12,"epoch":"f3a9","recovered":true,"id":1}
  *     {"type":"pub","topic":"chat","offset":13,"epoch":"f3a9","data":{"text":"hi"}}
  *     {"type":"unsubscribed","topic":"chat","id":2}
+ *     {"type":"unsubscribed","topic":"chat","resubscribe":true}
  *     {"type":"published","topic":"chat","offset":13,"epoch":"f3a9","id":3}
  *     {"type":"message","data":"anything JSON"}
  *     {"type":"error","code":"forbidden","message":"...","id":3}
@@ -31,6 +32,10 @@
  *   follow, in order, with no gap and no duplicate (`recovered: true`); or it says
  *   `recovered: false` (history too short, or another epoch) and the client reloads its
  *   state. `recovered` is present only when `since` was given.
+ * - A client checks every `pub` against its position: an offset at or below it is a duplicate
+ *   (skip it); a gap, or another epoch, means it must resubscribe `since` its position. The
+ *   server asks for the same with `{"type":"unsubscribed","resubscribe":true}` when its own
+ *   stream may have a hole (its broker was away).
  * - Errors: `bad_request` (a field missing or of the wrong kind), `bad_topic`, `forbidden`
  *   (the app said no), `too_large`, `too_many_topics`, `unavailable` (the broker is away).
  * - A text frame that is not a JSON object with a string `type` closes the connection with
@@ -67,7 +72,7 @@ export type ServerMessage =
       id?: number | string;
     } & StreamPosition)
   | ({ type: 'pub'; topic: string; data?: unknown; b64?: string } & StreamPosition)
-  | { type: 'unsubscribed'; topic: string; id?: number | string }
+  | { type: 'unsubscribed'; topic: string; resubscribe?: boolean; id?: number | string }
   | ({ type: 'published'; topic: string; id?: number | string } & StreamPosition)
   | { type: 'message'; data?: unknown; b64?: string }
   | { type: 'error'; code: WireErrorCode; message: string; id?: number | string };

@@ -15,7 +15,21 @@ import type { PublishAck, PublishData } from './types.js';
 
 export type { Publication, Recovery };
 
-/** What a worker needs of a broker. */
+/**
+ * What a worker needs of a broker. The contract every broker keeps:
+ *
+ * - Offsets of a topic are 1, 2, 3, ... within an epoch, assigned by one sequencer (never by a
+ *   worker); a new epoch means the stream was lost and restarted.
+ * - After `interest(topic)` resolves with a position, `onPublication` receives every later
+ *   publication of that topic, in offset order, each once: none at or below the position.
+ * - `recover(topic, since)` is all or nothing: every publication after `since` (up to the
+ *   position it returns), or `recovered: false`.
+ * - When a broker cannot keep the second promise (it lost its connection and publications
+ *   may have gone by), it calls `onGap(topic)` for each topic it was told about: the worker
+ *   then makes its subscribers recover (wsdrain.v1 clients resubscribe `since` their last
+ *   offset), and asks `interest` again.
+ * - `publish` rejects, fast, when the broker is away: nothing is queued without bound.
+ */
 export interface Broker {
   /** Sequences a publication and sends it to every interested worker. */
   publish(topic: string, data: PublishData): Promise<PublishAck>;
@@ -27,6 +41,12 @@ export interface Broker {
   recover(topic: string, since: StreamPosition): Promise<Recovery>;
   /** Receives the live publications of the topics this worker wants. */
   onPublication: ((pub: Publication) => void) | undefined;
+  /** Told when the live stream of a topic may have a hole (see the contract above). */
+  onGap?: ((topic: string) => void) | undefined;
+  /** False while the broker is away (publications fail, /readyz says 503). */
+  readonly healthy?: boolean;
+  /** Stops: connections closed, timers cleared. */
+  close?(): Promise<void>;
 }
 
 /** The embedded broker of a single process: the sequencer is right here. */

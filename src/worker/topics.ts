@@ -75,6 +75,7 @@ export class Topics<S extends Subscriber> {
   constructor(o: TopicsOptions<S>) {
     this.#o = o;
     o.broker.onPublication = (pub) => this.#live(pub);
+    o.broker.onGap = (topic) => this.resync(topic);
   }
 
   /** Topics with a subscriber on this worker. */
@@ -169,6 +170,27 @@ export class Topics<S extends Subscriber> {
     if (reply && conn.protocol === PROTOCOL_V1) {
       this.#o.control(conn, { type: 'unsubscribed', topic, ...idOf(id) });
     }
+  }
+
+  /**
+   * The broker's stream of `topic` may have a hole: every subscriber here is unsubscribed
+   * (wsdrain.v1 clients are asked to resubscribe `since` their position, and recover), and
+   * the worker's interest ends, to be asked again by the next subscribe.
+   */
+  resync(topic: string): void {
+    const here = this.#here.get(topic);
+    if (!here) return;
+    this.#here.delete(topic);
+    for (const conn of here.subscribers) {
+      conn.subs?.delete(topic);
+      if (conn.protocol === PROTOCOL_V1) {
+        this.#o.control(conn, { type: 'unsubscribed', topic, resubscribe: true });
+      }
+    }
+    here.ready.then(
+      () => this.#o.broker.drop(topic),
+      () => {},
+    );
   }
 
   /** `conn` is gone: every subscription of it ends. */
