@@ -267,6 +267,39 @@ describe('the wsdrain.v1 subprotocol', () => {
   });
 });
 
+describe('metrics of topics', () => {
+  it('counts publications, deliveries, subscriptions, recoveries, topics and history', async () => {
+    const srv = await start(['--metrics-port', '0']);
+    const mport = (await srv.waitFor((l) => typeof l.metricsPort === 'number'))
+      .metricsPort as number;
+    const sub = await open(srv.port, 'token=t2', 'wsdrain.v1');
+    sub.ws.send(JSON.stringify({ type: 'subscribe', topic: 'open:m', id: 1 }));
+    const at = (await sub.next(is({ type: 'subscribed', id: 1 }), 'subscribed')) as {
+      offset: number;
+      epoch: string;
+    };
+    const pub = await open(srv.port, 'token=t1', 'wsdrain.v1');
+    for (let i = 1; i <= 3; i++)
+      pub.ws.send(JSON.stringify({ type: 'publish', topic: 'open:m', data: i, id: i }));
+    await sub.next(is({ type: 'pub', data: 3 }), 'the third');
+    const again = await open(srv.port, 'token=t3', 'wsdrain.v1');
+    again.ws.send(JSON.stringify({ type: 'subscribe', topic: 'open:m', since: at, id: 2 }));
+    await again.next(is({ type: 'pub', data: 3 }), 'the replay');
+    const text = await (await fetch(`http://127.0.0.1:${mport}/metrics`)).text();
+    const value = (series: string): number => {
+      const line = text.split('\n').find((l) => l.startsWith(`${series} `));
+      if (!line) throw new Error(`no ${series} in\n${text}`);
+      return Number(line.split(' ')[1]);
+    };
+    expect(value('wsdrain_publications_total{result="ok"}')).toBe(3);
+    expect(value('wsdrain_deliveries_total')).toBe(6);
+    expect(value('wsdrain_recoveries_total{result="recovered"}')).toBe(1);
+    expect(value('wsdrain_subscriptions')).toBe(2 + 3 * 2); // two on open:m, each client's lobby and user room
+    expect(value('wsdrain_topics')).toBeGreaterThanOrEqual(1);
+    expect(value('wsdrain_history_size')).toBeGreaterThanOrEqual(3);
+  });
+});
+
 describe('hooks that fail, and the drain', () => {
   it('closes the connection whose hook throws with 1011; the worker and the others carry on', async () => {
     const srv = await start();

@@ -78,6 +78,7 @@ export class Coordinator {
       deliver: (to, pub) => this.#records.get(to)?.publication(pub),
     });
     this.#metrics = new PrimaryMetrics(log, () => this.#live().map((r) => r.worker));
+    this.#metrics.watchBroker(() => ({ topics: this.#seq.size, history: this.#seq.historyLength }));
     this.#roll = new Roll({
       log,
       options: opts,

@@ -12,6 +12,7 @@ import type { AddressInfo } from 'node:net';
 import {
   AggregatorRegistry,
   Counter,
+  Gauge,
   Histogram,
   type MetricObjectWithValues,
   type MetricValue,
@@ -51,6 +52,26 @@ export class PrimaryMetrics {
       help: 'Duration of drains, from signal to the last socket released',
       buckets: DRAIN_BUCKETS,
       registers: [this.registry],
+    });
+  }
+
+  /** Gauges of the embedded broker the primary holds: topics and history length. */
+  watchBroker(read: () => { topics: number; history: number }): void {
+    new Gauge({
+      name: 'wsdrain_topics',
+      help: 'Topics the embedded broker holds (a stream position, maybe history)',
+      registers: [this.registry],
+      collect() {
+        this.set(read().topics);
+      },
+    });
+    new Gauge({
+      name: 'wsdrain_history_size',
+      help: 'Publications held in the embedded broker history, over every topic',
+      registers: [this.registry],
+      collect() {
+        this.set(read().history);
+      },
     });
   }
 

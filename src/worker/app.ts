@@ -97,6 +97,9 @@ export class AppRuntime {
   readonly topics: Topics<Connection>;
   readonly #o: AppRuntimeOptions;
   readonly #app: WsdrainApp;
+  /** Publications made from this worker, and those that failed. */
+  published = 0;
+  publishFailures = 0;
 
   constructor(o: AppRuntimeOptions) {
     this.#o = o;
@@ -144,8 +147,11 @@ export class AppRuntime {
       );
     }
     try {
-      return await this.#o.broker.publish(topic, data);
+      const ack = await this.#o.broker.publish(topic, data);
+      this.published++;
+      return ack;
     } catch (err) {
+      this.publishFailures++;
       throw new PublishError(`cannot publish to ${topic}: ${(err as Error).message}`);
     }
   }

@@ -14,26 +14,29 @@ import { DRAIN_BUCKETS, type DrainReport } from '../drain/report.js';
 import type { WsdrainServer } from './server.js';
 
 /**
- * A counter labelled by `reason`, fed at scrape time from counts the server keeps anyway (no
- * work on the paths that count).
+ * A counter fed at scrape time from counts the server keeps anyway (no work on the paths
+ * that count), one series per key of what `read` returns, as the value of `label` (no label
+ * when `label` is '': then `read` returns one key, '').
  */
 function counterOf(
   registers: Registry[],
   name: string,
   help: string,
+  label: string,
   read: () => Record<string, number>,
 ): void {
   const seen = new Map<string, number>();
   new Counter({
     name,
     help,
-    labelNames: ['reason'],
+    labelNames: label ? [label] : [],
     registers,
     collect() {
-      for (const [reason, n] of Object.entries(read())) {
-        const was = seen.get(reason) ?? 0;
-        if (n > was || !seen.has(reason)) this.inc({ reason }, n - was);
-        seen.set(reason, n);
+      for (const [value, n] of Object.entries(read())) {
+        const was = seen.get(value) ?? 0;
+        const labels = label ? { [label]: value } : {};
+        if (n > was || !seen.has(value)) this.inc(labels, n - was);
+        seen.set(value, n);
       }
     },
   });
@@ -65,6 +68,7 @@ export class WorkerMetrics {
       registers,
       'wsdrain_connections_refused_total',
       'Connections and upgrades refused or closed before their upgrade, by reason',
+      'reason',
       () => {
         const s = server.stats();
         return {
@@ -83,6 +87,7 @@ export class WorkerMetrics {
       registers,
       'wsdrain_connections_cut_total',
       'WebSocket connections closed by a limit, by reason',
+      'reason',
       () => {
         const s = server.conns.stats;
         return {
@@ -93,6 +98,44 @@ export class WorkerMetrics {
         };
       },
     );
+    const { app } = server;
+    counterOf(
+      registers,
+      'wsdrain_publications_total',
+      'Publications made from this worker (hooks, wsdrain.v1 clients), by result',
+      'result',
+      () => ({
+        ok: app.published,
+        failed: app.publishFailures,
+      }),
+    );
+    counterOf(
+      registers,
+      'wsdrain_deliveries_total',
+      'Publications written to subscribers',
+      '',
+      () => ({
+        '': app.topics.deliveries,
+      }),
+    );
+    counterOf(
+      registers,
+      'wsdrain_recoveries_total',
+      'Subscriptions since a position: recovered, or told they could not be',
+      'result',
+      () => ({
+        recovered: app.topics.recovered,
+        not_recovered: app.topics.notRecovered,
+      }),
+    );
+    new Gauge({
+      name: 'wsdrain_subscriptions',
+      help: 'Topic subscriptions held',
+      registers,
+      collect() {
+        this.set(app.topics.subscriptions);
+      },
+    });
     this.#drain = new Histogram({
       name: 'wsdrain_drain_duration_seconds',
       help: 'Duration of drains, from signal to the last socket released',

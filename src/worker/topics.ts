@@ -71,6 +71,9 @@ export class Topics<S extends Subscriber> {
   readonly #here = new Map<string, TopicHere<S>>();
   /** Publications delivered to sockets, over the worker's life. */
   deliveries = 0;
+  /** Subscriptions `since` a position: recovered, or told they could not be. */
+  recovered = 0;
+  notRecovered = 0;
 
   constructor(o: TopicsOptions<S>) {
     this.#o = o;
@@ -81,6 +84,13 @@ export class Topics<S extends Subscriber> {
   /** Topics with a subscriber on this worker. */
   get size(): number {
     return this.#here.size;
+  }
+
+  /** Subscriptions on this worker, over every topic. */
+  get subscriptions(): number {
+    let n = 0;
+    for (const here of this.#here.values()) n += here.subscribers.size;
+    return n;
   }
 
   /**
@@ -137,12 +147,14 @@ export class Topics<S extends Subscriber> {
       sub.epoch = start.epoch;
       if (v1) this.#o.control(conn, { type: 'subscribed', topic, ...start, ...idOf(id) });
     } else if (!recovery || recovery.recovered) {
+      this.recovered++;
       // Nothing missed, or every missed publication at hand.
       sub.sent = since.offset;
       sub.epoch = since.epoch;
       this.#o.control(conn, { type: 'subscribed', topic, ...since, recovered: true, ...idOf(id) });
       for (const pub of recovery?.publications ?? []) this.#send(conn, sub, pub, frameV1(pub));
     } else {
+      this.notRecovered++;
       sub.sent = recovery.position.offset;
       sub.epoch = recovery.position.epoch;
       this.#o.control(conn, {
