@@ -4,6 +4,19 @@
  * API: no stability promise, may change in any release.
  */
 export * from './options.js';
-export { header, headerBytes, Kind } from './worker/batch.js';
-export { MessagePool, type PoolOptions, resolveHandlerSpec } from './worker/pool.js';
+export {
+  claimCounter,
+  Kind,
+  messagesHeader,
+  messagesHeaderBytes,
+  publishedCounter,
+  resultsHeader,
+  resultsHeaderBytes,
+} from './worker/batch.js';
+export {
+  kPoolDefaults,
+  MessagePool,
+  type PoolOptions,
+  resolveHandlerSpec,
+} from './worker/pool.js';
 export { idempotentEnd, idempotentEnds, startReading, stopReading } from './worker/socket.js';
