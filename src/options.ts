@@ -7,6 +7,7 @@
 import { readdirSync, readFileSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import { InvalidOptionError } from './errors.js';
+import { DEFAULT_MAX_WORK_MS, MAX_WORK_MS } from './handlers/echo.js';
 
 export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
 export type LogLevel = (typeof LOG_LEVELS)[number];
@@ -31,8 +32,14 @@ export interface WsdrainOptions {
   maxConnections: number | undefined;
   /** Handler module (path or package); undefined means the built-in echo handler. */
   handler: string | undefined;
-  /** Pool threads per worker. @default max(1, round(cores / max(1, workers))) */
+  /**
+   * Pool threads per worker; with 2 or more, connections whose messages are heavy use at most
+   * all but one, the last stays free for the others (1: no separate lane).
+   * @default max(1, round(cores / max(1, workers)))
+   */
   threads: number | undefined;
+  /** Longest `work` request of the built-in handler, in ms; longer ones are cut to it. @default 100 */
+  maxWork: number;
   /** Port of the aggregated Prometheus endpoint (primary); undefined turns it off. */
   metricsPort: number | undefined;
   /** File to write the drain report to, as JSON. */
@@ -86,6 +93,7 @@ export const kDefaultOptions = {
   maxPayload: 1_048_576,
   logLevel: 'info',
   taskTimeout: 30_000,
+  maxWork: DEFAULT_MAX_WORK_MS,
   handshakeTimeout: 5_000,
   maxBuffered: 4 * 1_048_576,
   rateLimit: 0,
@@ -180,7 +188,16 @@ export const OPTION_DEFS: readonly OptionDef[] = [
     min: 1,
     max: 256,
     defaultText: 'cores / workers, at least 1',
-    help: 'handler threads per worker',
+    help: 'handler threads per worker; connections with heavy messages get at most all but one of them (1 = no separate lane for the others)',
+  },
+  {
+    key: 'maxWork',
+    flag: 'max-work',
+    kind: 'int',
+    arg: '<ms>',
+    min: 0,
+    max: MAX_WORK_MS,
+    help: 'longest {"op":"work"} request of the built-in handler; longer requests are cut to it',
   },
   {
     key: 'metricsPort',

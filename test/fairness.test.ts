@@ -1,7 +1,7 @@
 /**
  * Fair scheduling through a real wsdrain: one connection's heavy work must not hold up the
- * other connections' echo, in service or in a drain. Bounds derive from the work asked for,
- * not from a quiet machine.
+ * other connections' echo, in service or in a drain, and the built-in `work` op is bounded
+ * by `--max-work`. Bounds derive from the work asked for, not from a quiet machine.
  */
 import { afterEach, describe, expect, it } from 'vitest';
 import { type Client, codes, connect, connectMany, nextMessages } from './helpers/clients.js';
@@ -43,7 +43,7 @@ function echoLoad(clients: Client[], everyMs: number) {
 describe('fair scheduling', () => {
   it("keeps other connections' echo fast while one connection's heavy work runs, and its replies in order", async () => {
     const WORK = 2000;
-    const srv = await startWsdrain(['--workers', '0', '--threads', '2']);
+    const srv = await startWsdrain(['--workers', '0', '--threads', '2', '--max-work', '5000']);
     const heavy = await connect(srv.port);
     const others = await connectMany(srv.port, 20);
     const load = echoLoad(others, 20);
@@ -71,6 +71,8 @@ describe('fair scheduling', () => {
       '0',
       '--threads',
       '2',
+      '--max-work',
+      '5000',
       '--drain-timeout',
       String(budget),
     ]);
@@ -87,4 +89,29 @@ describe('fair scheduling', () => {
     expect(codes(good)).toEqual({ 1001: 50 });
     expect((await srv.exited).code).toBe(0);
   }, 30_000);
+});
+
+describe('--max-work', () => {
+  it('cuts the built-in work op to 100 ms by default', async () => {
+    const srv = await startWsdrain(['--workers', '0']);
+    const c = await connect(srv.port);
+    const t0 = Date.now();
+    c.ws.send(work(60_000, 7));
+    // Far below the 60 s asked for.
+    expect(await nextMessages(c, 1, 10_000)).toEqual([done(7)]);
+    expect(Date.now() - t0).toBeGreaterThanOrEqual(90);
+    c.ws.close(1000);
+  });
+
+  it('cuts the work op to --max-work', async () => {
+    const srv = await startWsdrain(['--workers', '0', '--max-work', '400']);
+    const c = await connect(srv.port);
+    const t0 = Date.now();
+    c.ws.send(work(60_000, 1));
+    expect(await nextMessages(c, 1, 10_000)).toEqual([done(1)]);
+    const took = Date.now() - t0;
+    expect(took).toBeGreaterThanOrEqual(380);
+    expect(took).toBeLessThan(10_000);
+    c.ws.close(1000);
+  });
 });

@@ -34,6 +34,7 @@ describe('resolveOptions', () => {
       logLevel: 'info',
       perMessageDeflate: false,
       origin: [],
+      maxWork: 100,
     });
     expect(o.workers).toBeGreaterThanOrEqual(1);
     expect(o.maxConnections).toBeUndefined();
@@ -91,6 +92,7 @@ describe('resolveOptions', () => {
       'loud',
       '--log-level must be one of fatal, error, warn, info, debug, trace, silent, got "loud"',
     ],
+    ['max-work', '60001', '--max-work must be an integer from 0 to 60000 (ms), got "60001"'],
     ['task-timeout', '0', '--task-timeout must be an integer from 1 to 3600000 (ms), got "0"'],
     [
       'handshake-timeout',
@@ -214,6 +216,7 @@ describe('wsdrain CLI', () => {
     expect(help.status).toBe(0);
     expect(help.stdout).toContain('Usage: wsdrain start [options]');
     expect(help.stdout).toContain('--drain-timeout <ms>');
+    expect(help.stdout).toContain('longer requests are cut to it');
     const version = run(['--version']);
     expect(version.status).toBe(0);
     expect(version.stdout.trim()).toMatch(/^\d+\.\d+\.\d+/);

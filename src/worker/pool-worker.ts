@@ -16,6 +16,7 @@
 import { workerData } from 'node:worker_threads';
 import { Piscina } from 'piscina';
 import type { Handler, HandlerReply } from '../handler.js';
+import { makeEcho } from '../handlers/echo.js';
 import {
   claimCounter,
   Kind,
@@ -60,10 +61,15 @@ interface PoolWorkerData {
   handler?: string;
   /** One Float64 per task slot: epoch ms of the task's last progress. */
   progress?: SharedArrayBuffer;
+  /** Longest `work` of the built-in handler, in ms. */
+  maxWork?: number;
 }
 
-async function loadHandler(spec: string | undefined): Promise<Handler> {
-  if (!spec) return (await import('../handlers/echo.js')).default;
+async function loadHandler(
+  spec: string | undefined,
+  maxWork: number | undefined,
+): Promise<Handler> {
+  if (!spec) return makeEcho(maxWork);
   const mod = (await import(spec)) as { default?: unknown; handler?: unknown };
   const fn = typeof mod.default === 'function' ? mod.default : mod.handler;
   if (typeof fn !== 'function') {
@@ -73,7 +79,7 @@ async function loadHandler(spec: string | undefined): Promise<Handler> {
 }
 
 const data = (workerData ?? {}) as PoolWorkerData;
-const handler = await loadHandler(data.handler);
+const handler = await loadHandler(data.handler, data.maxWork);
 const progress = data.progress ? new Float64Array(data.progress) : new Float64Array(1);
 
 /** Handler time as stored in a result entry: µs, within a u32. */

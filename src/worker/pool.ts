@@ -99,6 +99,8 @@ export interface PoolOptions<T> {
    * each may put up to `maxBatch` / their number. @default 32
    */
   ownerShare?: number;
+  /** Longest `work` of the built-in handler, in ms (see ../handlers/echo.ts). @default 100 */
+  maxWork?: number;
   /**
    * Most messages in one task: a task that hangs or whose thread dies takes its messages
    * (their connections get 1011) with it. Larger tasks mean fewer thread wake-ups when the
@@ -364,7 +366,7 @@ export class MessagePool<T> {
       minThreads: this.#threads,
       maxThreads: this.#threads,
       idleTimeout: Number.MAX_SAFE_INTEGER,
-      workerData: { handler: resolveHandlerSpec(opts.handler), progress },
+      workerData: { handler: resolveHandlerSpec(opts.handler), progress, maxWork: opts.maxWork },
       // Run handler threads with the same loaders (tsx in development) as this thread.
       execArgv: process.execArgv,
     });

@@ -200,6 +200,7 @@ export class WsdrainServer extends EventEmitter {
       threads: options.threads ?? defaultThreads(options.workers),
       handler: options.handler,
       taskTimeout: options.taskTimeout,
+      maxWork: options.maxWork,
       // Fair scheduling is per connection: its messages run in order, on one thread at a time.
       ownerOf: (slot) => slot.conn,
       onResult: (slot, kind, data) => this.#onResult(slot, kind, data),
