@@ -35,7 +35,7 @@ export interface WsdrainOptions {
   /**
    * Pool threads per worker; with 2 or more, connections whose messages are heavy use at most
    * all but one, the last stays free for the others (1: no separate lane).
-   * @default max(1, round(cores / max(1, workers)))
+   * @default max(2, round(cores / max(1, workers)))
    */
   threads: number | undefined;
   /** Longest `work` request of the built-in handler, in ms; longer ones are cut to it. @default 100 */
@@ -187,7 +187,7 @@ export const OPTION_DEFS: readonly OptionDef[] = [
     arg: '<n>',
     min: 1,
     max: 256,
-    defaultText: 'cores / workers, at least 1',
+    defaultText: 'cores / workers, at least 2',
     help: 'handler threads per worker; connections with heavy messages get at most all but one of them (1 = no separate lane for the others)',
   },
   {
@@ -411,9 +411,12 @@ export function defaultMaxConnections(
   return Math.max(1, limit - used - spare);
 }
 
-/** Default pool threads: the cores shared among workers, at least one each. */
+/**
+ * Default pool threads: the cores shared among workers, at least two each, so that cheap
+ * messages keep a thread of their own while heavy ones run (see ./worker/pool.ts).
+ */
 export function defaultThreads(workers: number, cores = availableParallelism()): number {
-  return Math.max(1, Math.round(cores / Math.max(1, workers)));
+  return Math.max(2, Math.round(cores / Math.max(1, workers)));
 }
 
 /**

@@ -163,9 +163,11 @@ describe('resolveOptions', () => {
     expect(defaultMaxConnections(Number.POSITIVE_INFINITY, 40)).toBe(100_000);
     const limit = openFileLimit();
     expect(limit).toBeGreaterThan(0);
-    expect(defaultThreads(2, 2)).toBe(1);
+    // At least two threads per worker, so cheap messages keep a lane while heavy ones run.
+    expect(defaultThreads(2, 2)).toBe(2);
     expect(defaultThreads(0, 4)).toBe(4);
-    expect(defaultThreads(8, 2)).toBe(1);
+    expect(defaultThreads(8, 2)).toBe(2);
+    expect(defaultThreads(1, 8)).toBe(8);
   });
 
   it('documents every flag in the README table', () => {
