@@ -7,6 +7,19 @@ export * from './drain/budget.js';
 export { summarize, sumReports } from './drain/report.js';
 export * from './options.js';
 export { installSignals } from './signals.js';
-export { header, headerBytes, Kind } from './worker/batch.js';
-export { MessagePool, type PoolOptions, resolveHandlerSpec } from './worker/pool.js';
+export {
+  claimCounter,
+  Kind,
+  messagesHeader,
+  messagesHeaderBytes,
+  publishedCounter,
+  resultsHeader,
+  resultsHeaderBytes,
+} from './worker/batch.js';
+export {
+  kPoolDefaults,
+  MessagePool,
+  type PoolOptions,
+  resolveHandlerSpec,
+} from './worker/pool.js';
 export { idempotentEnd, idempotentEnds, startReading, stopReading } from './worker/socket.js';

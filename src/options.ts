@@ -8,6 +8,7 @@ import { readdirSync, readFileSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import { exitMargin, MIN_ANSWER_MS } from './drain/budget.js';
 import { InvalidOptionError } from './errors.js';
+import { DEFAULT_MAX_WORK_MS, MAX_WORK_MS } from './handlers/echo.js';
 
 /** Environment variable carrying the resolved options from the primary to its workers. */
 export const OPTIONS_ENV = 'WSDRAIN_RESOLVED_OPTIONS';
@@ -45,8 +46,14 @@ export interface WsdrainOptions {
   historySize: number;
   /** Longest time a publication is kept for recovery, in ms. @default 300000 */
   historyTtl: number;
-  /** Pool threads per worker. @default max(1, round(cores / max(1, workers))) */
+  /**
+   * Pool threads per worker; with 2 or more, connections whose messages are heavy use at most
+   * all but one, the last stays free for the others (1: no separate lane).
+   * @default max(2, round(cores / max(1, workers)))
+   */
   threads: number | undefined;
+  /** Longest `work` request of the built-in handler, in ms; longer ones are cut to it. @default 100 */
+  maxWork: number;
   /** Port of the aggregated Prometheus endpoint (primary); undefined turns it off. */
   metricsPort: number | undefined;
   /** File to write the drain report to, as JSON. */
@@ -116,6 +123,7 @@ export const kDefaultOptions = {
   maxPayload: 1_048_576,
   logLevel: 'info',
   taskTimeout: 30_000,
+  maxWork: DEFAULT_MAX_WORK_MS,
   handshakeTimeout: 5_000,
   maxBuffered: 4 * 1_048_576,
   rateLimit: 0,
@@ -265,8 +273,17 @@ export const OPTION_DEFS: readonly OptionDef[] = [
     arg: '<n>',
     min: 1,
     max: 256,
-    defaultText: 'cores / workers, at least 1',
-    help: 'handler threads per worker',
+    defaultText: 'cores / workers, at least 2',
+    help: 'handler threads per worker; connections with heavy messages get at most all but one of them (1 = no separate lane for the others)',
+  },
+  {
+    key: 'maxWork',
+    flag: 'max-work',
+    kind: 'int',
+    arg: '<ms>',
+    min: 0,
+    max: MAX_WORK_MS,
+    help: 'longest {"op":"work"} request of the built-in handler; longer requests are cut to it',
   },
   {
     key: 'metricsPort',
@@ -544,9 +561,12 @@ export function defaultMaxConnections(
   return Math.max(1, limit - used - spare);
 }
 
-/** Default pool threads: the cores shared among workers, at least one each. */
+/**
+ * Default pool threads: the cores shared among workers, at least two each, so that cheap
+ * messages keep a thread of their own while heavy ones run (see ./worker/pool.ts).
+ */
 export function defaultThreads(workers: number, cores = availableParallelism()): number {
-  return Math.max(1, Math.round(cores / Math.max(1, workers)));
+  return Math.max(2, Math.round(cores / Math.max(1, workers)));
 }
 
 /**

@@ -18,6 +18,8 @@ describe('work longer than the drain budget', () => {
       '1',
       '--drain-timeout',
       String(budget),
+      '--max-work',
+      String(budget * 4),
     ]);
     const [heavy, ...others] = await connectMany(srv.port, 6);
     // One thread: the heavy work holds it, the others' echoes wait behind it.

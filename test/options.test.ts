@@ -34,6 +34,7 @@ describe('resolveOptions', () => {
       logLevel: 'info',
       perMessageDeflate: false,
       origin: [],
+      maxWork: 100,
     });
     expect(o.workers).toBeGreaterThanOrEqual(1);
     expect(o.maxConnections).toBeUndefined();
@@ -91,6 +92,7 @@ describe('resolveOptions', () => {
       'loud',
       '--log-level must be one of fatal, error, warn, info, debug, trace, silent, got "loud"',
     ],
+    ['max-work', '60001', '--max-work must be an integer from 0 to 60000 (ms), got "60001"'],
     ['task-timeout', '0', '--task-timeout must be an integer from 1 to 3600000 (ms), got "0"'],
     [
       'handshake-timeout',
@@ -161,9 +163,11 @@ describe('resolveOptions', () => {
     expect(defaultMaxConnections(Number.POSITIVE_INFINITY, 40)).toBe(100_000);
     const limit = openFileLimit();
     expect(limit).toBeGreaterThan(0);
-    expect(defaultThreads(2, 2)).toBe(1);
+    // At least two threads per worker, so cheap messages keep a lane while heavy ones run.
+    expect(defaultThreads(2, 2)).toBe(2);
     expect(defaultThreads(0, 4)).toBe(4);
-    expect(defaultThreads(8, 2)).toBe(1);
+    expect(defaultThreads(8, 2)).toBe(2);
+    expect(defaultThreads(1, 8)).toBe(8);
   });
 
   it('documents every flag in the README table', () => {
@@ -214,6 +218,7 @@ describe('wsdrain CLI', () => {
     expect(help.status).toBe(0);
     expect(help.stdout).toContain('Usage: wsdrain start [options]');
     expect(help.stdout).toContain('--drain-timeout <ms>');
+    expect(help.stdout).toContain('longer requests are cut to it');
     const version = run(['--version']);
     expect(version.status).toBe(0);
     expect(version.stdout.trim()).toMatch(/^\d+\.\d+\.\d+/);

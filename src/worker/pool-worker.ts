@@ -1,32 +1,75 @@
 /**
  * Runs inside a piscina thread: loads the handler module once, then answers batches of
- * messages (format in ./batch.ts). Each message becomes a string (text) or a Uint8Array
+ * messages (formats in ./batch.ts). Each message becomes a string (text) or a Uint8Array
  * (binary) for the handler; the results go back in one buffer, moved to the main thread, in
- * the positions of their messages: a reply (text or binary), none, or an error.
+ * the positions of their messages: a reply (text or binary), none, or an error, each with the
+ * time its handler call took.
+ *
+ * Claims: the thread claims each message in the batch's claim counter before running it; a
+ * message the main thread took back in the meantime is not run (see ./pool.ts).
  *
  * Progress: before each handler call, and when an async reply settles, the thread writes the
  * time into its task's slot of the shared `progress` array; the main thread's watchdog aborts
- * a task that made no progress for `--task-timeout` (see ./pool.ts).
+ * a task that made no progress for `--task-timeout` and takes back the messages of a task
+ * whose current call runs long (see ./pool.ts).
  */
 import { workerData } from 'node:worker_threads';
 import { Piscina } from 'piscina';
 import type { Handler, HandlerReply } from '../handler.js';
-import { header, headerBytes, Kind } from './batch.js';
+import { makeEcho } from '../handlers/echo.js';
+import {
+  claimCounter,
+  Kind,
+  messagesHeader,
+  messagesHeaderBytes,
+  publishedCounter,
+  resultsHeaderBytes,
+} from './batch.js';
 
-/** What the main thread sends: a batch and the progress slot its task writes to. */
+/**
+ * What the main thread sends: its slot's message and result buffers, and the slot, which is
+ * also the task's place in the progress array.
+ */
 export interface Task {
-  batch: Uint8Array;
+  input: SharedArrayBuffer;
+  output: SharedArrayBuffer;
   slot: number;
+  /**
+   * Start-up only, instead of messages: Int32 [arrived, expected]. The thread arrives and
+   * waits (up to BARRIER_MS) until every thread has, so each start-up task takes a thread of
+   * its own and all of them have loaded the handler.
+   */
+  barrier?: SharedArrayBuffer;
+}
+
+/** Longest wait at the start-up barrier, in ms. */
+const BARRIER_MS = 10_000;
+
+function meet(barrier: SharedArrayBuffer): void {
+  const b = new Int32Array(barrier);
+  Atomics.add(b, 0, 1);
+  Atomics.notify(b, 0);
+  const end = performance.now() + BARRIER_MS;
+  for (let seen = Atomics.load(b, 0); seen < b[1]!; seen = Atomics.load(b, 0)) {
+    const left = end - performance.now();
+    if (left <= 0) return;
+    Atomics.wait(b, 0, seen, left);
+  }
 }
 
 interface PoolWorkerData {
   handler?: string;
   /** One Float64 per task slot: epoch ms of the task's last progress. */
   progress?: SharedArrayBuffer;
+  /** Longest `work` of the built-in handler, in ms. */
+  maxWork?: number;
 }
 
-async function loadHandler(spec: string | undefined): Promise<Handler> {
-  if (!spec) return (await import('../handlers/echo.js')).default;
+async function loadHandler(
+  spec: string | undefined,
+  maxWork: number | undefined,
+): Promise<Handler> {
+  if (!spec) return makeEcho(maxWork);
   const mod = (await import(spec)) as { default?: unknown; handler?: unknown };
   const fn = typeof mod.default === 'function' ? mod.default : mod.handler;
   if (typeof fn !== 'function') {
@@ -36,20 +79,35 @@ async function loadHandler(spec: string | undefined): Promise<Handler> {
 }
 
 const data = (workerData ?? {}) as PoolWorkerData;
-const handler = await loadHandler(data.handler);
+const handler = await loadHandler(data.handler, data.maxWork);
 const progress = data.progress ? new Float64Array(data.progress) : new Float64Array(1);
 
-/** Writes the results of one batch into a growing buffer of its own. */
+/** Handler time as stored in a result entry: µs, within a u32. */
+function micros(ms: number): number {
+  return Math.min(0xffff_ffff, Math.max(0, Math.round(ms * 1000)));
+}
+
+/**
+ * Writes the results of one batch: into the slot's shared result buffer, publishing each
+ * entry as it is complete, or, once they outgrow it, into a growing buffer of its own.
+ */
 class ResultWriter {
   #buf: Buffer;
   #head: Uint32Array;
+  #published: Int32Array | undefined;
   #used: number;
 
-  constructor(count: number, payloadHint: number) {
-    this.#buf = Buffer.from(new ArrayBuffer(headerBytes(count) + payloadHint + 64));
-    this.#head = new Uint32Array(this.#buf.buffer, 0, 1 + 2 * count);
-    this.#head[0] = count;
-    this.#used = headerBytes(count);
+  constructor(output: SharedArrayBuffer, count: number, payloadHint: number) {
+    const start = resultsHeaderBytes(count);
+    if (output.byteLength >= start) {
+      this.#buf = Buffer.from(output);
+      this.#published = publishedCounter(output);
+    } else {
+      this.#buf = Buffer.from(new ArrayBuffer(start + payloadHint + 64));
+    }
+    this.#head = new Uint32Array(this.#buf.buffer, 0, 2 + 3 * count);
+    this.#head[1] = count;
+    this.#used = start;
   }
 
   #room(bytes: number): void {
@@ -58,12 +116,24 @@ class ResultWriter {
     this.#buf.copy(grown, 0, 0, this.#used);
     this.#buf = grown;
     this.#head = new Uint32Array(grown.buffer, 0, this.#head.length);
+    // The main thread keeps what was published; the rest comes with the answer.
+    this.#published = undefined;
   }
 
   #entry(i: number, kind: Kind, bytes: number): void {
-    this.#head[1 + 2 * i] = kind;
-    this.#head[2 + 2 * i] = bytes;
+    this.#head[2 + 3 * i] = kind;
+    this.#head[3 + 3 * i] = bytes;
     this.#used += bytes;
+  }
+
+  /** Records how long entry i's handler call took, in ms. */
+  time(i: number, ms: number): void {
+    this.#head[4 + 3 * i] = micros(ms);
+  }
+
+  /** Entries 0 to i are complete: the main thread may read them now. */
+  publish(i: number): void {
+    if (this.#published) Atomics.store(this.#published, 0, i + 1);
   }
 
   text(i: number, s: string, kind: Kind = Kind.TEXT): void {
@@ -99,9 +169,17 @@ class ResultWriter {
     this.text(i, err instanceof Error ? err.message : String(err), Kind.ERROR);
   }
 
-  /** The results, ready to be moved: a view from offset 0 of its own buffer. */
+  /**
+   * The results, ready to be moved: a view from offset 0 of a buffer of their own. Results in
+   * the shared buffer are copied out here, on this thread, not on the busier main thread.
+   */
   finish(): Uint8Array {
-    return new Uint8Array(this.#buf.buffer, 0, this.#used);
+    if (!(this.#buf.buffer instanceof SharedArrayBuffer)) {
+      return new Uint8Array(this.#buf.buffer, 0, this.#used);
+    }
+    const own = new Uint8Array(new ArrayBuffer(this.#used));
+    own.set(this.#buf.subarray(0, this.#used));
+    return own;
   }
 }
 
@@ -109,34 +187,58 @@ function isPromise(r: unknown): r is Promise<HandlerReply> {
   return r !== null && typeof r === 'object' && typeof (r as Promise<unknown>).then === 'function';
 }
 
-type Outcome = { ok: true; reply: HandlerReply } | { ok: false; err: unknown };
+type Outcome =
+  | { ok: true; reply: HandlerReply; ms: number }
+  | { ok: false; err: unknown; ms: number };
+
+/** An async reply settled: records progress and the call's time, from `start`. */
+function settledAt(o: Outcome, slot: number, start: number): Outcome {
+  const now = performance.now();
+  progress[slot] = performance.timeOrigin + now;
+  o.ms = now - start;
+  return o;
+}
 
 /**
  * Answers one batch. Handlers run in message order and async ones overlap; a batch whose
  * replies are all synchronous never waits on a promise. Payloads must leave in message
  * order: from the first async reply on, results are kept and written once all have settled.
+ * The batch ends early when the main thread has taken back the messages not started yet.
  */
 export default async function run(task: Task): Promise<unknown> {
-  const { batch, slot } = task;
-  const head = header(batch);
-  const count = head[0]!;
-  const input = Buffer.from(batch.buffer, batch.byteOffset, batch.byteLength);
-  const out = new ResultWriter(count, batch.byteLength - headerBytes(count));
+  if (task.barrier) {
+    meet(task.barrier);
+    return undefined;
+  }
+  const { input, output, slot } = task;
+  const head = messagesHeader(input);
+  const claimed = claimCounter(input);
+  const count = head[1]!;
+  const bytes = Buffer.from(input);
+  let at = messagesHeaderBytes(count);
+  const out = new ResultWriter(output, count, input.byteLength - at);
   let deferred: Array<Outcome | Promise<Outcome>> | undefined;
   let from = 0;
-  let at = headerBytes(count);
+  // One clock read per call: the end of one call is the start of the next. Progress is in
+  // epoch ms, as the main thread's Date.now().
+  const origin = performance.timeOrigin;
+  let t = performance.now();
   for (let i = 0; i < count; i++) {
-    const kind = head[1 + 2 * i];
-    const end = at + head[2 + 2 * i]!;
-    // Binary messages get a copy of their own, as if the message had been cloned.
+    // Taken back by the main thread: this message and the rest run elsewhere.
+    if (Atomics.add(claimed, 0, 1) !== i) break;
+    const start = t;
+    progress[slot] = origin + start;
+    const kind = head[2 + 2 * i];
+    const end = at + head[3 + 2 * i]!;
+    // Binary messages get a copy of their own (not shared memory), as if cloned.
     const message =
       kind === Kind.TEXT
-        ? input.toString('utf8', at, end)
-        : new Uint8Array(input.subarray(at, end));
+        ? bytes.toString('utf8', at, end)
+        : new Uint8Array(bytes.subarray(at, end));
     at = end;
-    progress[slot] = Date.now();
     try {
       const r = handler({ data: message, isBinary: kind !== Kind.TEXT });
+      t = performance.now();
       if (isPromise(r)) {
         if (!deferred) {
           deferred = [];
@@ -144,27 +246,31 @@ export default async function run(task: Task): Promise<unknown> {
         }
         deferred.push(
           r.then(
-            (reply): Outcome => {
-              progress[slot] = Date.now();
-              return { ok: true, reply };
-            },
-            (err: unknown): Outcome => {
-              progress[slot] = Date.now();
-              return { ok: false, err };
-            },
+            (reply): Outcome => settledAt({ ok: true, reply, ms: 0 }, slot, start),
+            (err: unknown): Outcome => settledAt({ ok: false, err, ms: 0 }, slot, start),
           ),
         );
-      } else if (deferred) deferred.push({ ok: true, reply: r });
-      else out.reply(i, r);
+      } else if (deferred) deferred.push({ ok: true, reply: r, ms: t - start });
+      else {
+        out.time(i, t - start);
+        out.reply(i, r);
+        out.publish(i);
+      }
     } catch (err) {
-      if (deferred) deferred.push({ ok: false, err });
-      else out.failure(i, err);
+      t = performance.now();
+      if (deferred) deferred.push({ ok: false, err, ms: t - start });
+      else {
+        out.time(i, t - start);
+        out.failure(i, err);
+        out.publish(i);
+      }
     }
   }
   if (deferred) {
     const settled = await Promise.all(deferred);
     for (let k = 0; k < settled.length; k++) {
       const o = settled[k]!;
+      out.time(from + k, o.ms);
       if (o.ok) out.reply(from + k, o.reply);
       else out.failure(from + k, o.err);
     }

@@ -116,6 +116,10 @@ export class WsdrainServer {
       threads: options.threads ?? defaultThreads(options.workers),
       handler: options.handler,
       taskTimeout: options.taskTimeout,
+      maxWork: options.maxWork,
+      // Fair scheduling is per connection: its messages run in order, on one thread at a time.
+      // Work outside any connection (an app's api.run) is an owner of its own.
+      ownerOf: (slot) => slot.conn ?? slot,
       onResult: (slot, kind, data) => this.conns.result(slot, kind, data),
       onPressure: (on) => this.conns.poolPressure(on, this.pool.pending),
     });
