@@ -18,7 +18,13 @@ export {
 export { CloseCode } from './codes.js';
 export type { ClusterReport, DrainReport, WorkerOutcome } from './drain/report.js';
 export * from './errors.js';
-export type { Handler, HandlerMessage, HandlerReply } from './handler.js';
+export type {
+  Handler,
+  HandlerMessage,
+  HandlerPublication,
+  HandlerReply,
+  HandlerResult,
+} from './handler.js';
 export {
   type DrainKind,
   formatHint,

@@ -267,6 +267,25 @@ describe('the wsdrain.v1 subprotocol', () => {
   });
 });
 
+describe('pool handlers', () => {
+  it('are told the connection and publish besides replying', async () => {
+    const handler = fileURLToPath(new URL('./fixtures/publishing-handler.mjs', import.meta.url));
+    const srv = await startWsdrain(['--workers', '2', '--threads', '1', '--handler', handler]);
+    const sub = await open(srv.port, 'x', 'wsdrain.v1');
+    sub.ws.send(JSON.stringify({ type: 'subscribe', topic: 'open:heard', id: 1 }));
+    await sub.next(is({ type: 'subscribed', id: 1 }), 'subscribed');
+    const talker = await open(srv.port, 'y');
+    talker.ws.send('hello');
+    const reply = (await talker.next((m) => typeof m === 'string', 'the reply')) as string;
+    const id = /^(\S+) said hello$/.exec(reply)?.[1];
+    expect(id).toMatch(/^[\w-]+-[0-9a-z]+$/);
+    const heard = (await sub.next(is({ type: 'pub', topic: 'open:heard' }), 'the publication')) as {
+      data: { from: string; text: string };
+    };
+    expect(heard.data).toEqual({ from: id, text: 'hello' });
+  });
+});
+
 describe('metrics of topics', () => {
   it('counts publications, deliveries, subscriptions, recoveries, topics and history', async () => {
     const srv = await start(['--metrics-port', '0']);

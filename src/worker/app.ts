@@ -156,6 +156,16 @@ export class AppRuntime {
     }
   }
 
+  /** A publication a pool handler asked for: made, a failure logged (the reply went out). */
+  handlerPublish(c: Connection, topic: unknown, data: unknown): void {
+    this.publish(topic as string, data as PublishData).catch((err: unknown) => {
+      this.#o.log.warn(
+        { conn: c.id, topic, err: (err as Error).message },
+        'a handler publication failed',
+      );
+    });
+  }
+
   /** The `upgrade` hook (none: every client in, no context). */
   async upgrade(req: IncomingMessage): Promise<UpgradeOutcome> {
     const hook = this.#app.upgrade;

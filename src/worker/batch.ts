@@ -30,8 +30,12 @@
  * both ends are threads of one process.
  */
 
-/** What one entry of a batch holds. */
-export const Kind = { NONE: 0, TEXT: 1, BINARY: 2, ERROR: 3 } as const;
+/**
+ * What one entry of a batch holds. COMPOSITE (results only): the handler returned
+ * `{ reply, publish }`; the payload is that object as JSON (binary data as `b64`, see
+ * ../wire.ts `payloadField`).
+ */
+export const Kind = { NONE: 0, TEXT: 1, BINARY: 2, ERROR: 3, COMPOSITE: 4 } as const;
 export type Kind = (typeof Kind)[keyof typeof Kind];
 
 /** Bytes before the first payload of a message batch of `count` entries. */

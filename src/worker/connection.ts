@@ -87,6 +87,7 @@ export class Connection {
   handle: object | undefined;
   /** The app's message hooks of this connection run one after the other. */
   hooks: Promise<void> = Promise.resolve();
+  #described: string | undefined;
   readonly ws: WebSocket;
   /** The TCP socket under `ws`. */
   readonly socket: Socket;
@@ -127,6 +128,18 @@ export class Connection {
   get open(): boolean {
     return this.ws.readyState === WebSocket.OPEN && !this.closeSent;
   }
+
+  /** Its id and context as JSON, for pool handlers (a context JSON cannot carry is left out). */
+  describe(): string {
+    if (this.#described === undefined) {
+      try {
+        this.#described = JSON.stringify({ id: this.id, context: this.context });
+      } catch {
+        this.#described = JSON.stringify({ id: this.id });
+      }
+    }
+    return this.#described;
+  }
 }
 
 /** Counters of the connections, read by the metrics. */
@@ -162,6 +175,8 @@ export interface ConnectionsOptions {
    * it, each goes to the pool and its reply comes back.
    */
   receive?: ((conn: Connection, data: Buffer, isBinary: boolean) => void) | undefined;
+  /** Publications a pool handler asked for with its reply (`{ reply, publish }`). */
+  publish?: ((conn: Connection, topic: unknown, data: unknown) => void) | undefined;
 }
 
 /**
@@ -350,6 +365,10 @@ export class Connections extends EventEmitter {
         take(kind as Kind, data);
         continue;
       }
+      if (kind === Kind.COMPOSITE) {
+        this.#composite(conn, data as Buffer);
+        continue;
+      }
       if (kind === Kind.NONE || ws.readyState !== WebSocket.OPEN || conn.closeSent) {
         take?.(kind as Kind, data);
         continue;
@@ -391,6 +410,29 @@ export class Connections extends EventEmitter {
       conn.head = 0;
     }
     this.#settled(conn);
+  }
+
+  /**
+   * A handler's `{ reply, publish }`: the reply is sent as any reply (if the connection is
+   * open), then the publications are made, in order (they go to subscribers either way).
+   */
+  #composite(conn: Connection, json: Buffer): void {
+    const r = JSON.parse(json.toString()) as {
+      data?: string;
+      b64?: string;
+      publish?: Array<{ topic?: unknown; data?: unknown; b64?: string }>;
+    };
+    if (conn.open && (r.data !== undefined || r.b64 !== undefined)) {
+      if (r.b64 !== undefined) conn.ws.send(Buffer.from(r.b64, 'base64'), AS_BINARY);
+      else if (conn.protocol === PROTOCOL_V1) {
+        conn.ws.send(JSON.stringify({ type: 'message', data: r.data }), AS_TEXT);
+      } else conn.ws.send(r.data as string, AS_TEXT);
+      this.checkBuffered(conn);
+    }
+    for (const p of r.publish ?? []) {
+      const data = p.b64 !== undefined ? new Uint8Array(Buffer.from(p.b64, 'base64')) : p.data;
+      this.#o.publish?.(conn, p.topic, data);
+    }
   }
 
   /** After work of `conn` finished: read it again below half, close it if the drain waits. */

@@ -15,8 +15,9 @@
  */
 import { workerData } from 'node:worker_threads';
 import { Piscina } from 'piscina';
-import type { Handler, HandlerReply } from '../handler.js';
+import type { Handler, HandlerReply, HandlerResult } from '../handler.js';
 import { makeEcho } from '../handlers/echo.js';
+import { payloadField } from '../wire.js';
 import {
   claimCounter,
   Kind,
@@ -34,6 +35,13 @@ export interface Task {
   input: SharedArrayBuffer;
   output: SharedArrayBuffer;
   slot: number;
+  /**
+   * With a handler that is told where messages come from: each distinct connection of the
+   * batch as JSON `{"id":..., "context":...}`, and for each message its index in that list
+   * (0xffff: none).
+   */
+  conns?: string[];
+  who?: Uint16Array;
   /**
    * Start-up only, instead of messages: Int32 [arrived, expected]. The thread arrives and
    * waits (up to BARRIER_MS) until every thread has, so each start-up task takes a thread of
@@ -156,10 +164,12 @@ class ResultWriter {
     if (reply === undefined || reply === null) this.none(i);
     else if (typeof reply === 'string') this.text(i, reply);
     else if (reply instanceof Uint8Array) this.bytes(i, reply);
-    else {
+    else if (typeof reply === 'object' && ('reply' in reply || 'publish' in reply)) {
+      this.text(i, composite(reply), Kind.COMPOSITE);
+    } else {
       this.text(
         i,
-        `handler returned ${typeof reply}; expected string, Uint8Array or nothing`,
+        `handler returned ${typeof reply}; expected a string, a Uint8Array, { reply, publish } or nothing`,
         Kind.ERROR,
       );
     }
@@ -181,6 +191,20 @@ class ResultWriter {
     own.set(this.#buf.subarray(0, this.#used));
     return own;
   }
+}
+
+/** `{ reply, publish }` as JSON, bytes as base64 (the main thread checks the rest). */
+function composite(r: HandlerResult): string {
+  const publish = Array.isArray(r.publish)
+    ? r.publish.map((p) => ({ topic: p?.topic, ...payloadField(p?.data) }))
+    : undefined;
+  const reply =
+    r.reply === undefined || r.reply === null
+      ? {}
+      : r.reply instanceof Uint8Array
+        ? { b64: payloadField(r.reply).b64 }
+        : { data: String(r.reply) };
+  return JSON.stringify({ ...reply, publish });
 }
 
 function isPromise(r: unknown): r is Promise<HandlerReply> {
@@ -211,6 +235,7 @@ export default async function run(task: Task): Promise<unknown> {
     return undefined;
   }
   const { input, output, slot } = task;
+  const conns = task.conns?.map((c) => JSON.parse(c) as { id: string; context: unknown });
   const head = messagesHeader(input);
   const claimed = claimCounter(input);
   const count = head[1]!;
@@ -237,7 +262,11 @@ export default async function run(task: Task): Promise<unknown> {
         : new Uint8Array(bytes.subarray(at, end));
     at = end;
     try {
-      const r = handler({ data: message, isBinary: kind !== Kind.TEXT });
+      const r = handler({
+        data: message,
+        isBinary: kind !== Kind.TEXT,
+        conn: conns ? conns[task.who![i]!] : undefined,
+      });
       t = performance.now();
       if (isPromise(r)) {
         if (!deferred) {

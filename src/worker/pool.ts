@@ -54,6 +54,7 @@
 import { EventEmitter } from 'node:events';
 import { fileURLToPath } from 'node:url';
 import { Piscina } from 'piscina';
+import { resolveModule } from '../app/load.js';
 import { HandlerLoadError } from '../errors.js';
 import {
   claimCounter,
@@ -89,6 +90,11 @@ export interface PoolOptions<T> {
    * Without it, every message is an owner of its own.
    */
   ownerOf?: (ticket: T) => object;
+  /**
+   * Where a message comes from, for the handler (`message.conn`): JSON of its connection's id
+   * and context, or undefined. Without it handlers are not told (the built-in echo).
+   */
+  describe?: (ticket: T) => string | undefined;
   /**
    * A handler call this long (until its reply) makes its owner heavy, and a task whose current
    * call has run this long gives back the messages it has not started, in ms. @default 10
@@ -262,11 +268,13 @@ export function resolveHandlerSpec(
   cwd = process.cwd(),
 ): string | undefined {
   if (!spec) return undefined;
-  if (/^(file|data|node):/.test(spec)) return spec;
-  if (spec.startsWith('.') || spec.startsWith('/')) {
-    return new URL(spec, `file://${cwd.endsWith('/') ? cwd : `${cwd}/`}`).href;
+  try {
+    // A path from `cwd`, or a package of the app's own node_modules (not wsdrain's).
+    return resolveModule(spec, cwd);
+  } catch {
+    // Not found there: let the thread's import say what is missing.
+    return spec;
   }
-  return spec;
 }
 
 /** Copies `len` bytes; a loop beats a native call for the small messages that dominate. */
@@ -304,6 +312,7 @@ export class MessagePool<T> {
   readonly #onResult: ResultHandler<T>;
   readonly #onPressure: ((on: boolean) => void) | undefined;
   readonly #ownerOf: ((ticket: T) => object) | undefined;
+  readonly #describe: ((ticket: T) => string | undefined) | undefined;
   readonly #owners = new WeakMap<object, Owner<T>>();
   /** The owner of the last submitted message (messages come in bursts per connection). */
   #lastKey: object | undefined;
@@ -356,6 +365,7 @@ export class MessagePool<T> {
     this.#onResult = opts.onResult;
     this.#onPressure = opts.onPressure;
     this.#ownerOf = opts.ownerOf;
+    this.#describe = opts.describe;
     this.#running = new Array(this.#threads).fill(undefined);
     this.#buffers = new Array(this.#threads).fill(undefined);
     this.#aborts = Array.from({ length: this.#threads }, () => new EventEmitter());
@@ -674,10 +684,30 @@ export class MessagePool<T> {
     if (heavy) this.#heavyRunning++;
     this.#watch();
     const payload: Task = { input, output, slot };
+    if (this.#describe) this.#describeTask(payload, tickets);
     this.#piscina.run(payload, { signal: this.#aborts[slot]! }).then(
       (own: Uint8Array | undefined) => this.#settle(task, own, undefined),
       (err: unknown) => this.#settle(task, undefined, err),
     );
+  }
+
+  /** Tells the handler where each message of a task comes from (one entry per connection). */
+  #describeTask(payload: Task, tickets: T[]): void {
+    const conns: string[] = [];
+    const index = new Map<string, number>();
+    const who = new Uint16Array(tickets.length).fill(0xffff);
+    for (let i = 0; i < tickets.length; i++) {
+      const d = this.#describe!(tickets[i]!);
+      if (d === undefined) continue;
+      let k = index.get(d);
+      if (k === undefined) {
+        k = conns.push(d) - 1;
+        index.set(d, k);
+      }
+      who[i] = k;
+    }
+    payload.conns = conns;
+    payload.who = who;
   }
 
   /**
@@ -821,7 +851,7 @@ export class MessagePool<T> {
       const len = head[3 + 3 * i] ?? 0;
       const ticket = task.tickets[i]!;
       task.tickets[i] = undefined as T;
-      if (kind === Kind.TEXT || kind === Kind.BINARY) {
+      if (kind === Kind.TEXT || kind === Kind.BINARY || kind === Kind.COMPOSITE) {
         const view = results.subarray(at, at + len);
         this.#onResult(
           ticket,

@@ -120,6 +120,9 @@ export class WsdrainServer {
       // Fair scheduling is per connection: its messages run in order, on one thread at a time.
       // Work outside any connection (an app's api.run) is an owner of its own.
       ownerOf: (slot) => slot.conn ?? slot,
+      // A handler of the user's is told where each message comes from; the echo is not.
+      describe:
+        options.handler || options.application ? (slot) => slot.conn?.describe() : undefined,
       onResult: (slot, kind, data) => this.conns.result(slot, kind, data),
       onPressure: (on) => this.conns.poolPressure(on, this.pool.pending),
     });
@@ -130,6 +133,7 @@ export class WsdrainServer {
       maxBufferedTotal: options.maxBufferedTotal,
       submit: (data, isBinary, slot) => this.pool.submit(data, isBinary, slot),
       receive: (conn, data, isBinary) => this.app.receive(conn, data, isBinary),
+      publish: (conn, topic, data) => this.app.handlerPublish(conn, topic, data),
     });
     let broker = options.broker;
     if (!broker) {
