@@ -71,6 +71,25 @@ export function parseCommandLine(
   return resolveOptions(flags, env);
 }
 
+/**
+ * Under npm (`npx wsdrain`, `npm start`), wsdrain runs below `sh -c`: a SIGTERM sent to npm
+ * reaches that shell, which dies without passing it on, and wsdrain would go on with pid 1
+ * as its parent. There, the parent's end is taken as a SIGTERM: the same drain, the same exit.
+ */
+function watchParent(): void {
+  if (!process.env.npm_command && !process.env.npm_lifecycle_event) return;
+  const parent = process.ppid;
+  const timer = setInterval(() => {
+    if (process.ppid === parent) return;
+    clearInterval(timer);
+    process.stderr.write(
+      'wsdrain: the npm process that started it is gone: draining as on SIGTERM\n',
+    );
+    process.emit('SIGTERM', 'SIGTERM');
+  }, 250);
+  timer.unref();
+}
+
 /** Runs the command line of this process (the primary, a worker, or a single process). */
 export async function main(): Promise<void> {
   if (cluster.isWorker) {
@@ -90,6 +109,7 @@ export async function main(): Promise<void> {
     throw err;
   }
   if (!options) return;
+  watchParent();
   if (options.workers === 0) {
     const { runServerProcess } = await import('./worker/main.js');
     await runServerProcess(options);
