@@ -39,6 +39,7 @@ export {
   validateOptions,
   type WsdrainOptions,
 } from './options.js';
+export { type StartedAs, type StartOptions, start } from './start.js';
 export { PROTOCOL_V1, type StreamPosition } from './wire.js';
 export { type DrainOptions, drainServer } from './worker/drain.js';
 export {

@@ -267,6 +267,22 @@ describe('the wsdrain.v1 subprotocol', () => {
   });
 });
 
+describe('start() from a script of its own', () => {
+  for (const workers of ['0', '2']) {
+    it(`runs the app object it is given (--workers ${workers}) and drains on SIGTERM`, async () => {
+      const script = fileURLToPath(new URL('./fixtures/start-script.mjs', import.meta.url));
+      const srv = await startWsdrain([], { env: { WORKERS: workers }, script });
+      const p = await open(srv.port, '');
+      await p.next((m) => typeof m === 'string' && m.startsWith('hello '), 'the greeting');
+      p.ws.send('x');
+      await p.next((m) => m === 'echo x', 'the echo');
+      srv.kill('SIGTERM');
+      expect((await p.closed).code).toBe(1001);
+      expect((await srv.exited).code).toBe(0);
+    });
+  }
+});
+
 describe('pool handlers', () => {
   it('are told the connection and publish besides replying', async () => {
     const handler = fileURLToPath(new URL('./fixtures/publishing-handler.mjs', import.meta.url));

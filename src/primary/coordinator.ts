@@ -16,7 +16,7 @@ import { answerBroker } from '../app/broker.js';
 import { callHook } from '../app/hooks.js';
 import { loadApp } from '../app/load.js';
 import { Sequencer } from '../app/sequencer.js';
-import type { PrimaryApi, PublishData } from '../app/types.js';
+import type { PrimaryApi, PublishData, WsdrainApp } from '../app/types.js';
 import { drainCommand, killAfter } from '../drain/budget.js';
 import { DrainProgress } from '../drain/progress.js';
 import { summarize, sumReports, writeReport } from '../drain/report.js';
@@ -42,12 +42,14 @@ export const kDefaultTimings: CoordinatorTimings = {
 };
 
 /** Runs the primary until it exits the process. */
-export async function runPrimary(options: WsdrainOptions): Promise<void> {
+export async function runPrimary(options: WsdrainOptions, app?: WsdrainApp): Promise<Coordinator> {
   const timings = { ...kDefaultTimings };
   const fromEnv = process.env.WSDRAIN_TIMINGS;
   if (fromEnv) Object.assign(timings, JSON.parse(fromEnv) as Partial<CoordinatorTimings>);
   const log = createLogger(options.logLevel, 'primary');
-  await new Coordinator(options, log, timings).start();
+  const coordinator = new Coordinator(options, log, timings, app);
+  await coordinator.start();
+  return coordinator;
 }
 
 export class Coordinator {
@@ -67,7 +69,11 @@ export class Coordinator {
   readonly #seq: Sequencer;
   #sweep: NodeJS.Timeout | undefined;
 
-  constructor(opts: WsdrainOptions, log: Logger, timings: CoordinatorTimings) {
+  readonly #app: WsdrainApp | undefined;
+
+  /** `app`: an app given as an object (programmatic start); else `--app` is loaded. */
+  constructor(opts: WsdrainOptions, log: Logger, timings: CoordinatorTimings, app?: WsdrainApp) {
+    this.#app = app;
     this.#opts = opts;
     this.#log = log;
     this.#t = timings;
@@ -114,9 +120,9 @@ export class Coordinator {
     cluster.setupPrimary({ silent: false, serialization: 'advanced' });
     this.#sweep = setInterval(() => this.#seq.sweep(), Math.min(10_000, this.#opts.historyTtl / 4));
     this.#sweep.unref();
-    if (this.#opts.app) {
+    if (this.#app || this.#opts.app) {
       try {
-        const { app } = await loadApp(this.#opts.app);
+        const app = this.#app ?? (await loadApp(this.#opts.app!)).app;
         const hook = app.primary;
         if (hook) {
           await callHook('primary', () => hook(this.primaryApi), this.#opts.hookTimeout, this.#log);

@@ -10,6 +10,7 @@ import cluster from 'node:cluster';
 import { IpcBroker } from '../app/broker.js';
 import { callHook } from '../app/hooks.js';
 import { appHandler, loadApp } from '../app/load.js';
+import type { WsdrainApp } from '../app/types.js';
 import { CloseCode } from '../codes.js';
 import { type DrainCommand, drainCommand } from '../drain/budget.js';
 import { DrainProgress } from '../drain/progress.js';
@@ -34,15 +35,15 @@ function failStart(log: Logger, clustered: boolean, e: Error & { code?: string }
 }
 
 /** Starts the server of this process and wires signals (and IPC in a cluster worker). */
-export async function runServerProcess(options: WsdrainOptions): Promise<void> {
+export async function runServerProcess(options: WsdrainOptions, app?: WsdrainApp): Promise<void> {
   const clustered = cluster.isWorker;
   const log = createLogger(
     options.logLevel,
     clustered ? 'worker' : 'server',
     clustered ? { worker: cluster.worker?.id } : {},
   );
-  let loaded: Awaited<ReturnType<typeof loadApp>> | undefined;
-  if (options.app) {
+  let loaded: { app: WsdrainApp; url?: string } | undefined = app ? { app } : undefined;
+  if (!loaded && options.app) {
     try {
       loaded = await loadApp(options.app);
     } catch (err) {
@@ -54,7 +55,7 @@ export async function runServerProcess(options: WsdrainOptions): Promise<void> {
     : undefined;
   const server = new WsdrainServer({
     ...options,
-    handler: (loaded && appHandler(loaded.app, loaded.url)) ?? options.handler,
+    handler: (loaded?.url && appHandler(loaded.app, loaded.url)) || options.handler,
     logger: log,
     application: loaded?.app,
     broker,

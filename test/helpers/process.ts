@@ -50,9 +50,13 @@ export async function startWsdrain(
     waitReady?: boolean;
     /** Command that runs node, e.g. a shell that lowers a limit first and then execs "$0". */
     wrap?: string[];
+    /** A script of one's own that calls `start()` instead of the CLI (`args` then go to it). */
+    script?: string;
   } = {},
 ): Promise<Running> {
-  const argv = [process.execPath, CLI, 'start', '--port', '0', '--host', '127.0.0.1', ...args];
+  const argv = opts.script
+    ? [process.execPath, opts.script, ...args]
+    : [process.execPath, CLI, 'start', '--port', '0', '--host', '127.0.0.1', ...args];
   const [cmd, ...rest] = [...(opts.wrap ?? []), ...argv] as [string, ...string[]];
   const child = spawn(cmd, rest, {
     cwd: ROOT,
