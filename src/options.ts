@@ -4,7 +4,7 @@
  * Options are validated once, here, with exact messages that name the flag (or variable) and
  * what it accepts.
  */
-import { readdirSync, readFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import { exitMargin, MIN_ANSWER_MS } from './drain/budget.js';
 import { InvalidOptionError } from './errors.js';
@@ -70,6 +70,12 @@ export interface WsdrainOptions {
   rateLimit: number;
   /** Allowed `Origin` values (exact match); others get 403. Empty allows every origin. @default [] */
   origin: string[];
+  /** TLS certificate chain (PEM file): with `tlsKey`, the port serves wss:// and https probes. */
+  tlsCert: string | undefined;
+  /** TLS private key (PEM file). */
+  tlsKey: string | undefined;
+  /** CA certificates (PEM file) that client certificates must chain to; set, clients must present one. */
+  tlsCa: string | undefined;
   /** Negotiate permessage-deflate. @default false */
   perMessageDeflate: boolean;
   /** Fragments one message may have; more is closed with 1008. @default 1024 */
@@ -391,6 +397,30 @@ export const OPTION_DEFS: readonly OptionDef[] = [
     help: 'comma-separated allow-list of Origin headers; others get 403',
   },
   {
+    key: 'tlsCert',
+    flag: 'tls-cert',
+    kind: 'string',
+    arg: '<file>',
+    defaultText: 'none (plain ws:// and http)',
+    help: 'TLS certificate chain (PEM); with --tls-key the port serves wss:// and https probes. Read by each worker when it starts: a SIGHUP roll picks up renewed files',
+  },
+  {
+    key: 'tlsKey',
+    flag: 'tls-key',
+    kind: 'string',
+    arg: '<file>',
+    defaultText: 'none',
+    help: 'TLS private key (PEM) of --tls-cert',
+  },
+  {
+    key: 'tlsCa',
+    flag: 'tls-ca',
+    kind: 'string',
+    arg: '<file>',
+    defaultText: 'none (no client certificates)',
+    help: 'CA certificates (PEM): clients must present a certificate that chains to one of them',
+  },
+  {
     key: 'perMessageDeflate',
     flag: 'per-message-deflate',
     kind: 'bool',
@@ -626,6 +656,21 @@ export function validateOptions(partial: Partial<WsdrainOptions>): WsdrainOption
     throw new InvalidOptionError(
       `--drain-delay (${o.drainDelay} ms) must be shorter than --drain-timeout (${o.drainTimeout} ms)`,
     );
+  }
+  if ((o.tlsCert === undefined) !== (o.tlsKey === undefined)) {
+    throw new InvalidOptionError('--tls-cert and --tls-key go together: give both, or neither');
+  }
+  if (o.tlsCa !== undefined && o.tlsCert === undefined) {
+    throw new InvalidOptionError('--tls-ca checks client certificates: it needs --tls-cert and --tls-key');
+  }
+  for (const [flag, file] of [
+    ['--tls-cert', o.tlsCert],
+    ['--tls-key', o.tlsKey],
+    ['--tls-ca', o.tlsCa],
+  ] as const) {
+    if (file !== undefined && !existsSync(file)) {
+      throw new InvalidOptionError(`${flag}: no such file: ${file}`);
+    }
   }
   if (o.drainWindow > 0 && o.drainRate > 0) {
     throw new InvalidOptionError(

@@ -15,7 +15,9 @@
  *
  * Every socket, raw or WebSocket, gets an 'error' listener before anything else can happen.
  */
+import { readFileSync } from 'node:fs';
 import { createServer, type IncomingMessage, type Server } from 'node:http';
+import { createServer as createHttpsServer } from 'node:https';
 import { type AddressInfo, Server as NetServer, type Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { type PerMessageDeflateOptions, type WebSocket, WebSocketServer } from 'ws';
@@ -185,12 +187,26 @@ export class WsdrainServer {
       webSockets: () => this.conns.size + this.#upgrading,
     });
     const handshake = options.handshakeTimeout;
-    this.http = createServer({
+    const http = {
       headersTimeout: handshake,
       requestTimeout: handshake * 2,
       connectionsCheckingInterval: Math.min(5000, Math.max(100, Math.floor(handshake / 4))),
       keepAliveTimeout: 5000,
-    });
+    };
+    const tls = options.tlsCert !== undefined && options.tlsKey !== undefined;
+    // With TLS, the files are read now: a worker forked by a roll takes renewed certificates.
+    this.http = tls
+      ? createHttpsServer({
+          ...http,
+          cert: readFileSync(options.tlsCert!),
+          key: readFileSync(options.tlsKey!),
+          ...(options.tlsCa
+            ? { ca: readFileSync(options.tlsCa), requestCert: true, rejectUnauthorized: true }
+            : {}),
+          // A TLS handshake has the same time as an HTTP one.
+          handshakeTimeout: handshake,
+        })
+      : createServer(http);
     this.wss = new WebSocketServer({
       noServer: true,
       maxPayload: options.maxPayload,
@@ -213,10 +229,18 @@ export class WsdrainServer {
     };
     this.http.on('request', (req, res) => answerRequest(probe, req, res));
     this.http.on('upgrade', (req, socket, head) => this.#onUpgrade(req, socket, head));
-    this.http.on('connection', (socket: Socket) => {
+    // Admission follows the sockets that carry HTTP: with TLS, those of completed handshakes
+    // (the TLS handshake itself is bounded by --handshake-timeout).
+    this.http.on(tls ? 'secureConnection' : 'connection', (socket: Socket) => {
       socket.on('error', noop);
       this.admission.onConnection(socket);
     });
+    if (tls) {
+      this.http.on('connection', (socket: Socket) => socket.on('error', noop));
+      this.http.on('tlsClientError', (err: Error & { code?: string }) => {
+        this.log.debug({ err: err.code ?? err.message }, 'TLS handshake failed');
+      });
+    }
     this.http.on('clientError', (err: NodeJS.ErrnoException, socket: Duplex) =>
       answerClientError(this.log, err, socket),
     );
