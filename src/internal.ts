@@ -6,12 +6,12 @@
 
 export type { Broker, BrokerStats, Publication, Recovery } from './app/broker.js';
 export {
-  checkRedisUrl,
   connectRedisBroker,
   decodeData,
   encodeData,
   RedisBroker,
   type RedisBrokerOptions,
+  redisBrokerOptions,
 } from './app/redis.js';
 export * from './drain/budget.js';
 export { summarize, sumReports } from './drain/report.js';

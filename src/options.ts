@@ -45,6 +45,8 @@ export interface WsdrainOptions {
   historySize: number;
   /** Longest time a publication is kept for recovery, in ms. @default 300000 */
   historyTtl: number;
+  /** `redis://host:port[/db]`: topics, history and fan-out in Redis, shared by every host on it; undefined: the embedded broker (in the primary). */
+  brokerUrl: string | undefined;
   /** Pool threads per worker. @default max(1, round(cores / max(1, workers))) */
   threads: number | undefined;
   /** Port of the aggregated Prometheus endpoint (primary); undefined turns it off. */
@@ -259,6 +261,14 @@ export const OPTION_DEFS: readonly OptionDef[] = [
     help: 'longest a publication is kept for recovery',
   },
   {
+    key: 'brokerUrl',
+    flag: 'broker',
+    kind: 'string',
+    arg: '<url>',
+    defaultText: 'embedded (in the primary, one host)',
+    help: 'redis://[user:password@]host:port[/db]: topics, history and fan-out in Redis, shared by every wsdrain host on it. Unreachable at start: exit 1; lost while running: connections stay, publishing fails, /readyz 503; back: subscribers recover',
+  },
+  {
     key: 'threads',
     flag: 'threads',
     kind: 'int',
@@ -445,6 +455,23 @@ export const OPTION_DEFS: readonly OptionDef[] = [
   },
 ];
 
+/** What is wrong with a `--broker` URL (undefined: nothing). */
+export function brokerUrlProblem(url: string): string | undefined {
+  let u: URL;
+  try {
+    u = new URL(url);
+  } catch {
+    return 'not a URL';
+  }
+  if (u.protocol !== 'redis:' && u.protocol !== 'rediss:')
+    return 'the scheme must be redis: or rediss:';
+  if (!u.hostname) return 'no host';
+  if (u.pathname !== '' && u.pathname !== '/' && !/^\/\d+$/.test(u.pathname)) {
+    return 'the path, when given, must be a database number (/0)';
+  }
+  return undefined;
+}
+
 /** Environment variable name for a flag: `drain-timeout` -> `WSDRAIN_DRAIN_TIMEOUT`. */
 export function envName(flag: string): string {
   return `WSDRAIN_${flag.replaceAll('-', '_').toUpperCase()}`;
@@ -602,6 +629,12 @@ export function validateOptions(partial: Partial<WsdrainOptions>): WsdrainOption
     }
   }
   if (o.workers === undefined) o.workers = availableParallelism();
+  const badBroker = o.brokerUrl === undefined ? undefined : brokerUrlProblem(o.brokerUrl);
+  if (badBroker) {
+    throw new InvalidOptionError(
+      `--broker must be redis://host:port[/db], got ${JSON.stringify(o.brokerUrl)}: ${badBroker}`,
+    );
+  }
   if (o.drainDelay >= o.drainTimeout) {
     throw new InvalidOptionError(
       `--drain-delay (${o.drainDelay} ms) must be shorter than --drain-timeout (${o.drainTimeout} ms)`,

@@ -267,6 +267,51 @@ describe.skipIf(REDIS_MISSING !== undefined)(
       await until(() => b.got.length === 2, 'delivery resumed');
     });
 
+    it('a subscribed connection dropped alone: a gap for every topic held when it is back', async () => {
+      const redis = await startRedis();
+      const b = await broker(redis);
+      const pub = await broker(redis, { publishOnly: true });
+      await b.interest('one');
+      await b.interest('two');
+      await pub.publish('one', 1);
+      await until(() => b.got.length === 1, 'the first publication');
+      await redisCommand(redis.port, 'CLIENT', 'KILL', 'TYPE', 'pubsub');
+      await until(() => b.gaps.length === 2, 'a gap for each topic');
+      expect(b.gaps.sort()).toEqual(['one', 'two']);
+      expect(b.healthy).toBe(true);
+      expect(b.stats().losses).toBe(1);
+      // The publisher has no subscribed connection at all.
+      await expect(pub.interest('one')).rejects.toThrow('only publishes');
+    });
+
+    it('a Redis that stops answering: publish fails within the command timeout; once it answers, delivery goes on with no gap', async () => {
+      const redis = await startRedis();
+      const timeout = 400;
+      const b = await broker(redis, { pingInterval: 100, commandTimeout: timeout });
+      await b.interest('hang');
+      await b.publish('hang', 'before');
+      await until(() => b.got.length === 1, 'the first publication');
+      redis.signal('SIGSTOP');
+      const t0 = Date.now();
+      await expect(b.publish('hang', 'during')).rejects.toThrow('no answer within 400 ms');
+      expect(Date.now() - t0).toBeLessThan(timeout * 3);
+      expect(b.healthy).toBe(false);
+      // Away: refused at once.
+      const t1 = Date.now();
+      await expect(b.publish('hang', 'refused')).rejects.toThrow('unavailable');
+      expect(Date.now() - t1).toBeLessThan(50);
+      redis.signal('SIGCONT');
+      await until(() => b.healthy, 'answering again', 3000);
+      await b.publish('hang', 'after');
+      // The one that timed out had reached Redis: it went out, in order (its publisher was
+      // told it failed: a publisher retrying it may publish it twice, never a subscriber
+      // twice the same offset).
+      await until(() => b.got.at(-1)?.data === 'after', 'the last publication');
+      expect(b.got.map((p) => p.data)).toEqual(['before', 'during', 'after']);
+      expect(b.got.map((p) => p.offset)).toEqual([1, 2, 3]);
+      expect(b.gaps).toEqual([]);
+    });
+
     it('down at start: rejects within the start window, naming the URL', async () => {
       const redis = await startRedis();
       await redis.kill();

@@ -38,7 +38,9 @@
  * persistence has new epochs).
  */
 import { randomBytes } from 'node:crypto';
+import { BrokerError, PublishError } from '../errors.js';
 import type { Logger } from '../log.js';
+import { brokerUrlProblem, type WsdrainOptions } from '../options.js';
 import type { StreamPosition } from '../wire.js';
 import type { Broker, BrokerStats, Publication, Recovery } from './broker.js';
 import type { PublishAck, PublishData } from './types.js';
@@ -79,23 +81,6 @@ export function redactUrl(url: string): string {
   } catch {
     return url;
   }
-}
-
-/** Whether `url` is a Redis URL wsdrain accepts; the reason when it is not. */
-export function checkRedisUrl(url: string): string | undefined {
-  let u: URL;
-  try {
-    u = new URL(url);
-  } catch {
-    return 'not a URL';
-  }
-  if (u.protocol !== 'redis:' && u.protocol !== 'rediss:')
-    return 'the scheme must be redis: or rediss:';
-  if (!u.hostname) return 'no host';
-  if (u.pathname !== '' && u.pathname !== '/' && !/^\/\d+$/.test(u.pathname)) {
-    return 'the path, when given, must be a database number (/0)';
-  }
-  return undefined;
 }
 
 const TAG_TEXT = 0x73; // s
@@ -205,7 +190,7 @@ interface TopicState {
   count: number;
   /** stale: no live stream (new, or after a gap); starting: SUBSCRIBE + position under way. */
   phase: 'stale' | 'starting' | 'live';
-  /** A SUBSCRIBE was sent and no UNSUBSCRIBE since. */
+  /** A SUBSCRIBE was sent (maybe not answered) and no UNSUBSCRIBE since. */
   subscribed: boolean;
   starting: Promise<StreamPosition> | undefined;
   /** The last publication delivered (or the position the stream starts after). */
@@ -242,8 +227,8 @@ const newEpoch = (): string => randomBytes(6).toString('base64url');
 
 /** Connects a {@link RedisBroker}: resolves once Redis answers, rejects naming the URL. */
 export async function connectRedisBroker(o: RedisBrokerOptions): Promise<RedisBroker> {
-  const bad = checkRedisUrl(o.url);
-  if (bad) throw new Error(`--broker ${redactUrl(o.url)}: ${bad}`);
+  const bad = brokerUrlProblem(o.url);
+  if (bad) throw new BrokerError(`--broker ${redactUrl(o.url)}: ${bad}`);
   const { createClient, RESP_TYPES } = await import('@redis/client');
   const { createHash } = await import('node:crypto');
   const commandTimeout = o.commandTimeout ?? 2000;
@@ -274,6 +259,21 @@ export async function connectRedisBroker(o: RedisBrokerOptions): Promise<RedisBr
   });
   await broker.start();
   return broker;
+}
+
+/** The Redis broker of a wsdrain process, from its options (`--broker`, the history flags). */
+export function redisBrokerOptions(
+  options: Pick<WsdrainOptions, 'brokerUrl' | 'historySize' | 'historyTtl'>,
+  log: Logger,
+  publishOnly = false,
+): RedisBrokerOptions {
+  return {
+    url: options.brokerUrl ?? '',
+    historySize: options.historySize,
+    historyTtl: options.historyTtl,
+    publishOnly,
+    log,
+  };
 }
 
 export class RedisBroker implements Broker {
@@ -340,7 +340,7 @@ export class RedisBroker implements Broker {
     } catch (err) {
       for (const c of conns) c.destroy();
       const why = this.#lastError || (err as Error).message;
-      throw new Error(`cannot reach the broker at ${this.url} within ${ms} ms: ${why}`);
+      throw new BrokerError(`cannot reach the broker at ${this.url} within ${ms} ms: ${why}`);
     }
     this.#started = true;
     this.#update();
@@ -484,7 +484,7 @@ export class RedisBroker implements Broker {
   async publish(topic: string, data: PublishData): Promise<PublishAck> {
     if (!this.#healthy) {
       this.#stats.publishFailures++;
-      throw this.#unavailable();
+      throw new PublishError(this.#unavailable().message);
     }
     const t0 = performance.now();
     let reply: unknown;
@@ -503,7 +503,7 @@ export class RedisBroker implements Broker {
       );
     } catch (err) {
       this.#stats.publishFailures++;
-      throw this.#failed(err);
+      throw new PublishError(this.#failed(err).message);
     }
     this.onPublishTime?.((performance.now() - t0) / 1000);
     const [offset, epoch] = reply as [number, Buffer];
@@ -552,14 +552,15 @@ export class RedisBroker implements Broker {
     const gen = ++t.gen;
     let position: StreamPosition;
     try {
-      if (!t.subscribed) {
-        t.subscribed = true;
-        await timed(
-          (this.#sub as RedisConn).subscribe(t.channel, this.#onMessage, true),
-          this.#timeout,
-          'SUBSCRIBE',
-        );
-      }
+      // Every start asks: node-redis sends nothing when the channel is subscribed already (and
+      // subscribes again after a reconnect before it says ready), and a SUBSCRIBE that failed
+      // with a dropped connection is sent again.
+      t.subscribed = true;
+      await timed(
+        (this.#sub as RedisConn).subscribe(t.channel, this.#onMessage, true),
+        this.#timeout,
+        'SUBSCRIBE',
+      );
       position = this.#position(
         await this.#script(
           this.#scripts.recover,

@@ -15,6 +15,7 @@ import cluster from 'node:cluster';
 import { answerBroker } from '../app/broker.js';
 import { callHook } from '../app/hooks.js';
 import { loadApp } from '../app/load.js';
+import { connectRedisBroker, type RedisBroker, redisBrokerOptions } from '../app/redis.js';
 import { Sequencer } from '../app/sequencer.js';
 import type { PrimaryApi, PublishData } from '../app/types.js';
 import { drainCommand, killAfter } from '../drain/budget.js';
@@ -65,6 +66,8 @@ export class Coordinator {
   #forced = false;
   /** The embedded broker: topics' offsets, epochs and history, outside the workers. */
   readonly #seq: Sequencer;
+  /** With --broker, the primary publishes through Redis (its workers talk to Redis too). */
+  #remote: RedisBroker | undefined;
   #sweep: NodeJS.Timeout | undefined;
 
   constructor(opts: WsdrainOptions, log: Logger, timings: CoordinatorTimings) {
@@ -92,6 +95,7 @@ export class Coordinator {
   get primaryApi(): PrimaryApi {
     return {
       publish: async (topic: string, data: PublishData) => {
+        if (this.#remote) return this.#remote.publish(topic, data);
         const { offset, epoch } = this.#seq.publish(topic, data);
         return { topic, offset, epoch };
       },
@@ -113,6 +117,14 @@ export class Coordinator {
     cluster.setupPrimary({ silent: false, serialization: 'advanced' });
     this.#sweep = setInterval(() => this.#seq.sweep(), Math.min(10_000, this.#opts.historyTtl / 4));
     this.#sweep.unref();
+    try {
+      const o = this.#opts;
+      if (o.brokerUrl)
+        this.#remote = await connectRedisBroker(redisBrokerOptions(o, this.#log, true));
+    } catch (err) {
+      this.#fatal((err as Error).message);
+      return;
+    }
     if (this.#opts.app) {
       try {
         const { app } = await loadApp(this.#opts.app);

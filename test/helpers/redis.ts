@@ -62,6 +62,8 @@ export interface RedisServer {
   stop: () => Promise<void>;
   /** Starts it again on the same port and directory (after kill or stop). */
   restart: () => Promise<void>;
+  /** Sends `signal` to it (SIGSTOP / SIGCONT: a Redis that stops answering). */
+  signal: (signal: NodeJS.Signals) => void;
 }
 
 const servers = new Set<RedisServer>();
@@ -168,6 +170,9 @@ export async function startRedis(opts: { persist?: boolean } = {}): Promise<Redi
     },
     output: () => out,
     kill: () => waitExit('SIGKILL'),
+    signal: (signal) => {
+      child?.kill(signal);
+    },
     stop: () => waitExit('SIGTERM'),
     restart: async () => {
       if (server.running) throw new Error('redis-server still runs');
@@ -187,6 +192,7 @@ export async function startRedis(opts: { persist?: boolean } = {}): Promise<Redi
 export async function stopAllRedis(): Promise<void> {
   await Promise.all(
     [...servers].map(async (s) => {
+      s.signal('SIGCONT');
       await s.kill();
       rmSync(s.dir, { recursive: true, force: true });
     }),
