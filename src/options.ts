@@ -679,8 +679,8 @@ export function helpText(): string {
     '  second signal     terminate every socket now and exit 1',
     '  SIGHUP            rolling restart: one worker at a time, its sockets closed with 1012',
     '',
-    'HTTP: GET /healthz (200 while alive), GET /readyz (200 when serving, 503 while starting or',
-    'draining); any other plain HTTP request gets 426.',
+    'HTTP: GET /healthz (200 while alive), GET /readyz (200 when serving, 503 while starting,',
+    'draining, or while the --broker is away); any other plain HTTP request gets 426.',
     '',
     'Exit codes: 0 drained within the budget, 1 forced or failed, 2 bad command line or options.',
   ].join('\n');
