@@ -87,3 +87,11 @@ export class PublishError extends WsdrainError {
     this.name = 'PublishError';
   }
 }
+
+/** The broker (`--broker`) cannot be reached at start, or its URL is not one. */
+export class BrokerError extends WsdrainError {
+  constructor(message: string) {
+    super('WSD_ERR_BROKER', message);
+    this.name = 'BrokerError';
+  }
+}

@@ -3,6 +3,16 @@
  * API (option tables, the pool and its batch format, socket helpers). Not part of the public
  * API: no stability promise, may change in any release.
  */
+
+export type { Broker, BrokerStats, Publication, Recovery } from './app/broker.js';
+export {
+  connectRedisBroker,
+  decodeData,
+  encodeData,
+  RedisBroker,
+  type RedisBrokerOptions,
+  redisBrokerOptions,
+} from './app/redis.js';
 export * from './drain/budget.js';
 export { summarize, sumReports } from './drain/report.js';
 export * from './options.js';

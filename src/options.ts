@@ -46,6 +46,8 @@ export interface WsdrainOptions {
   historySize: number;
   /** Longest time a publication is kept for recovery, in ms. @default 300000 */
   historyTtl: number;
+  /** `redis://host:port[/db]`: topics, history and fan-out in Redis, shared by every host on it; undefined: the embedded broker (in the primary). */
+  brokerUrl: string | undefined;
   /**
    * Pool threads per worker; with 2 or more, connections whose messages are heavy use at most
    * all but one, the last stays free for the others (1: no separate lane).
@@ -273,6 +275,14 @@ export const OPTION_DEFS: readonly OptionDef[] = [
     help: 'longest a publication is kept for recovery',
   },
   {
+    key: 'brokerUrl',
+    flag: 'broker',
+    kind: 'string',
+    arg: '<url>',
+    defaultText: 'embedded (in the primary, one host)',
+    help: 'redis://[user:password@]host:port[/db]: topics, history and fan-out in Redis, shared by every wsdrain host on it. Unreachable at start: exit 1; lost while running: connections stay, publishing fails, /readyz 503; back: subscribers recover',
+  },
+  {
     key: 'threads',
     flag: 'threads',
     kind: 'int',
@@ -492,6 +502,23 @@ export const OPTION_DEFS: readonly OptionDef[] = [
   },
 ];
 
+/** What is wrong with a `--broker` URL (undefined: nothing). */
+export function brokerUrlProblem(url: string): string | undefined {
+  let u: URL;
+  try {
+    u = new URL(url);
+  } catch {
+    return 'not a URL';
+  }
+  if (u.protocol !== 'redis:' && u.protocol !== 'rediss:')
+    return 'the scheme must be redis: or rediss:';
+  if (!u.hostname) return 'no host';
+  if (u.pathname !== '' && u.pathname !== '/' && !/^\/\d+$/.test(u.pathname)) {
+    return 'the path, when given, must be a database number (/0)';
+  }
+  return undefined;
+}
+
 /** Environment variable name for a flag: `drain-timeout` -> `WSDRAIN_DRAIN_TIMEOUT`. */
 export function envName(flag: string): string {
   return `WSDRAIN_${flag.replaceAll('-', '_').toUpperCase()}`;
@@ -652,6 +679,12 @@ export function validateOptions(partial: Partial<WsdrainOptions>): WsdrainOption
     }
   }
   if (o.workers === undefined) o.workers = availableParallelism();
+  const badBroker = o.brokerUrl === undefined ? undefined : brokerUrlProblem(o.brokerUrl);
+  if (badBroker) {
+    throw new InvalidOptionError(
+      `--broker must be redis://host:port[/db], got ${JSON.stringify(o.brokerUrl)}: ${badBroker}`,
+    );
+  }
   if (o.drainDelay >= o.drainTimeout) {
     throw new InvalidOptionError(
       `--drain-delay (${o.drainDelay} ms) must be shorter than --drain-timeout (${o.drainTimeout} ms)`,
@@ -661,7 +694,9 @@ export function validateOptions(partial: Partial<WsdrainOptions>): WsdrainOption
     throw new InvalidOptionError('--tls-cert and --tls-key go together: give both, or neither');
   }
   if (o.tlsCa !== undefined && o.tlsCert === undefined) {
-    throw new InvalidOptionError('--tls-ca checks client certificates: it needs --tls-cert and --tls-key');
+    throw new InvalidOptionError(
+      '--tls-ca checks client certificates: it needs --tls-cert and --tls-key',
+    );
   }
   for (const [flag, file] of [
     ['--tls-cert', o.tlsCert],
@@ -711,8 +746,8 @@ export function helpText(): string {
     '  second signal     terminate every socket now and exit 1',
     '  SIGHUP            rolling restart: one worker at a time, its sockets closed with 1012',
     '',
-    'HTTP: GET /healthz (200 while alive), GET /readyz (200 when serving, 503 while starting or',
-    'draining); any other plain HTTP request gets 426.',
+    'HTTP: GET /healthz (200 while alive), GET /readyz (200 when serving, 503 while starting,',
+    'draining, or while the --broker is away); any other plain HTTP request gets 426.',
     '',
     'Exit codes: 0 drained within the budget, 1 forced or failed, 2 bad command line or options.',
   ].join('\n');

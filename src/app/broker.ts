@@ -47,6 +47,24 @@ export interface Broker {
   readonly healthy?: boolean;
   /** Stops: connections closed, timers cleared. */
   close?(): Promise<void>;
+  /** What a remote broker counts (read when metrics are scraped). */
+  stats?(): BrokerStats;
+  /** Told how long each publish took, in seconds (a remote broker's round trip). */
+  onPublishTime?: ((seconds: number) => void) | undefined;
+}
+
+/** Counts of a remote broker, over the life of its process. */
+export interface BrokerStats {
+  /** Whether it is reachable now. */
+  connected: boolean;
+  /** Errors: connection errors and failed commands. */
+  errors: number;
+  /** Times it went away (connected turned false). */
+  losses: number;
+  /** Publications refused or failed (the publisher was told). */
+  publishFailures: number;
+  /** Topics whose live stream had a hole (told to resync). */
+  gaps: number;
 }
 
 /** The embedded broker of a single process: the sequencer is right here. */

@@ -15,6 +15,7 @@ import cluster from 'node:cluster';
 import { answerBroker } from '../app/broker.js';
 import { callHook } from '../app/hooks.js';
 import { loadApp } from '../app/load.js';
+import { connectRedisBroker, type RedisBroker, redisBrokerOptions } from '../app/redis.js';
 import { Sequencer } from '../app/sequencer.js';
 import type { PrimaryApi, PublishData, WsdrainApp } from '../app/types.js';
 import { drainCommand, killAfter } from '../drain/budget.js';
@@ -67,6 +68,8 @@ export class Coordinator {
   #forced = false;
   /** The embedded broker: topics' offsets, epochs and history, outside the workers. */
   readonly #seq: Sequencer;
+  /** With --broker, the primary publishes through Redis (its workers talk to Redis too). */
+  #remote: RedisBroker | undefined;
   #sweep: NodeJS.Timeout | undefined;
 
   readonly #app: WsdrainApp | undefined;
@@ -99,6 +102,7 @@ export class Coordinator {
   get primaryApi(): PrimaryApi {
     return {
       publish: async (topic: string, data: PublishData) => {
+        if (this.#remote) return this.#remote.publish(topic, data);
         const { offset, epoch } = this.#seq.publish(topic, data);
         return { topic, offset, epoch };
       },
@@ -120,6 +124,14 @@ export class Coordinator {
     cluster.setupPrimary({ silent: false, serialization: 'advanced' });
     this.#sweep = setInterval(() => this.#seq.sweep(), Math.min(10_000, this.#opts.historyTtl / 4));
     this.#sweep.unref();
+    try {
+      const o = this.#opts;
+      if (o.brokerUrl)
+        this.#remote = await connectRedisBroker(redisBrokerOptions(o, this.#log, true));
+    } catch (err) {
+      this.#fatal((err as Error).message);
+      return;
+    }
     if (this.#app || this.#opts.app) {
       try {
         const app = this.#app ?? (await loadApp(this.#opts.app!)).app;

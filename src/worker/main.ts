@@ -7,9 +7,10 @@
  * and whichever comes second changes nothing. A second signal terminates at once.
  */
 import cluster from 'node:cluster';
-import { IpcBroker } from '../app/broker.js';
+import { type Broker, IpcBroker } from '../app/broker.js';
 import { callHook } from '../app/hooks.js';
 import { appHandler, loadApp } from '../app/load.js';
+import { connectRedisBroker, redisBrokerOptions } from '../app/redis.js';
 import type { WsdrainApp } from '../app/types.js';
 import { CloseCode } from '../codes.js';
 import { type DrainCommand, drainCommand } from '../drain/budget.js';
@@ -50,15 +51,23 @@ export async function runServerProcess(options: WsdrainOptions, app?: WsdrainApp
       return failStart(log, clustered, err as Error & { code?: string });
     }
   }
-  const broker = clustered
-    ? new IpcBroker((id, req) => sendToPrimary(msg({ type: 'broker', id, req })))
-    : undefined;
+  const broker =
+    clustered && !options.brokerUrl
+      ? new IpcBroker((id, req) => sendToPrimary(msg({ type: 'broker', id, req })))
+      : undefined;
+  // --broker: this process talks to Redis itself (unreachable at start: exit 1).
+  let remote: Broker | undefined;
+  try {
+    if (options.brokerUrl) remote = await connectRedisBroker(redisBrokerOptions(options, log));
+  } catch (err) {
+    return failStart(log, clustered, err as Error & { code?: string });
+  }
   const server = new WsdrainServer({
     ...options,
     handler: (loaded?.url && appHandler(loaded.app, loaded.url)) || options.handler,
     logger: log,
     application: loaded?.app,
-    broker,
+    broker: remote ?? broker,
     workerId: cluster.worker?.id ?? 0,
   });
   // In a cluster, /readyz answers 200 only once the primary says every worker listens.

@@ -42,6 +42,73 @@ function counterOf(
   });
 }
 
+/** A counter without labels, fed at scrape time from a total kept elsewhere. */
+function totalOf(registers: Registry[], name: string, help: string, read: () => number): void {
+  let seen = 0;
+  new Counter({
+    name,
+    help,
+    registers,
+    collect() {
+      const n = read();
+      if (n > seen) this.inc(n - seen);
+      seen = n;
+    },
+  });
+}
+
+/** Publish round trips to a remote broker, in seconds. */
+const PUBLISH_BUCKETS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5];
+
+/**
+ * Metrics of a remote broker (`--broker`), summed over workers like the rest: named
+ * `wsdrain_broker_*` (the topics' own counters, publications and deliveries, are not here).
+ */
+function brokerMetrics(registers: Registry[], server: WsdrainServer): void {
+  const broker = server.broker;
+  const stats = broker.stats?.bind(broker);
+  if (!stats) return;
+  new Gauge({
+    name: 'wsdrain_broker_connected',
+    help: 'Workers connected to the broker (1 each while it is reachable; compare with the number of workers)',
+    registers,
+    collect() {
+      this.set(stats().connected ? 1 : 0);
+    },
+  });
+  totalOf(
+    registers,
+    'wsdrain_broker_lost_total',
+    'Times a worker lost the broker (connection dropped or Redis stopped answering)',
+    () => stats().losses,
+  );
+  totalOf(
+    registers,
+    'wsdrain_broker_errors_total',
+    'Broker errors: connection errors and failed or timed-out commands',
+    () => stats().errors,
+  );
+  totalOf(
+    registers,
+    'wsdrain_broker_publish_failures_total',
+    'Publications the broker refused or failed (the publisher got an error; nothing was queued)',
+    () => stats().publishFailures,
+  );
+  totalOf(
+    registers,
+    'wsdrain_broker_gaps_total',
+    'Topics whose live stream had a hole (the broker came back, or a message was missing): their subscribers were asked to recover',
+    () => stats().gaps,
+  );
+  const lag = new Histogram({
+    name: 'wsdrain_broker_publish_seconds',
+    help: 'Publish round trip to the broker (the Lua script that sequences, stores and fans out)',
+    buckets: PUBLISH_BUCKETS,
+    registers,
+  });
+  broker.onPublishTime = (seconds) => lag.observe(seconds);
+}
+
 /** The worker-side metrics. */
 export class WorkerMetrics {
   readonly registry = new Registry();
@@ -136,6 +203,7 @@ export class WorkerMetrics {
         this.set(app.topics.subscriptions);
       },
     });
+    brokerMetrics(registers, server);
     this.#drain = new Histogram({
       name: 'wsdrain_drain_duration_seconds',
       help: 'Duration of drains, from signal to the last socket released',

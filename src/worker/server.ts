@@ -98,6 +98,8 @@ export class WsdrainServer {
   readonly app: AppRuntime;
   /** @internal The sequencer, when this server holds its own broker. */
   readonly sequencer: Sequencer | undefined;
+  /** @internal The broker of publications (its health is part of readiness). */
+  readonly broker: Broker;
   #sweep: NodeJS.Timeout | undefined;
   #state: ServerState = 'starting';
   #clusterReady = true;
@@ -149,6 +151,7 @@ export class WsdrainServer {
       this.sequencer = local.sequencer;
       broker = local;
     }
+    this.broker = broker;
     this.app = new AppRuntime({
       log: this.log,
       worker: options.workerId ?? 0,
@@ -224,7 +227,10 @@ export class WsdrainServer {
     } as ConstructorParameters<typeof WebSocketServer>[0]);
     const probe = {
       ready: () => this.ready,
-      state: () => this.#state,
+      state: () =>
+        this.#state === 'running' && this.broker.healthy === false
+          ? 'broker unavailable'
+          : this.#state,
       closing: () => this.#state === 'draining' || this.#state === 'closed',
     };
     this.http.on('request', (req, res) => answerRequest(probe, req, res));
@@ -251,9 +257,9 @@ export class WsdrainServer {
     return this.#state;
   }
 
-  /** Whether `/readyz` answers 200. */
+  /** Whether `/readyz` answers 200 (not while a remote broker is away). */
   get ready(): boolean {
-    return this.#state === 'running' && this.#clusterReady;
+    return this.#state === 'running' && this.#clusterReady && this.broker.healthy !== false;
   }
 
   /** Open WebSocket connections. */
