@@ -225,6 +225,13 @@ describe.skipIf(REDIS_MISSING !== undefined)(
         await until(() => clients.every((c) => c.live), 'every client subscribed');
         expect((await httpGet(srv.port, '/readyz')).status).toBe(200);
         const pub = await v1Publisher(url(srv), ['open:k'], 20);
+        // A plain client the app subscribed to its rooms: it cannot resubscribe itself.
+        const plain = new WebSocket(url(srv, 't2'));
+        plain.on('error', () => {});
+        const plainClosed = new Promise<{ code: number; reason: string }>((r) =>
+          plain.on('close', (code, reason) => r({ code, reason: String(reason) })),
+        );
+        await new Promise((r) => plain.on('open', r));
         await until(() => pub.acks.length >= 10, 'ten publications before the kill');
         await redis.kill();
         // Each worker sees it at once (its connections drop): publishing fails, not waits.
@@ -248,6 +255,10 @@ describe.skipIf(REDIS_MISSING !== undefined)(
         expect(pub.errors.length).toBeGreaterThan(failuresWhileAway);
         await redis.restart();
         await until(async () => (await httpGet(srv.port, '/readyz')).status === 200, '/readyz 200');
+        // Its rooms may have a hole it cannot recover: it is told to reconnect, never left deaf.
+        const told = await plainClosed;
+        expect(told.code).toBe(1012);
+        expect(told.reason).toMatch(/^wsdrain:restart/);
         await until(
           () => pub.acks.length > 0 && pub.acks.at(-1)!.epoch !== pub.acks[0]!.epoch,
           'publications in a new epoch',

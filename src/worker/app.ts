@@ -53,6 +53,8 @@ export interface AppRuntimeOptions {
   handshakeTimeout: number;
   maxTopics: number;
   maxPayload: number;
+  /** A close reason with a reconnect hint (restart, within --reconnect-window). */
+  reconnectReason: () => string;
 }
 
 /** What the upgrade hook decided. */
@@ -120,6 +122,7 @@ export class AppRuntime {
       maxTopics: o.maxTopics,
       write: (conn, frame) => o.conns.write(conn, frame),
       control: (conn, message) => this.#control(conn, message),
+      reconnect: (conn) => o.conns.close(conn, CloseCode.RESTART, o.reconnectReason()),
     });
   }
 

@@ -26,6 +26,7 @@ import { Sequencer } from '../app/sequencer.js';
 import type { WsdrainApp } from '../app/types.js';
 import { CloseCode } from '../codes.js';
 import { ListenError } from '../errors.js';
+import { hintReason } from '../hint.js';
 import type { Logger } from '../log.js';
 import { defaultThreads, type WsdrainOptions } from '../options.js';
 import { PROTOCOL_V1 } from '../wire.js';
@@ -176,6 +177,7 @@ export class WsdrainServer {
       handshakeTimeout: options.handshakeTimeout,
       maxTopics: options.maxTopics,
       maxPayload: options.maxPayload,
+      reconnectReason: () => hintReason('restart', options.reconnectWindow)(),
     });
     this.heartbeat = new Heartbeat(
       { log: this.log, heartbeat: options.heartbeat, messageTimeout: options.messageTimeout },

@@ -55,6 +55,8 @@ export interface TopicsOptions<S extends Subscriber> {
   write: (conn: S, frame: Frame) => boolean;
   /** Sends one wsdrain.v1 control message (subscribed, unsubscribed, error). */
   control: (conn: S, message: object) => void;
+  /** Asks a plain client to reconnect (it missed publications it cannot recover). */
+  reconnect: (conn: S) => void;
 }
 
 /** Why a subscription was refused. */
@@ -185,9 +187,11 @@ export class Topics<S extends Subscriber> {
   }
 
   /**
-   * The broker's stream of `topic` may have a hole: every subscriber here is unsubscribed
-   * (wsdrain.v1 clients are asked to resubscribe `since` their position, and recover), and
-   * the worker's interest ends, to be asked again by the next subscribe.
+   * The broker's stream of `topic` may have a hole: every subscriber here is unsubscribed and
+   * the worker's interest ends, to be asked again by the next subscribe. wsdrain.v1 clients
+   * are asked to resubscribe `since` their position, and recover; a plain client cannot, so it
+   * is closed with a restart code and a hint (its app subscribes it again when it is back):
+   * never a silent end of its topic.
    */
   resync(topic: string): void {
     const here = this.#here.get(topic);
@@ -197,6 +201,8 @@ export class Topics<S extends Subscriber> {
       conn.subs?.delete(topic);
       if (conn.protocol === PROTOCOL_V1) {
         this.#o.control(conn, { type: 'unsubscribed', topic, resubscribe: true });
+      } else {
+        this.#o.reconnect(conn);
       }
     }
     here.ready.then(
