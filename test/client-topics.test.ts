@@ -20,8 +20,8 @@ import {
   type UrlSource,
   type WebSocketConstructorLike,
   type WsdrainClient,
+  WsdrainClientError,
   type WsdrainClientOptions,
-  WsdrainError,
 } from 'wsdrain/client';
 import { killAll, type Running, sleep, startWsdrain } from './helpers/process.js';
 import { workersListening } from './helpers/workers.js';
@@ -186,8 +186,8 @@ describe('wsdrain.v1 client: topics', () => {
     // Refusals: a publication the app does not allow rejects with the server's code; a
     // subscription it does not allow ends, with onError and 'serverError'.
     const forbidden = await pub.client.publish('ticks', 1).catch((e: unknown) => e);
-    expect(forbidden).toBeInstanceOf(WsdrainError);
-    expect((forbidden as WsdrainError).code).toBe('forbidden');
+    expect(forbidden).toBeInstanceOf(WsdrainClientError);
+    expect((forbidden as WsdrainClientError).code).toBe('forbidden');
     const refusals: string[] = [];
     const secret = pub.client.subscribe('secret', () => {}, {
       onError: (e) => refusals.push(e.code),
@@ -265,7 +265,7 @@ describe('wsdrain.v1 client: topics', () => {
         issued = i;
         publisher.client.publish('open:roll', { i }).then(
           (ack) => acked.push({ i, offset: ack.offset }),
-          (e: WsdrainError) => failed.push(e.code),
+          (e: WsdrainClientError) => failed.push(e.code),
         );
         await sleep(15);
       }
@@ -644,7 +644,7 @@ describe('wsdrain.v1 client: the rules it keeps itself (scripted server)', () =>
     const srv = await scriptedServer();
     const t = track(srv.url);
     await until(() => t.opens.length === 1, 'the connection');
-    const inFlight = t.client.publish('x', { n: 1 }).catch((e: WsdrainError) => e.code);
+    const inFlight = t.client.publish('x', { n: 1 }).catch((e: WsdrainClientError) => e.code);
     await srv.take('publish');
     for (const ws of scripted[0]!.clients) ws.close(1011, 'cut');
     expect(await inFlight).toBe('disconnected');

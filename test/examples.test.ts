@@ -6,7 +6,11 @@ import { type ChildProcess, spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { afterEach, describe, expect, it } from 'vitest';
 import { WebSocket } from 'ws';
-import { createClient, type WebSocketConstructorLike, type WsdrainError } from 'wsdrain/client';
+import {
+  createClient,
+  type WebSocketConstructorLike,
+  type WsdrainClientError,
+} from 'wsdrain/client';
 import { killAll, ROOT, startWsdrain } from './helpers/process.js';
 
 const example = (path: string) => fileURLToPath(new URL(`../examples/${path}`, import.meta.url));
@@ -119,7 +123,9 @@ describe('examples/feed', () => {
     client.on('error', () => {});
     const refused: string[] = [];
     client.subscribe('feed:news', () => {}, { onError: (e) => refused.push(e.code) });
-    const published = await client.publish('feed:prices', 1).catch((e: WsdrainError) => e.code);
+    const published = await client
+      .publish('feed:prices', 1)
+      .catch((e: WsdrainClientError) => e.code);
     await until(
       () => refused.length === 1,
       () => 'the refusal',

@@ -61,7 +61,7 @@ import {
   TopicSubscription,
   type UnrecoveredEvent,
   type WirePublication,
-  WsdrainError,
+  WsdrainClientError,
 } from './subscription.js';
 
 export type { DrainKind, ReconnectHint } from '../hint.js';
@@ -75,8 +75,8 @@ export {
   type Subscription,
   type SubscriptionState,
   type UnrecoveredEvent,
-  WsdrainError,
-  type WsdrainErrorCode,
+  WsdrainClientError,
+  type WsdrainClientErrorCode,
 } from './subscription.js';
 
 const CONNECTING = 0;
@@ -317,7 +317,7 @@ export interface PublicationEvent extends PublicationInfo {
  * (`onError` is called too) or about no request of this client (e.g. a malformed `message`).
  */
 export interface ServerErrorEvent {
-  error: WsdrainError;
+  error: WsdrainClientError;
   /** The topic of the subscription refused, if it was one. */
   topic: string | undefined;
 }
@@ -362,7 +362,7 @@ interface PendingPublish {
   /** The request without its id: `{"type":"publish",...}`. */
   text: string;
   resolve: (ack: PublishAck) => void;
-  reject: (error: WsdrainError) => void;
+  reject: (error: WsdrainClientError) => void;
 }
 
 /** A message waiting for a connection: app data (send) or a publication. */
@@ -584,7 +584,7 @@ export class WsdrainClient extends TypedEmitter<WsdrainClientEvents> {
    * typed array) as base64 and reach subscribers as a `Uint8Array`. Queued like `send()`
    * while disconnected.
    * @returns a Promise of `{ topic, offset, epoch }` once the server has sequenced it; it
-   *   rejects with a {@link WsdrainError}: the server's code (`forbidden`, `too_large`,
+   *   rejects with a {@link WsdrainClientError}: the server's code (`forbidden`, `too_large`,
    *   `unavailable`, ...), or `disconnected` when the connection closed before the answer
    *   (published or not: not retried), `dropped`, `closed`.
    * @throws Error when the client does not speak wsdrain.v1; TypeError for a topic the
@@ -604,7 +604,9 @@ export class WsdrainClient extends TypedEmitter<WsdrainClientEvents> {
           : data;
     const text = JSON.stringify({ type: 'publish', topic, ...payloadField(value) });
     if (this.#state === 'closed') {
-      return Promise.reject(new WsdrainError('closed', 'wsdrain/client: publish() after close'));
+      return Promise.reject(
+        new WsdrainClientError('closed', 'wsdrain/client: publish() after close'),
+      );
     }
     return new Promise<PublishAck>((resolve, reject) => {
       const p: PendingPublish = { topic, text, resolve, reject };
@@ -658,7 +660,7 @@ export class WsdrainClient extends TypedEmitter<WsdrainClientEvents> {
   #dropQueued(item: Queued, reason: 'overflow' | 'closed'): void {
     if (item.publish) {
       item.publish.reject(
-        new WsdrainError(
+        new WsdrainClientError(
           reason === 'overflow' ? 'dropped' : 'closed',
           reason === 'overflow'
             ? 'wsdrain/client: publication dropped from a full queue (maxQueued)'
@@ -847,7 +849,7 @@ export class WsdrainClient extends TypedEmitter<WsdrainClientEvents> {
     this.#publishing.clear();
     for (const p of waiting) {
       p.reject(
-        new WsdrainError(
+        new WsdrainClientError(
           'disconnected',
           `wsdrain/client: the connection closed before the server answered a publication to ${p.topic}; it may or may not have been made`,
         ),
@@ -913,7 +915,7 @@ export class WsdrainClient extends TypedEmitter<WsdrainClientEvents> {
         return;
       }
       case 'error': {
-        const error = new WsdrainError(
+        const error = new WsdrainClientError(
           (typeof m.code === 'string' ? m.code : 'bad_request') as WireErrorCode,
           typeof m.message === 'string' ? m.message : String(m.code),
         );

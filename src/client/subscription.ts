@@ -73,7 +73,7 @@ export interface SubscribeOptions {
   /** Called when publications this subscription missed cannot be replayed. */
   onUnrecovered?: (event: UnrecoveredEvent) => void;
   /** Called when the server refuses the subscription for good (it is then closed). */
-  onError?: (error: WsdrainError) => void;
+  onError?: (error: WsdrainClientError) => void;
 }
 
 /** `'subscribing'`, `'subscribed'`, or `'closed'` (for good). */
@@ -93,19 +93,19 @@ export interface Subscription {
 }
 
 /**
- * Codes of {@link WsdrainError}: the server's (`bad_request`, `bad_topic`, `forbidden`,
+ * Codes of {@link WsdrainClientError}: the server's (`bad_request`, `bad_topic`, `forbidden`,
  * `too_large`, `too_many_topics`, `unavailable`) and the client's own: `disconnected` (the
  * connection closed before the answer: a publication may or may not have been made),
  * `dropped` (a queued publication pushed out by `maxQueued`), `closed` (the client closed).
  */
-export type WsdrainErrorCode = WireErrorCode | 'disconnected' | 'dropped' | 'closed';
+export type WsdrainClientErrorCode = WireErrorCode | 'disconnected' | 'dropped' | 'closed';
 
 /** A refused subscription or publication. */
-export class WsdrainError extends Error {
-  readonly code: WsdrainErrorCode;
-  constructor(code: WsdrainErrorCode, message: string) {
+export class WsdrainClientError extends Error {
+  readonly code: WsdrainClientErrorCode;
+  constructor(code: WsdrainClientErrorCode, message: string) {
     super(message);
-    this.name = 'WsdrainError';
+    this.name = 'WsdrainClientError';
     this.code = code;
   }
 }
@@ -124,7 +124,7 @@ export interface SubscriptionOwner {
   backoff(failures: number): number;
   subscribed(event: SubscribedEvent): void;
   unrecovered(event: UnrecoveredEvent): void;
-  refused(error: WsdrainError, topic: string): void;
+  refused(error: WsdrainClientError, topic: string): void;
   /** Reports an error thrown by app code without stopping the client. */
   report(error: unknown): void;
 }
@@ -253,7 +253,7 @@ export class TopicSubscription implements Subscription {
   }
 
   /** The server refused request `id`. */
-  refused(id: number, error: WsdrainError): void {
+  refused(id: number, error: WsdrainClientError): void {
     const asked = this.#waiting;
     if (this.#state === 'closed' || !asked || asked.id !== id) return;
     this.#waiting = undefined;
