@@ -218,6 +218,27 @@ describe('wsdrain.v1 client: topics', () => {
     expect(pub.errors).toEqual([]);
   });
 
+  it('an unsubscribe right behind its subscribe is not overtaken by it: nothing more arrives', async () => {
+    const srv = await start(['--workers', '1']);
+    const t = track(urlOf(srv, 'a'));
+    const pub = track(urlOf(srv, 'p'));
+    await until(() => t.opens.length === 1, 'the connection');
+    const strays: unknown[] = [];
+    t.client.on('publication', (e) => strays.push(e));
+    const handled: unknown[] = [];
+    // Both requests leave in the same turn; the server answers the subscribe (after its
+    // canSubscribe hook) and then the unsubscribe.
+    t.client.subscribe('open:r', (d) => handled.push(d)).unsubscribe();
+    const marker = follow(t, 'open:marker');
+    await until(() => marker.state === 'subscribed', 'the marker subscription');
+    await pub.client.publish('open:r', 1);
+    await pub.client.publish('open:marker', 2);
+    // Delivered in publish order: had open:r been delivered, it would be here by now.
+    await until(() => t.got.get('open:marker')!.length === 1, 'the marker publication');
+    expect(strays).toEqual([]);
+    expect(handled).toEqual([]);
+  });
+
   it('across a SIGHUP roll of 2 workers with publications running: nothing lost, nothing twice', async () => {
     /** --reconnect-window and the clients' hint jitter: the longest wait after a 1012. */
     const WINDOW = 500;
