@@ -28,15 +28,16 @@
  *   it rejects with the server's error code, or with `disconnected` when the connection closed
  *   before the answer: then the publication may or may not have been made, and it is not
  *   retried (a retry could publish it twice; retry yourself with a stable key in the data).
- * - A subscription hands each publication of its topic to its handler **at most once, in
- *   offset order**, and across every reconnect (a drain's hint, an error, a failover) it asks
- *   for everything after the last publication its handler returned from. The server replays
- *   the gap, and the handler sees **every publication exactly once**, as long as the server's
- *   history covers the gap (`--history-size`, `--history-ttl`) and the stream is the same
- *   (same epoch: one host, or hosts sharing a broker). When it cannot, the subscription says
- *   so ('unrecovered', `onUnrecovered`) and goes on from the server's position: never a
- *   silent hole. A handler that throws has not handled its publication: it gets it again
- *   (after a backoff), so handlers should be idempotent.
+ * - A subscription calls its handler with its topic's publications in offset order; a
+ *   publication is handled once the handler has returned from it, and each is handled **at
+ *   most once**. Across every reconnect (a drain's hint, an error, a failover) it asks for
+ *   everything after the last publication handled; the server replays the gap, and every
+ *   publication is handled **exactly once**, as long as the server's history covers the gap
+ *   (`--history-size`, `--history-ttl`) and the stream is the same (same epoch: one host, or
+ *   hosts sharing a broker). When it cannot, the subscription says so ('unrecovered',
+ *   `onUnrecovered`) and goes on from the server's position: never a silent hole. A handler
+ *   that throws has not handled its publication: it is called with it again (after a
+ *   backoff), so handlers should be idempotent.
  * - Positions live in the client object: a new client (a page reload) starts from now unless
  *   it passes a saved {@link Subscription.position} as `since`.
  */
@@ -529,10 +530,11 @@ export class WsdrainClient extends TypedEmitter<WsdrainClientEvents> {
 
   /**
    * Subscribes to `topic` (wsdrain.v1): `onMessage` gets each publication's data and
-   * `{ topic, offset, epoch }`, in order, each at most once; after every reconnect the client
-   * asks for what it missed since the last publication `onMessage` returned from, and says so
-   * when that cannot be replayed ('unrecovered' event, `options.onUnrecovered`). See the
-   * guarantees at the top of this module. One subscription per topic per client.
+   * `{ topic, offset, epoch }`, in order, each handled (returned from) at most once; after
+   * every reconnect the client asks for what it missed since the last publication
+   * `onMessage` returned from, and says so when that cannot be replayed ('unrecovered' event,
+   * `options.onUnrecovered`). See the guarantees at the top of this module. One subscription
+   * per topic per client.
    * @returns the subscription: its `position`, `state`, and `unsubscribe()`.
    * @throws Error when the client does not speak wsdrain.v1, is closed, or already has a
    *   subscription to `topic`; TypeError for a topic the protocol does not accept.

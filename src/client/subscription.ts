@@ -29,7 +29,7 @@ export interface PublicationInfo extends StreamPosition {
 }
 
 /**
- * Receives a topic's publications, in order, each at most once per client. `data` is what
+ * Receives a topic's publications, in order; each is handled (returned from) at most once. `data` is what
  * was published: a JSON value (a string stays a string), or a `Uint8Array` for bytes.
  */
 export type PublicationHandler = (data: unknown, info: PublicationInfo) => void;
