@@ -29,8 +29,9 @@ export interface PublicationInfo extends StreamPosition {
 }
 
 /**
- * Receives a topic's publications, in order; each is handled (returned from) at most once. `data` is what
- * was published: a JSON value (a string stays a string), or a `Uint8Array` for bytes.
+ * Receives a topic's publications, in order; each is handled (returned from) at most once.
+ * `data` is what was published: a JSON value (a string stays a string), or a `Uint8Array`
+ * for bytes.
  */
 export type PublicationHandler = (data: unknown, info: PublicationInfo) => void;
 
