@@ -60,7 +60,11 @@ export class TypedEmitter<Events extends object> {
   }
 }
 
-function rethrowLater(error: unknown): void {
+/**
+ * Reports an error thrown by app code without stopping the caller: `reportError` in browsers,
+ * an uncaught exception on a later turn in Node.
+ */
+export function rethrowLater(error: unknown): void {
   const report = (globalThis as { reportError?: (e: unknown) => void }).reportError;
   if (typeof report === 'function') report(error);
   else

@@ -1,24 +1,84 @@
 /**
- * `wsdrain/client`: a reconnecting WebSocket client that honours wsdrain's drain hints.
+ * `wsdrain/client`: a reconnecting WebSocket client that honours wsdrain's drain hints, and,
+ * with `protocol: 'wsdrain.v1'`, subscribes to topics and recovers what it missed.
  *
  * Runs in browsers and in Node (no Node-only imports): it takes the WebSocket constructor as
  * an option, by default `globalThis.WebSocket`. In Node 20, pass `WebSocket` from `ws`.
  *
  * ```ts
- * import { WsdrainClient } from 'wsdrain/client';
- * const client = new WsdrainClient('wss://example.com/live');
+ * import { createClient } from 'wsdrain/client';
+ * const client = createClient('wss://example.com/live', { protocol: 'wsdrain.v1' });
  * client.on('message', (data) => console.log(data));
  * client.send('hello'); // queued until the first connection opens
+ * const sub = client.subscribe('news', (data, { offset }) => show(data), {
+ *   onUnrecovered: () => reloadNews(), // publications were missed for good: reload
+ * });
+ * await client.publish('news', { title: 'hi' }); // resolves with { topic, offset, epoch }
  * ```
  *
- * Delivery is at most once: a message handed to a socket is never sent again on another
- * socket, even if that socket closed before the peer read it. See {@link WsdrainClient.send}.
+ * The URL can be a string, a list (failover: a failed connect or a shutdown close moves to
+ * the next one) or a function called before every connect (a fresh token each time).
+ *
+ * What is guaranteed:
+ *
+ * - `send()` is **at most once**: a message is handed to one socket's `send()` and never sent
+ *   again on another, even when that socket closed before the server read it (a drain, a cut
+ *   connection). Messages that must arrive need an acknowledgement: `publish()`, or the app's.
+ * - `publish()` resolves once the server has sequenced the publication (its offset and epoch);
+ *   it rejects with the server's error code, or with `disconnected` when the connection closed
+ *   before the answer: then the publication may or may not have been made, and it is not
+ *   retried (a retry could publish it twice; retry yourself with a stable key in the data).
+ * - A subscription calls its handler with its topic's publications in offset order; a
+ *   publication is handled once the handler has returned from it, and each is handled **at
+ *   most once**. Across every reconnect (a drain's hint, an error, a failover) it asks for
+ *   everything after the last publication handled; the server replays the gap, and every
+ *   publication is handled **exactly once**, as long as the server's history covers the gap
+ *   (`--history-size`, `--history-ttl`) and the stream is the same (same epoch: one host, or
+ *   hosts sharing a broker). When it cannot, the subscription says so ('unrecovered',
+ *   `onUnrecovered`) and goes on from the server's position: never a silent hole. A handler
+ *   that throws has not handled its publication: it is called with it again (after a
+ *   backoff), so handlers should be idempotent.
+ * - Positions live in the client object: a new client (a page reload) starts from now unless
+ *   it passes a saved {@link Subscription.position} as `since`.
  */
+import { CloseCode } from '../codes.js';
 import { parseHint, type ReconnectHint } from '../hint.js';
-import { TypedEmitter } from './emitter.js';
+import {
+  PROTOCOL_V1,
+  payloadField,
+  payloadOf,
+  type StreamPosition,
+  TOPIC_RE,
+  type WireErrorCode,
+} from '../wire.js';
+import { rethrowLater, TypedEmitter } from './emitter.js';
+import {
+  type PublicationHandler,
+  type PublicationInfo,
+  type SubscribedEvent,
+  type SubscribeOptions,
+  type Subscription,
+  type SubscriptionOwner,
+  TopicSubscription,
+  type UnrecoveredEvent,
+  type WirePublication,
+  WsdrainClientError,
+} from './subscription.js';
 
 export type { DrainKind, ReconnectHint } from '../hint.js';
+export { PROTOCOL_V1, type StreamPosition } from '../wire.js';
 export { type Listener, TypedEmitter } from './emitter.js';
+export {
+  type PublicationHandler,
+  type PublicationInfo,
+  type SubscribedEvent,
+  type SubscribeOptions,
+  type Subscription,
+  type SubscriptionState,
+  type UnrecoveredEvent,
+  WsdrainClientError,
+  type WsdrainClientErrorCode,
+} from './subscription.js';
 
 const CONNECTING = 0;
 const OPEN = 1;
@@ -28,9 +88,19 @@ export type SendData = string | ArrayBufferLike | ArrayBufferView | Blob;
 
 /**
  * A message received from the server: text stays a string; binary is an `ArrayBuffer`
- * (or a `Blob` when {@link WsdrainClientOptions.binaryType} is `'blob'`).
+ * (or a `Blob` when {@link WsdrainClientOptions.binaryType} is `'blob'`). In wsdrain.v1 mode
+ * a `message` is unwrapped to what a plain client would get: its data if it is a string, its
+ * JSON text if it is another JSON value, its bytes if binary.
  */
 export type MessageData = string | ArrayBuffer | Blob;
+
+/** What {@link WsdrainClient.publish} can publish: a JSON value, or bytes. */
+export type PublishData = unknown;
+
+/** Where a publication went: its topic, offset and epoch. */
+export interface PublishAck extends StreamPosition {
+  topic: string;
+}
 
 /**
  * The part of the WebSocket API the client uses; the browser's `WebSocket` and the `ws`
@@ -39,6 +109,8 @@ export type MessageData = string | ArrayBuffer | Blob;
 export interface WebSocketLike {
   /** 0 connecting, 1 open, 2 closing, 3 closed. */
   readonly readyState: number;
+  /** The subprotocol the server selected ('' for none). */
+  readonly protocol?: string;
   /** How binary messages are delivered. */
   binaryType: string;
   /** Sends one message. */
@@ -61,6 +133,32 @@ export type WebSocketConstructorLike = new (
   url: string,
   protocols?: string | string[],
 ) => WebSocketLike;
+
+/** What a URL function is told before each connect. */
+export interface ConnectInfo {
+  /** Reconnect attempts since the last open; 0 for the first connect. */
+  attempt: number;
+  /** The URL of the previous attempt; undefined before the first. */
+  lastUrl: string | undefined;
+  /** The close code of the previous connection or attempt (1006 for a failed connect). */
+  lastCode: number | undefined;
+}
+
+/**
+ * Where to connect:
+ *
+ * - a URL (`ws:` or `wss:`), for every connect;
+ * - a list of URLs: a failed connect, or a close with 1001 (the host is going away), moves
+ *   to the next one (round robin); any other close (1012: a restart, back in a moment; a cut
+ *   connection) stays on the same one;
+ * - a function, called before every connect (so each can carry a fresh token), that returns
+ *   the URL or a Promise of it; a throw or a rejection is a failed connect (backoff).
+ */
+export type UrlSource =
+  | string
+  | URL
+  | ReadonlyArray<string | URL>
+  | ((info: ConnectInfo) => string | URL | PromiseLike<string | URL>);
 
 /** Exponential backoff for reconnects after failures (full jitter). */
 export interface BackoffOptions {
@@ -89,7 +187,15 @@ export interface WsdrainClientOptions {
    */
   WebSocket?: WebSocketConstructorLike;
   /**
-   * Subprotocols offered on every connection.
+   * `'wsdrain.v1'` speaks wsdrain's subprotocol: {@link WsdrainClient.subscribe},
+   * {@link WsdrainClient.publish} and recovery; `send()` and the 'message' event carry the
+   * app's messages as before. A connection on which the server does not select it (a server
+   * that is not wsdrain, or too old) is a failed connect ('error' event, then backoff).
+   * @default undefined (plain messages: any WebSocket server)
+   */
+  protocol?: typeof PROTOCOL_V1;
+  /**
+   * Subprotocols offered on every connection (after `wsdrain.v1` with `protocol`).
    * @default undefined (none)
    */
   protocols?: string | string[];
@@ -121,14 +227,15 @@ export interface WsdrainClientOptions {
    */
   hintJitter?: boolean | number;
   /**
-   * Most messages kept while disconnected; when full, the oldest is dropped ('drop' event with
-   * reason `'overflow'`). `0` keeps none.
+   * Most messages (and publications) kept while disconnected; when full, the oldest is
+   * dropped ('drop' event with reason `'overflow'`; a publication's promise rejects with
+   * `dropped`). `0` keeps none.
    * @default 1000
    */
   maxQueued?: number;
   /**
-   * A connection attempt that has not opened after this many ms is aborted and counts as a
-   * failure (backoff). `0` disables the timer.
+   * A connection attempt (the URL function included) that has not opened after this many ms
+   * is aborted and counts as a failure (backoff). `0` disables the timer.
    * @default 10000
    */
   openTimeoutMs?: number;
@@ -149,11 +256,16 @@ export type ClientState = 'connecting' | 'open' | 'waiting' | 'closed';
 export interface OpenEvent {
   /** Reconnect attempts made since the previous open; 0 for the first connection. */
   attempt: number;
+  /** The URL connected to. */
+  url: string;
 }
 
 /** Payload of the 'close' event, emitted once for every socket that closes. */
 export interface CloseEvent {
-  /** The close code (1006 when the connection failed or was cut without a close frame). */
+  /**
+   * The close code (1006 when the connection failed or was cut without a close frame; 1002
+   * when the server did not select `wsdrain.v1` asked for with `protocol`).
+   */
   code: number;
   /** The close reason. */
   reason: string;
@@ -175,7 +287,10 @@ export interface ReconnectingEvent {
   reason: 'hint' | 'backoff';
 }
 
-/** Payload of the 'error' event: a socket error (the socket's 'close' follows). */
+/**
+ * Payload of the 'error' event: a socket error (the socket's 'close' follows), or a connect
+ * that failed before a socket existed (the URL function threw, or the URL is invalid).
+ */
 export interface ErrorEvent {
   /** The error (a generic one where the platform gives no detail, as browsers do). */
   error: Error;
@@ -189,9 +304,28 @@ export interface DropEvent {
   reason: 'overflow' | 'closed';
 }
 
+/**
+ * Payload of the 'publication' event: a publication of a topic this client did not
+ * subscribe to itself (the app subscribed the connection on the server). Such topics are not
+ * tracked nor recovered: subscribe from the client for that.
+ */
+export interface PublicationEvent extends PublicationInfo {
+  data: unknown;
+}
+
+/**
+ * Payload of the 'serverError' event: an `error` from the server about a subscription
+ * (`onError` is called too) or about no request of this client (e.g. a malformed `message`).
+ */
+export interface ServerErrorEvent {
+  error: WsdrainClientError;
+  /** The topic of the subscription refused, if it was one. */
+  topic: string | undefined;
+}
+
 /** Events of {@link WsdrainClient}, by name. */
 export interface WsdrainClientEvents {
-  /** A connection opened (queued messages were already flushed). */
+  /** A connection opened (subscriptions asked for again, queued messages flushed). */
   open: OpenEvent;
   /** A message from the server. */
   message: MessageData;
@@ -199,21 +333,43 @@ export interface WsdrainClientEvents {
   close: CloseEvent;
   /** A reconnect was scheduled. */
   reconnecting: ReconnectingEvent;
-  /** A socket error. */
+  /** A socket error, or a failed connect. */
   error: ErrorEvent;
   /** A queued message was discarded. */
   drop: DropEvent;
+  /** The server answered a (re)subscription (every subscription's). */
+  subscribed: SubscribedEvent;
+  /** Publications a subscription missed cannot be replayed: reload what the topic feeds. */
+  unrecovered: UnrecoveredEvent;
+  /** A publication of a topic the app subscribed this connection to on the server. */
+  publication: PublicationEvent;
+  /** The server refused something (see {@link ServerErrorEvent}). */
+  serverError: ServerErrorEvent;
 }
 
 /** Close codes after which the client never reconnects (plus 4000-4999, the application's). */
 const FINAL_CODES: ReadonlySet<number> = new Set([1000, 1008]);
 /** Planned closes: they carry the hint and do not count as failures. */
-const PLANNED_CODES: ReadonlySet<number> = new Set([1001, 1012]);
+const PLANNED_CODES: ReadonlySet<number> = new Set([CloseCode.GOING_AWAY, CloseCode.RESTART]);
 
 /** Whether the client reconnects after a socket closed with `code`. */
 export function isReconnectCode(code: number): boolean {
   return !FINAL_CODES.has(code) && !(code >= 4000 && code <= 4999);
 }
+
+/** A publication waiting for its answer (or for a connection). */
+interface PendingPublish {
+  topic: string;
+  /** The request without its id: `{"type":"publish",...}`. */
+  text: string;
+  resolve: (ack: PublishAck) => void;
+  reject: (error: WsdrainClientError) => void;
+}
+
+/** A message waiting for a connection: app data (send) or a publication. */
+type Queued =
+  | { data: SendData; publish?: undefined }
+  | { data?: undefined; publish: PendingPublish };
 
 /**
  * A WebSocket client that reconnects, honouring the drain hints of a wsdrain server.
@@ -224,13 +380,15 @@ export function isReconnectCode(code: number): boolean {
  * - 1000, 1008 and 4000-4999 end the client; so does {@link WsdrainClient.close}.
  * - Any other close (1006, 1011, 1013, ...) and failed attempts reconnect with full-jitter
  *   exponential backoff, reset once a connection opens.
+ * - With a list of URLs, a failed connect or a 1001 moves to the next URL; see
+ *   {@link UrlSource}.
  *
  * It connects at once on construction. Events: see {@link WsdrainClientEvents}.
  */
 export class WsdrainClient extends TypedEmitter<WsdrainClientEvents> {
-  /** The URL connected to. */
-  readonly url: string;
+  readonly #source: UrlSource;
   readonly #Ctor: WebSocketConstructorLike;
+  readonly #v1: boolean;
   readonly #protocols: string | string[] | undefined;
   readonly #initialMs: number;
   readonly #maxMs: number;
@@ -244,22 +402,40 @@ export class WsdrainClient extends TypedEmitter<WsdrainClientEvents> {
 
   #state: ClientState = 'connecting';
   #socket: WebSocketLike | null = null;
+  #url = '';
+  /** Index into a list of URLs. */
+  #index = 0;
+  #lastCode: number | undefined;
+  /** Counts connect attempts, so a URL function's late answer for an old one is ignored. */
+  #seq = 0;
   #timer: ReturnType<typeof setTimeout> | undefined;
   #openTimer: ReturnType<typeof setTimeout> | undefined;
-  #queue: SendData[] = [];
+  #queue: Queued[] = [];
   /** Reconnect attempts since the last open. */
   #attempt = 0;
   /** Consecutive failures (abnormal closes, failed attempts) since the last open. */
   #failures = 0;
 
+  // wsdrain.v1
+  #nextId = 1;
+  readonly #subs = new Map<string, TopicSubscription>();
+  /** Subscribe requests on the open connection, by id. */
+  readonly #subscribing = new Map<number, TopicSubscription>();
+  /** Publications sent on the open connection and not answered yet, by id. */
+  readonly #publishing = new Map<number, PendingPublish>();
+  /** Topics the app subscribed this connection to on the server. */
+  readonly #serverTopics = new Set<string>();
+  readonly #owner: SubscriptionOwner;
+
   /**
    * Creates the client and starts connecting.
-   * @param url `ws:` or `wss:` URL.
+   * @param url where to connect: a URL, a list, or a function; see {@link UrlSource}.
    * @param options see {@link WsdrainClientOptions}.
-   * @throws TypeError when there is no WebSocket constructor, or the first socket cannot be
-   *   created (an invalid URL).
+   * @throws TypeError when there is no WebSocket constructor, an option is invalid, the list
+   *   of URLs is empty, or the first socket cannot be created from a URL or list (an invalid
+   *   URL).
    */
-  constructor(url: string | URL, options: WsdrainClientOptions = {}) {
+  constructor(url: UrlSource, options: WsdrainClientOptions = {}) {
     super();
     const Ctor =
       options.WebSocket ??
@@ -270,9 +446,20 @@ export class WsdrainClient extends TypedEmitter<WsdrainClientEvents> {
         'wsdrain/client: no WebSocket constructor; pass options.WebSocket (in Node: `ws`)',
       );
     }
-    this.url = String(url);
+    if (Array.isArray(url) && url.length === 0) {
+      throw new TypeError('wsdrain/client: the list of URLs is empty');
+    }
+    if (options.protocol !== undefined && options.protocol !== PROTOCOL_V1) {
+      throw new TypeError(
+        `wsdrain/client: protocol must be '${PROTOCOL_V1}' or left out, got ${String(options.protocol)}`,
+      );
+    }
+    this.#source = Array.isArray(url) ? [...url] : url;
     this.#Ctor = Ctor;
-    this.#protocols = options.protocols;
+    this.#v1 = options.protocol === PROTOCOL_V1;
+    this.#protocols = this.#v1
+      ? [PROTOCOL_V1, ...[options.protocols ?? []].flat().filter((p) => p !== PROTOCOL_V1)]
+      : options.protocols;
     this.#initialMs = nonNegative(options.backoff?.initialMs, 250, 'backoff.initialMs');
     this.#maxMs = nonNegative(options.backoff?.maxMs, 30_000, 'backoff.maxMs');
     this.#factor = nonNegative(options.backoff?.factor, 2, 'backoff.factor');
@@ -284,7 +471,13 @@ export class WsdrainClient extends TypedEmitter<WsdrainClientEvents> {
     this.#maxQueued = nonNegative(options.maxQueued, 1000, 'maxQueued');
     this.#openTimeoutMs = nonNegative(options.openTimeoutMs, 10_000, 'openTimeoutMs');
     this.#binaryType = options.binaryType ?? 'arraybuffer';
+    this.#owner = this.#makeOwner();
     this.#connect(true);
+  }
+
+  /** The URL of the current (or last) connection attempt; '' before a URL function answered. */
+  get url(): string {
+    return this.#url;
   }
 
   /** The current state; see {@link ClientState}. */
@@ -302,16 +495,23 @@ export class WsdrainClient extends TypedEmitter<WsdrainClientEvents> {
     return this.#socket;
   }
 
+  /** The subprotocol spoken: `'wsdrain.v1'`, or '' for plain messages. */
+  get protocol(): string {
+    return this.#v1 ? PROTOCOL_V1 : '';
+  }
+
   /**
    * Sends a message: at once while a connection is open, else queues it (at most
    * {@link WsdrainClientOptions.maxQueued}, oldest dropped) to be sent, in order, right after
-   * the next connection opens and before the 'open' event.
+   * the next connection opens and before the 'open' event. In wsdrain.v1 mode a string goes
+   * as `{"type":"message","data":...}` (the app's `message` hook gets the string) and bytes
+   * as a binary frame.
    *
    * Delivery is **at most once**: a message is handed to exactly one socket's `send()` and is
    * never resent on another, even when that socket then closes before the server read it
-   * (a drain, a cut connection). Messages that must arrive need an application-level
-   * acknowledgement. Queued messages still waiting when the client closes for good are
-   * dropped ('drop' with reason `'closed'`).
+   * (a drain, a cut connection). Messages that must arrive need an acknowledgement
+   * ({@link WsdrainClient.publish} has one). Queued messages still waiting when the client
+   * closes for good are dropped ('drop' with reason `'closed'`).
    *
    * @returns true when handed to an open socket now, false when queued (or dropped at once
    *   because `maxQueued` is 0).
@@ -319,22 +519,110 @@ export class WsdrainClient extends TypedEmitter<WsdrainClientEvents> {
    */
   send(data: SendData): boolean {
     if (this.#state === 'closed') throw new Error('wsdrain/client: send() after close');
-    const socket = this.#socket;
-    if (this.#state === 'open' && socket && socket.readyState === OPEN) {
-      socket.send(data);
+    const socket = this.#openSocket();
+    if (socket) {
+      socket.send(this.#wrap(data));
       return true;
     }
-    this.#queue.push(data);
-    while (this.#queue.length > this.#maxQueued) {
-      this.emit('drop', { data: this.#queue.shift()!, reason: 'overflow' });
-    }
+    this.#enqueue({ data });
     return false;
   }
 
   /**
+   * Subscribes to `topic` (wsdrain.v1): `onMessage` gets each publication's data and
+   * `{ topic, offset, epoch }`, in order, each handled (returned from) at most once; after
+   * every reconnect the client asks for what it missed since the last publication
+   * `onMessage` returned from, and says so when that cannot be replayed ('unrecovered' event,
+   * `options.onUnrecovered`). See the guarantees at the top of this module. One subscription
+   * per topic per client.
+   * @returns the subscription: its `position`, `state`, and `unsubscribe()`.
+   * @throws Error when the client does not speak wsdrain.v1, is closed, or already has a
+   *   subscription to `topic`; TypeError for a topic the protocol does not accept.
+   */
+  subscribe(
+    topic: string,
+    onMessage: PublicationHandler,
+    options: SubscribeOptions = {},
+  ): Subscription {
+    this.#requireV1('subscribe');
+    if (this.#state === 'closed') throw new Error('wsdrain/client: subscribe() after close');
+    checkTopic(topic);
+    if (typeof onMessage !== 'function') {
+      throw new TypeError(
+        'wsdrain/client: subscribe(topic, onMessage): onMessage must be a function',
+      );
+    }
+    const since = options.since;
+    if (
+      since !== undefined &&
+      (typeof since !== 'object' ||
+        since === null ||
+        !Number.isSafeInteger(since.offset) ||
+        since.offset < 0 ||
+        typeof since.epoch !== 'string')
+    ) {
+      throw new TypeError(
+        'wsdrain/client: options.since must be { offset: integer >= 0, epoch: string }',
+      );
+    }
+    if (this.#subs.has(topic)) {
+      throw new Error(
+        `wsdrain/client: already subscribed to ${topic}; unsubscribe first, or share one handler`,
+      );
+    }
+    const sub = new TopicSubscription(topic, onMessage, options, this.#owner);
+    this.#subs.set(topic, sub);
+    if (this.#openSocket()) {
+      // A subscription the app made on the server would only say where it stands: end it.
+      if (this.#serverTopics.delete(topic)) this.#owner.unsubscribe(topic);
+      sub.connected();
+    }
+    return sub;
+  }
+
+  /**
+   * Publishes `data` to `topic` (wsdrain.v1; the server's app must allow it with its
+   * `canPublish` hook). A JSON value travels as JSON, bytes (`Uint8Array`, `ArrayBuffer`, a
+   * typed array) as base64 and reach subscribers as a `Uint8Array`. Queued like `send()`
+   * while disconnected.
+   * @returns a Promise of `{ topic, offset, epoch }` once the server has sequenced it; it
+   *   rejects with a {@link WsdrainClientError}: the server's code (`forbidden`, `too_large`,
+   *   `unavailable`, ...), or `disconnected` when the connection closed before the answer
+   *   (published or not: not retried), `dropped`, `closed`.
+   * @throws Error when the client does not speak wsdrain.v1; TypeError for a topic the
+   *   protocol does not accept, a Blob, or data that is not JSON.
+   */
+  publish(topic: string, data: PublishData): Promise<PublishAck> {
+    this.#requireV1('publish');
+    checkTopic(topic);
+    if (typeof Blob !== 'undefined' && data instanceof Blob) {
+      throw new TypeError('wsdrain/client: publish() takes bytes, not a Blob');
+    }
+    const value =
+      data instanceof ArrayBuffer
+        ? new Uint8Array(data)
+        : ArrayBuffer.isView(data) && !(data instanceof Uint8Array)
+          ? new Uint8Array(data.buffer, data.byteOffset, data.byteLength)
+          : data;
+    const text = JSON.stringify({ type: 'publish', topic, ...payloadField(value) });
+    if (this.#state === 'closed') {
+      return Promise.reject(
+        new WsdrainClientError('closed', 'wsdrain/client: publish() after close'),
+      );
+    }
+    return new Promise<PublishAck>((resolve, reject) => {
+      const p: PendingPublish = { topic, text, resolve, reject };
+      const socket = this.#openSocket();
+      if (socket) this.#sendPublish(socket, p);
+      else this.#enqueue({ publish: p });
+    });
+  }
+
+  /**
    * Closes for good: cancels any pending reconnect, closes the socket with `code` and
-   * `reason`, drops the queue. A final 'close' event (`willReconnect: false`) follows once the
-   * socket has closed, or at once when there was none. Calling it again does nothing.
+   * `reason`, drops the queue, ends every subscription. A final 'close' event
+   * (`willReconnect: false`) follows once the socket has closed, or at once when there was
+   * none. Calling it again does nothing.
    * @param code close code; browsers accept only 1000 and 3000-4999.
    * @param reason close reason, at most 123 bytes.
    * @default code 1000, reason ''
@@ -348,19 +636,151 @@ export class WsdrainClient extends TypedEmitter<WsdrainClientEvents> {
     if (!socket) this.#emitClose(code, reason, false, undefined);
   }
 
+  #openSocket(): WebSocketLike | null {
+    const socket = this.#socket;
+    return this.#state === 'open' && socket && socket.readyState === OPEN ? socket : null;
+  }
+
+  #requireV1(what: string): void {
+    if (!this.#v1) {
+      throw new Error(
+        `wsdrain/client: ${what}() needs the wsdrain.v1 subprotocol: createClient(url, { protocol: '${PROTOCOL_V1}' })`,
+      );
+    }
+  }
+
+  /** What goes on the wire for app data. */
+  #wrap(data: SendData): SendData {
+    return this.#v1 && typeof data === 'string' ? JSON.stringify({ type: 'message', data }) : data;
+  }
+
+  #enqueue(item: Queued): void {
+    this.#queue.push(item);
+    while (this.#queue.length > this.#maxQueued) this.#dropQueued(this.#queue.shift()!, 'overflow');
+  }
+
+  #dropQueued(item: Queued, reason: 'overflow' | 'closed'): void {
+    if (item.publish) {
+      item.publish.reject(
+        new WsdrainClientError(
+          reason === 'overflow' ? 'dropped' : 'closed',
+          reason === 'overflow'
+            ? 'wsdrain/client: publication dropped from a full queue (maxQueued)'
+            : 'wsdrain/client: closed before the publication was sent',
+        ),
+      );
+    } else {
+      this.emit('drop', { data: item.data, reason });
+    }
+  }
+
+  #sendPublish(socket: WebSocketLike, p: PendingPublish): void {
+    const id = this.#nextId++;
+    this.#publishing.set(id, p);
+    socket.send(`${p.text.slice(0, -1)},"id":${id}}`);
+  }
+
+  #makeOwner(): SubscriptionOwner {
+    const client = this;
+    return {
+      subscribe: (sub, since) => {
+        const socket = client.#openSocket();
+        if (!socket) return undefined;
+        const id = client.#nextId++;
+        client.#subscribing.set(id, sub);
+        socket.send(
+          JSON.stringify({ type: 'subscribe', topic: sub.topic, ...(since ? { since } : {}), id }),
+        );
+        return id;
+      },
+      unsubscribe: (topic) => {
+        client
+          .#openSocket()
+          ?.send(JSON.stringify({ type: 'unsubscribe', topic, id: client.#nextId++ }));
+      },
+      get connected() {
+        return client.#openSocket() !== null;
+      },
+      forget: (sub) => {
+        if (client.#subs.get(sub.topic) === sub) client.#subs.delete(sub.topic);
+      },
+      backoff: (failures) => client.#backoff(failures),
+      subscribed: (e) => client.emit('subscribed', e),
+      unrecovered: (e) => client.emit('unrecovered', e),
+      refused: (error, topic) => client.emit('serverError', { error, topic }),
+      report: rethrowLater,
+    };
+  }
+
+  #backoff(failures: number): number {
+    const cap = Math.min(this.#maxMs, this.#initialMs * this.#factor ** failures);
+    return Math.floor(this.#random() * cap);
+  }
+
   #connect(first: boolean): void {
     this.#timer = undefined;
     this.#state = 'connecting';
+    const seq = ++this.#seq;
+    const source = this.#source;
+    if (typeof source !== 'function') {
+      const url = Array.isArray(source) ? source[this.#index % source.length] : source;
+      this.#open(String(url), first, seq);
+      return;
+    }
+    this.#armOpenTimer(seq);
+    const info: ConnectInfo = {
+      attempt: this.#attempt,
+      lastUrl: this.#url || undefined,
+      lastCode: this.#lastCode,
+    };
+    let answer: string | URL | PromiseLike<string | URL>;
+    try {
+      answer = (source as (i: ConnectInfo) => string | URL | PromiseLike<string | URL>)(info);
+    } catch (error) {
+      this.#failed(seq, error);
+      return;
+    }
+    Promise.resolve(answer).then(
+      (url) => {
+        if (seq === this.#seq && this.#state === 'connecting') this.#open(String(url), false, seq);
+      },
+      (error: unknown) => this.#failed(seq, error),
+    );
+  }
+
+  /** Aborts attempt `seq` if it has not opened within openTimeoutMs. */
+  #armOpenTimer(seq: number): void {
+    if (this.#openTimeoutMs <= 0 || this.#openTimer !== undefined) return;
+    this.#openTimer = setTimeout(() => {
+      this.#openTimer = undefined;
+      if (seq !== this.#seq || this.#state !== 'connecting') return;
+      const socket = this.#socket;
+      if (socket) {
+        if (socket.readyState === CONNECTING) socket.close();
+      } else {
+        this.#failed(seq, new Error(`no URL within openTimeoutMs (${this.#openTimeoutMs} ms)`));
+      }
+    }, this.#openTimeoutMs);
+  }
+
+  /** Attempt `seq` failed before it had a socket. */
+  #failed(seq: number, error: unknown): void {
+    if (seq !== this.#seq || this.#state !== 'connecting' || this.#socket) return;
+    this.#seq++;
+    this.#clearOpenTimer();
+    this.emit('error', { error: toError(error) });
+    if (this.#state === 'connecting') this.#afterClose(1006, '', false);
+  }
+
+  #open(url: string, first: boolean, seq: number): void {
+    this.#url = url;
     let socket: WebSocketLike;
     try {
       socket =
-        this.#protocols === undefined
-          ? new this.#Ctor(this.url)
-          : new this.#Ctor(this.url, this.#protocols);
+        this.#protocols === undefined ? new this.#Ctor(url) : new this.#Ctor(url, this.#protocols);
     } catch (error) {
       if (first) throw error;
-      this.emit('error', { error: toError(error) });
-      this.#afterClose(1006, '');
+      this.#failed(seq, error);
       return;
     }
     this.#socket = socket;
@@ -369,28 +789,40 @@ export class WsdrainClient extends TypedEmitter<WsdrainClientEvents> {
     } catch {
       // A platform without this binaryType keeps its default.
     }
-    if (this.#openTimeoutMs > 0) {
-      this.#openTimer = setTimeout(() => {
-        this.#openTimer = undefined;
-        if (this.#socket === socket && socket.readyState === CONNECTING) socket.close();
-      }, this.#openTimeoutMs);
-    }
+    this.#armOpenTimer(seq);
+    let opened = false;
     socket.addEventListener('open', () => {
       if (this.#socket !== socket || this.#state !== 'connecting') return;
       this.#clearOpenTimer();
+      if (this.#v1 && socket.protocol !== PROTOCOL_V1) {
+        // A server that does not speak wsdrain.v1 (browsers accept a handshake without the
+        // subprotocol): a failed connect, not a connection to use.
+        this.#socket = null;
+        socket.close(1000);
+        this.emit('error', {
+          error: new Error(`wsdrain/client: the server at ${url} did not select ${PROTOCOL_V1}`),
+        });
+        if (this.#state === 'connecting') this.#afterClose(1002, '', false);
+        return;
+      }
+      opened = true;
       this.#state = 'open';
       const attempt = this.#attempt;
       this.#attempt = 0;
       this.#failures = 0;
-      // Flush before 'open' so messages sent from its listeners come after the queued ones.
+      // Subscriptions first, then what was queued, then 'open': listeners' sends come last.
+      for (const sub of [...this.#subs.values()]) sub.connected();
       while (this.#queue.length > 0 && socket.readyState === OPEN) {
-        socket.send(this.#queue.shift()!);
+        const item = this.#queue.shift()!;
+        if (item.publish) this.#sendPublish(socket, item.publish);
+        else socket.send(this.#wrap(item.data));
       }
-      this.emit('open', { attempt });
+      this.emit('open', { attempt, url });
     });
     socket.addEventListener('message', (event) => {
       if (this.#socket !== socket) return;
-      this.emit('message', event.data as MessageData);
+      if (this.#v1 && typeof event.data === 'string') this.#receive(event.data);
+      else this.emit('message', event.data as MessageData);
     });
     socket.addEventListener('error', (event) => {
       if (this.#socket !== socket || this.#state === 'closed') return;
@@ -400,23 +832,141 @@ export class WsdrainClient extends TypedEmitter<WsdrainClientEvents> {
       if (this.#socket !== socket) return;
       this.#clearOpenTimer();
       this.#socket = null;
+      this.#disconnected();
       if (this.#state === 'closed') {
         // close() was called: this is the final close.
         this.#emitClose(event.code, event.reason, false, undefined);
         return;
       }
-      this.#afterClose(event.code, event.reason);
+      this.#afterClose(event.code, event.reason, opened);
     });
   }
 
+  /** The connection is gone: requests on it will not be answered. */
+  #disconnected(): void {
+    this.#subscribing.clear();
+    this.#serverTopics.clear();
+    for (const sub of this.#subs.values()) sub.disconnected();
+    const waiting = [...this.#publishing.values()];
+    this.#publishing.clear();
+    for (const p of waiting) {
+      p.reject(
+        new WsdrainClientError(
+          'disconnected',
+          `wsdrain/client: the connection closed before the server answered a publication to ${p.topic}; it may or may not have been made`,
+        ),
+      );
+    }
+  }
+
+  /** A wsdrain.v1 text frame. */
+  #receive(text: string): void {
+    let m: Record<string, unknown>;
+    try {
+      m = JSON.parse(text) as Record<string, unknown>;
+    } catch {
+      this.emit('message', text);
+      return;
+    }
+    if (typeof m !== 'object' || m === null || typeof m.type !== 'string') {
+      this.emit('message', text);
+      return;
+    }
+    const id = typeof m.id === 'number' ? m.id : undefined;
+    const topic = typeof m.topic === 'string' ? m.topic : undefined;
+    switch (m.type) {
+      case 'message':
+        this.emit('message', this.#messageData(m as { data?: unknown; b64?: string }));
+        return;
+      case 'pub': {
+        if (topic === undefined || !isPosition(m)) return;
+        const sub = this.#subs.get(topic);
+        if (sub) sub.publication(m as unknown as WirePublication);
+        else {
+          this.emit('publication', {
+            topic,
+            offset: m.offset,
+            epoch: m.epoch,
+            data: payloadOf(m as { data?: unknown; b64?: string }),
+          });
+        }
+        return;
+      }
+      case 'subscribed': {
+        if (topic === undefined || !isPosition(m)) return;
+        const sub = id === undefined ? undefined : this.#subscribing.get(id);
+        if (sub) {
+          this.#subscribing.delete(id!);
+          const recovered = typeof m.recovered === 'boolean' ? m.recovered : undefined;
+          sub.answered(id!, { offset: m.offset, epoch: m.epoch }, recovered);
+        } else if (id === undefined && !this.#subs.has(topic)) {
+          this.#serverTopics.add(topic);
+        }
+        return;
+      }
+      case 'unsubscribed':
+        if (topic === undefined) return;
+        this.#serverTopics.delete(topic);
+        if (m.resubscribe === true) this.#subs.get(topic)?.resubscribe();
+        return;
+      case 'published': {
+        const p = id === undefined ? undefined : this.#publishing.get(id);
+        if (!p || !isPosition(m)) return;
+        this.#publishing.delete(id!);
+        p.resolve({ topic: p.topic, offset: m.offset, epoch: m.epoch });
+        return;
+      }
+      case 'error': {
+        const error = new WsdrainClientError(
+          (typeof m.code === 'string' ? m.code : 'bad_request') as WireErrorCode,
+          typeof m.message === 'string' ? m.message : String(m.code),
+        );
+        const p = id === undefined ? undefined : this.#publishing.get(id);
+        if (p) {
+          this.#publishing.delete(id!);
+          p.reject(error);
+          return;
+        }
+        const sub = id === undefined ? undefined : this.#subscribing.get(id);
+        if (sub) {
+          this.#subscribing.delete(id!);
+          sub.refused(id!, error);
+          return;
+        }
+        this.emit('serverError', { error, topic: undefined });
+        return;
+      }
+      default:
+      // A message type of a newer server: nothing this client can do with it.
+    }
+  }
+
+  /** A wsdrain.v1 `message`, as a plain client would have received it. */
+  #messageData(m: { data?: unknown; b64?: string }): MessageData {
+    if (m.b64 !== undefined) {
+      const bytes = payloadOf(m) as Uint8Array;
+      const buffer = bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.byteLength);
+      return this.#binaryType === 'blob' && typeof Blob !== 'undefined'
+        ? new Blob([buffer as ArrayBuffer])
+        : (buffer as ArrayBuffer);
+    }
+    return typeof m.data === 'string' ? m.data : (JSON.stringify(m.data ?? null) as string);
+  }
+
   /** Decides what follows a socket's close (not one asked for by close()). */
-  #afterClose(code: number, reason: string): void {
+  #afterClose(code: number, reason: string, opened: boolean): void {
     const hint = parseHint(reason);
     const attempt = this.#attempt + 1;
+    this.#lastCode = code;
     if (!isReconnectCode(code) || attempt > this.#maxRetries) {
       this.#stop();
       this.#emitClose(code, reason, false, undefined, hint);
       return;
+    }
+    // Failover: a host that could not be reached, or that is going away, for the next one.
+    const source = this.#source;
+    if (Array.isArray(source) && (!opened || code === CloseCode.GOING_AWAY)) {
+      this.#index = (this.#index + 1) % source.length;
     }
     let delayMs: number;
     let why: 'hint' | 'backoff';
@@ -424,8 +974,7 @@ export class WsdrainClient extends TypedEmitter<WsdrainClientEvents> {
       delayMs = Math.round(hint.retryMs + this.#random() * this.#hintSpanMs);
       why = 'hint';
     } else {
-      const cap = Math.min(this.#maxMs, this.#initialMs * this.#factor ** this.#failures);
-      delayMs = Math.floor(this.#random() * cap);
+      delayMs = this.#backoff(this.#failures);
       why = 'backoff';
       if (!PLANNED_CODES.has(code)) this.#failures++;
     }
@@ -446,15 +995,18 @@ export class WsdrainClient extends TypedEmitter<WsdrainClientEvents> {
     this.emit('close', { code, reason, hint, willReconnect, delayMs });
   }
 
-  /** Enters 'closed': no timers, no queue. */
+  /** Enters 'closed': no timers, no queue, no subscriptions. */
   #stop(): void {
     this.#state = 'closed';
+    this.#seq++;
     if (this.#timer !== undefined) clearTimeout(this.#timer);
     this.#timer = undefined;
     this.#clearOpenTimer();
+    for (const sub of this.#subs.values()) sub.close();
+    this.#subs.clear();
     const dropped = this.#queue;
     this.#queue = [];
-    for (const data of dropped) this.emit('drop', { data, reason: 'closed' });
+    for (const item of dropped) this.#dropQueued(item, 'closed');
   }
 
   #clearOpenTimer(): void {
@@ -465,11 +1017,24 @@ export class WsdrainClient extends TypedEmitter<WsdrainClientEvents> {
 
 /**
  * Creates a {@link WsdrainClient} (which starts connecting).
- * @param url `ws:` or `wss:` URL.
+ * @param url a URL, a list of URLs (failover), or a function called before every connect;
+ *   see {@link UrlSource}.
  * @param options see {@link WsdrainClientOptions}.
  */
-export function createClient(url: string | URL, options?: WsdrainClientOptions): WsdrainClient {
+export function createClient(url: UrlSource, options?: WsdrainClientOptions): WsdrainClient {
   return new WsdrainClient(url, options);
+}
+
+function checkTopic(topic: string): void {
+  if (typeof topic !== 'string' || !TOPIC_RE.test(topic)) {
+    throw new TypeError(
+      `wsdrain/client: bad topic ${JSON.stringify(topic)}: 1 to 200 characters of [A-Za-z0-9_-:./@#=+]`,
+    );
+  }
+}
+
+function isPosition(m: Record<string, unknown>): m is Record<string, unknown> & StreamPosition {
+  return Number.isSafeInteger(m.offset) && typeof m.epoch === 'string';
 }
 
 function nonNegative(value: number | undefined, fallback: number, name: string): number {

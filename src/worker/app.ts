@@ -102,6 +102,8 @@ export class AppRuntime {
   /** Publications made from this worker, and those that failed. */
   published = 0;
   publishFailures = 0;
+  /** Per connection and topic: its subscribe / unsubscribe requests still under way. */
+  readonly #underWay = new WeakMap<Connection, Map<string, Promise<void>>>();
 
   constructor(o: AppRuntimeOptions) {
     this.#o = o;
@@ -283,11 +285,15 @@ export class AppRuntime {
       case 'message':
         this.#message(c, payloadOf(m), false);
         return;
-      case 'subscribe':
-        this.#subscribe(c, m.topic, m.since, m.id);
+      case 'subscribe': {
+        const release = this.#o.conns.hold(c);
+        this.#inTopicOrder(c, m.topic, () =>
+          this.#subscribe(c, m.topic, m.since, m.id).finally(release),
+        );
         return;
+      }
       case 'unsubscribe':
-        this.topics.unsubscribe(c, m.topic, true, m.id);
+        this.#inTopicOrder(c, m.topic, () => this.topics.unsubscribe(c, m.topic, true, m.id));
         return;
       case 'publish':
         this.#clientPublish(c, m.topic, payloadOf(m) as PublishData, m.id);
@@ -295,12 +301,36 @@ export class AppRuntime {
     }
   }
 
+  /**
+   * Runs `fn`, a subscribe or unsubscribe of `c`, once the requests of `c` on `topic` still
+   * under way have settled (at once when there are none): a subscribe waiting for its
+   * `canSubscribe` answer is not overtaken by the unsubscribe that followed it.
+   */
+  #inTopicOrder(c: Connection, topic: string, fn: () => unknown): void {
+    let byTopic = this.#underWay.get(c);
+    const before = byTopic?.get(topic);
+    const run = before ? before.then(fn) : fn();
+    if (!(run instanceof Promise)) return;
+    if (!byTopic) {
+      byTopic = new Map();
+      this.#underWay.set(c, byTopic);
+    }
+    const settled: Promise<void> = run.then(
+      () => {},
+      () => {},
+    );
+    byTopic.set(topic, settled);
+    settled.then(() => {
+      if (byTopic.get(topic) === settled) byTopic.delete(topic);
+    });
+  }
+
   #subscribe(
     c: Connection,
     topic: string,
     since: StreamPosition | undefined,
     id?: number | string,
-  ): void {
+  ): Promise<void> {
     const ask = this.#app.canSubscribe;
     const allowed: Promise<boolean> = ask
       ? callHook(
@@ -314,8 +344,7 @@ export class AppRuntime {
           () => false,
         )
       : Promise.resolve(true);
-    const release = this.#o.conns.hold(c);
-    allowed
+    return allowed
       .then(async (yes) => {
         if (!yes) {
           this.#error(c, 'forbidden', `not allowed to subscribe to ${topic}`, id);
@@ -326,8 +355,7 @@ export class AppRuntime {
       .catch((err: unknown) => {
         const code = err instanceof TopicError ? err.code : 'unavailable';
         this.#error(c, code, (err as Error).message, id);
-      })
-      .finally(release);
+      });
   }
 
   #clientPublish(c: Connection, topic: string, data: PublishData, id?: number | string): void {

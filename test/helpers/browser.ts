@@ -55,7 +55,7 @@ export function launchChromium(): Promise<Browser> {
 }
 
 /** Files of dist/ the page may load: the client and what it imports (no Node modules). */
-const SERVED = /^\/(hint|client\/[a-z]+)\.js$/;
+const SERVED = /^\/(hint|codes|wire|client\/[a-z]+)\.js$/;
 
 /** A test page served over HTTP, with the compiled client next to it. */
 export interface PageServer {
@@ -66,8 +66,8 @@ export interface PageServer {
 }
 
 /**
- * Serves the test page at `/` and dist/hint.js, dist/client/*.js under the same paths as in
- * dist/, so the client's relative imports (`../hint.js`, `./emitter.js`) resolve.
+ * Serves the test page at `/` and dist/{hint,codes,wire}.js, dist/client/*.js under the same
+ * paths as in dist/, so the client's relative imports (`../hint.js`, `./emitter.js`) resolve.
  */
 export async function servePage(): Promise<PageServer> {
   const dist = join(ROOT, 'dist');
