@@ -2,6 +2,7 @@
  * Applications (`--app`): auth at the upgrade, hooks, push and topics across workers, the
  * wsdrain.v1 subprotocol, and hooks that fail. Real wsdrain processes, real ws clients.
  */
+import { connect as netConnect } from 'node:net';
 import { fileURLToPath } from 'node:url';
 import { afterEach, describe, expect, it } from 'vitest';
 import { WebSocket } from 'ws';
@@ -96,6 +97,19 @@ describe('the upgrade hook', () => {
     await expect(open(srv.port, 'token=nope')).rejects.toThrow('status 401');
     await expect(open(srv.port, 'token=banned')).rejects.toThrow('status 403');
     await expect(open(srv.port, 'token=slow')).rejects.toThrow('status 429 retry-after 7');
+    // The app's words reach the client as the body of the refusal.
+    const refused = netConnect(srv.port, '127.0.0.1');
+    refused.on('error', () => {});
+    const chunks: Buffer[] = [];
+    refused.on('data', (d: Buffer) => chunks.push(d));
+    refused.write(
+      'GET /?token=banned HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n' +
+        'Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n',
+    );
+    await new Promise((r) => refused.once('close', r));
+    const answer = Buffer.concat(chunks).toString('latin1');
+    expect(answer).toMatch(/^HTTP\/1\.1 403 Forbidden/);
+    expect(answer).toMatch(/\r\n\r\nbanned\n$/);
     await expect(open(srv.port, 'token=throw')).rejects.toThrow('status 500');
     const t0 = Date.now();
     await expect(open(srv.port, 'token=hang')).rejects.toThrow('status 503');

@@ -60,7 +60,7 @@ export interface AppRuntimeOptions {
 /** What the upgrade hook decided. */
 export type UpgradeOutcome =
   | { ok: true; context: unknown }
-  | { ok: false; status: string; headers?: string };
+  | { ok: false; status: string; headers?: string; body?: string };
 
 const STATUS: Record<number, string> = {
   400: 'Bad Request',
@@ -211,6 +211,7 @@ export class AppRuntime {
         ok: false,
         status: `${result.status} ${STATUS[result.status] ?? 'Refused'}`,
         headers: extra,
+        body: result.message,
       };
     }
     return { ok: true, context: result };

@@ -57,10 +57,14 @@ export function answerClientError(log: Logger, err: NodeJS.ErrnoException, socke
   socket.destroy();
 }
 
-/** Refuses an upgrade with `status` (and extra header lines), then closes. */
-export function refuse(socket: Duplex, status: string, headers = ''): void {
+/** Refuses an upgrade with `status` (extra header lines, a text body), then closes. */
+export function refuse(socket: Duplex, status: string, headers = '', body = ''): void {
   if (socket.writable) {
-    socket.end(`HTTP/1.1 ${status}\r\nConnection: close\r\nContent-Length: 0\r\n${headers}\r\n`);
+    const text = body ? `${body}\n` : '';
+    const type = text ? 'Content-Type: text/plain; charset=utf-8\r\n' : '';
+    socket.end(
+      `HTTP/1.1 ${status}\r\nConnection: close\r\n${type}Content-Length: ${Buffer.byteLength(text)}\r\n${headers}\r\n${text}`,
+    );
   }
   socket.destroy();
 }

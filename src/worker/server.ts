@@ -355,7 +355,7 @@ export class WsdrainServer {
       if (socket.destroyed) return done();
       if (outcome.ok) return handshake(outcome.context);
       done();
-      refuse(socket, outcome.status, outcome.headers);
+      refuse(socket, outcome.status, outcome.headers, outcome.body);
     });
   }
 
