@@ -13,10 +13,14 @@ export {
   type RedisBrokerOptions,
   redisBrokerOptions,
 } from './app/redis.js';
+export { answerBroker } from './app/broker.js';
+export { Sequencer } from './app/sequencer.js';
 export * from './drain/budget.js';
 export { summarize, sumReports } from './drain/report.js';
 export * from './options.js';
+export { isOurs, msg } from './protocol.js';
 export { installSignals } from './signals.js';
+export * from './wire.js';
 export {
   claimCounter,
   Kind,
