@@ -25,6 +25,13 @@ import type { Logger } from '../log.js';
 import { defaultMaxConnections, openFileCount, openFileLimit } from '../options.js';
 import { refuse } from './http.js';
 
+/** The admission of each socket not upgraded yet: its close listener is shared. */
+const admissionOf = new WeakMap<Socket, Admission>();
+
+function pendingClosed(this: Socket): void {
+  admissionOf.get(this)?.gone(this);
+}
+
 /** Descriptors kept free below the open-file limit (logs, reports, the odd file). */
 const FD_SPARE = 16;
 
@@ -81,6 +88,8 @@ export class Admission {
   readonly #o: AdmissionOptions;
   /** Connections not upgraded (yet), oldest first, with the time they arrived. */
   readonly #pending = new Map<Socket, number>();
+  /** With a per-IP cap: each pending socket's address (gone from the socket once it closes). */
+  readonly #ips = new Map<Socket, string>();
   /** Per address (only with a per-IP cap): WebSocket connections and sockets not upgraded. */
   readonly #byIp = new Map<string, { ws: number; pending: Set<Socket> }>();
   #fdLimit = Number.POSITIVE_INFINITY;
@@ -123,15 +132,18 @@ export class Admission {
   /** A TCP connection was accepted: it joins the connections without an upgrade. */
   onConnection(socket: Socket): void {
     const now = Date.now();
-    const ip = socket.remoteAddress ?? '';
     const cap = this.#o.maxConnectionsPerIp;
     if (cap > 0) {
+      // Asked only with a cap: a socket caches its peer's address once asked.
+      const ip = socket.remoteAddress ?? '';
+      this.#ips.set(socket, ip);
       const mine = this.#ip(ip);
       if (mine.pending.size >= cap) this.#evict(mine.pending.values().next().value!);
       mine.pending.add(socket);
     }
     this.#pending.set(socket, now);
-    socket.once('close', () => this.#leave(socket, ip));
+    admissionOf.set(socket, this);
+    socket.once('close', pendingClosed);
     // Room for it among the descriptors: make it by closing the oldest idle connection.
     if (this.#o.webSockets() + this.#pending.size > this.#room) {
       const [oldest, since] = this.#pending.entries().next().value!;
@@ -148,7 +160,7 @@ export class Admission {
 
   /** No descriptor to spare and nobody old enough to evict: 503, not a reset. */
   #refuseNew(socket: Socket): void {
-    this.#leave(socket, socket.remoteAddress ?? '');
+    this.#leave(socket);
     this.stats.refusedNoRoom++;
     if (!this.#exhausted) {
       this.#exhausted = true;
@@ -163,7 +175,14 @@ export class Admission {
 
   /** The connection carries an upgrade request: it leaves the connections without one. */
   upgrading(socket: Socket): void {
-    this.#leave(socket, socket.remoteAddress ?? '');
+    socket.off('close', pendingClosed);
+    admissionOf.delete(socket);
+    this.#leave(socket);
+  }
+
+  /** @internal A connection that had not upgraded closed. */
+  gone(socket: Socket): void {
+    this.#leave(socket);
   }
 
   /**
@@ -246,8 +265,10 @@ export class Admission {
     if (mine.ws <= 0 && mine.pending.size === 0) this.#byIp.delete(ip);
   }
 
-  #leave(socket: Socket, ip: string): void {
+  #leave(socket: Socket): void {
     if (!this.#pending.delete(socket)) return;
+    const ip = this.#ips.get(socket) ?? '';
+    this.#ips.delete(socket);
     if (this.#o.maxConnectionsPerIp > 0) {
       const mine = this.#byIp.get(ip);
       if (mine?.pending.delete(socket)) this.#dropIp(ip, mine);
@@ -256,7 +277,7 @@ export class Admission {
 
   /** Closes a connection that has not upgraded, to make room. */
   #evict(socket: Socket, short = false): void {
-    this.#leave(socket, socket.remoteAddress ?? '');
+    this.#leave(socket);
     if (short) this.stats.shortTimeouts++;
     else this.stats.evictedIdle++;
     refuse(socket, '408 Request Timeout');

@@ -256,7 +256,7 @@ export class AppRuntime {
   /** Runs `fn` as a hook of `c`, one at a time, holding its place in `c`'s order. */
   #inOrder(c: Connection, name: string, fn: () => unknown): void {
     const release = this.#o.conns.hold(c);
-    c.hooks = c.hooks.then(async () => {
+    c.hooks = (c.hooks ?? Promise.resolve()).then(async () => {
       try {
         if (c.open) await callHook(name, fn, this.#o.hookTimeout, this.#o.log, { conn: c.id });
       } catch {

@@ -24,11 +24,15 @@ import {
   closedCleanly,
   closeFrameNow,
   type Frame,
+  forgetReceiver,
   startReading,
   stopReading,
   writeFrame,
 } from './socket.js';
 import type { Subscription } from './topics.js';
+
+/** The reply queue of a connection that never had a message (replaced on the first). */
+const NO_SLOTS: Slot[] = [];
 
 /** Prefix of this process's connection ids: a connection id is unique in the cluster. */
 const ID_PREFIX = randomBytes(4).toString('base64url');
@@ -46,19 +50,54 @@ const PENDING = -1;
 const AS_TEXT = { binary: false } as const;
 const AS_BINARY = { binary: true } as const;
 
-/** A one-second counting window. */
-interface RateWindow {
-  start: number;
-  count: number;
+/**
+ * Counts one message (`pings` false) or ping (true) of `conn` in its one-second window; true
+ * when the window now holds more than `limit`. The windows are fields of the connection (no
+ * object of their own: tens of thousands of idle connections carry them).
+ */
+function overRate(conn: Connection, pings: boolean, limit: number, now = Date.now()): boolean {
+  if (pings) {
+    if (now - conn.pingsFrom >= 1000) {
+      conn.pingsFrom = now;
+      conn.pingCount = 0;
+    }
+    return ++conn.pingCount > limit;
+  }
+  if (now - conn.messagesFrom >= 1000) {
+    conn.messagesFrom = now;
+    conn.messageCount = 0;
+  }
+  return ++conn.messageCount > limit;
 }
 
-/** Counts one event; true when the window now holds more than `limit`. */
-function overRate(w: RateWindow, limit: number, now = Date.now()): boolean {
-  if (now - w.start >= 1000) {
-    w.start = now;
-    w.count = 0;
-  }
-  return ++w.count > limit;
+/** Marks a ws WebSocket with its connection: the listeners below are shared, not closures. */
+const kConn = Symbol('wsdrain.connection');
+type Marked = WebSocket & { [kConn]: Connection };
+
+function wsOnError(this: WebSocket, err: Error & { code?: string }): void {
+  (this as Marked)[kConn].owner.log.debug({ err: err.code ?? err.message }, 'websocket error');
+}
+
+function wsOnClose(this: WebSocket, code: number, reason: Buffer): void {
+  const conn = (this as Marked)[kConn];
+  conn.owner.closed(conn, code, reason);
+}
+
+function wsOnPing(this: WebSocket): void {
+  const conn = (this as Marked)[kConn];
+  conn.owner.pinged(conn);
+}
+
+function wsOnPong(this: WebSocket, data: Buffer): void {
+  const conn = (this as Marked)[kConn];
+  // Alive is a pong that answers this round's ping (same payload): an unsolicited pong
+  // proves nothing, a peer can send those without reading a byte.
+  if (data.equals(conn.owner.pingToken)) conn.alive = true;
+}
+
+function wsOnMessage(this: WebSocket, data: Buffer, isBinary: boolean): void {
+  const conn = (this as Marked)[kConn];
+  conn.owner.received(conn, data, isBinary);
 }
 
 /** One message's place in its connection's reply order. */
@@ -75,8 +114,10 @@ export interface Slot {
 
 /** One WebSocket connection. */
 export class Connection {
-  /** Unique in the cluster (a per-process prefix and a counter). */
-  readonly id: string;
+  /** The connections of the worker it belongs to. */
+  readonly owner: Connections;
+  /** Its number in this process (its id, made when first asked for). */
+  readonly #n: number;
   /** What the app's `upgrade` hook returned. */
   readonly context: unknown;
   /** The subprotocol: `wsdrain.v1`, or '' for plain messages. */
@@ -85,14 +126,14 @@ export class Connection {
   subs: Map<string, Subscription> | undefined;
   /** The app's view of it (see ./app.ts), created when first needed. */
   handle: object | undefined;
-  /** The app's message hooks of this connection run one after the other. */
-  hooks: Promise<void> = Promise.resolve();
+  /** The app's message hooks of this connection run one after the other (once there is one). */
+  hooks: Promise<void> | undefined;
   #described: string | undefined;
   readonly ws: WebSocket;
   /** The TCP socket under `ws`. */
   readonly socket: Socket;
   /** Replies not yet sent, in message order; a slot is filled when its result arrives. */
-  slots: Slot[] = [];
+  slots: Slot[] = NO_SLOTS;
   head = 0;
   /** Messages handed to the pool and not answered yet. */
   inflight = 0;
@@ -112,12 +153,15 @@ export class Connection {
   readonly deflate: boolean;
   /** Bytes it counts for in the worker's backlog (0: not backlogged). */
   backlog = 0;
-  /** Messages and pings in the current one-second window. */
-  readonly messages: RateWindow = { start: 0, count: 0 };
-  readonly pings: RateWindow = { start: 0, count: 0 };
+  /** Messages and pings in the current one-second window, and when each window began. */
+  messagesFrom = 0;
+  messageCount = 0;
+  pingsFrom = 0;
+  pingCount = 0;
 
-  constructor(ws: WebSocket, socket: Socket, id: string, context: unknown) {
-    this.id = id;
+  constructor(owner: Connections, ws: WebSocket, socket: Socket, n: number, context: unknown) {
+    this.owner = owner;
+    this.#n = n;
     this.context = context;
     this.protocol = ws.protocol;
     this.ws = ws;
@@ -127,6 +171,11 @@ export class Connection {
 
   get open(): boolean {
     return this.ws.readyState === WebSocket.OPEN && !this.closeSent;
+  }
+
+  /** Unique in the cluster: a per-process prefix and a counter. */
+  get id(): string {
+    return `${ID_PREFIX}-${this.#n.toString(36)}`;
   }
 
   /** Its id and context as JSON, for pool handlers (a context JSON cannot carry is left out). */
@@ -196,7 +245,10 @@ export class Connections extends EventEmitter {
   };
   /** Set while a drain runs. */
   watch: DrainWatch | undefined;
+  /** The payload of the heartbeat's current pings (see ./heartbeat.ts). */
+  pingToken: Buffer = Buffer.alloc(0);
   readonly #o: ConnectionsOptions;
+  readonly log: Logger;
   #ready = new Set<Connection>();
   #readyScheduled = false;
   #paused = new Set<Connection>();
@@ -211,6 +263,7 @@ export class Connections extends EventEmitter {
   constructor(o: ConnectionsOptions) {
     super();
     this.#o = o;
+    this.log = o.log;
     this.#buffers = new BufferLimits(o.log, o.maxBuffered, o.maxBufferedTotal, this.stats);
   }
 
@@ -218,46 +271,59 @@ export class Connections extends EventEmitter {
     return this.all.size;
   }
 
-  /** A WebSocket connection opened on `socket`. */
+  /**
+   * A WebSocket connection opened on `socket`. Its listeners are functions shared by every
+   * connection (the connection is a property of its ws), not closures of its own.
+   */
   add(ws: WebSocket, socket: Socket, context?: unknown): Connection {
-    const conn = new Connection(ws, socket, `${ID_PREFIX}-${(++this.#ids).toString(36)}`, context);
-    const log = this.#o.log;
-    ws.on('error', (err: Error & { code?: string }) => {
-      log.debug({ err: err.code ?? err.message }, 'websocket error');
-    });
+    const conn = new Connection(this, ws, socket, ++this.#ids, context);
+    (ws as Marked)[kConn] = conn;
+    ws.on('error', wsOnError);
     this.all.add(conn);
     this.stats.accepted++;
-    ws.on('close', (code: number) => {
-      this.all.delete(conn);
-      this.#buffers.forget(conn);
-      this.#paused.delete(conn);
-      this.stats.closedByCode.set(code, (this.stats.closedByCode.get(code) ?? 0) + 1);
-      this.emit('close', conn, code, !conn.terminated && closedCleanly(ws));
-    });
-    ws.on('ping', () => {
-      if (overRate(conn.pings, PING_LIMIT_PER_SECOND)) {
-        this.stats.rateLimited++;
-        this.close(conn, CloseCode.POLICY, 'ping flood');
-        return;
-      }
-      // ws has queued the pong already: it counts like any other byte for this client.
-      this.checkBuffered(conn);
-    });
-    ws.on('message', (data: Buffer | ArrayBuffer | Buffer[], isBinary: boolean) =>
-      this.#onMessage(conn, data as Buffer, isBinary),
-    );
+    ws.on('close', wsOnClose);
+    ws.on('ping', wsOnPing);
+    ws.on('pong', wsOnPong);
+    ws.on('message', wsOnMessage);
     if (this.#poolPressure) this.#pause(conn);
     return conn;
   }
 
-  #onMessage(conn: Connection, data: Buffer, isBinary: boolean): void {
+  /** The connection of a ws WebSocket of this worker, if it is one. */
+  of(ws: object): Connection | undefined {
+    return (ws as Partial<Marked>)[kConn];
+  }
+
+  /** @internal A connection closed: emits 'close' (conn, code, clean, reason). */
+  closed(conn: Connection, code: number, reason: Buffer): void {
+    this.all.delete(conn);
+    this.#buffers.forget(conn);
+    this.#paused.delete(conn);
+    forgetReceiver(conn.ws);
+    this.stats.closedByCode.set(code, (this.stats.closedByCode.get(code) ?? 0) + 1);
+    this.emit('close', conn, code, !conn.terminated && closedCleanly(conn.ws), reason.toString());
+  }
+
+  /** @internal The peer pinged: a flood is closed with 1008; ws queued the pong already. */
+  pinged(conn: Connection): void {
+    if (overRate(conn, true, PING_LIMIT_PER_SECOND)) {
+      this.stats.rateLimited++;
+      this.close(conn, CloseCode.POLICY, 'ping flood');
+      return;
+    }
+    // The pong counts like any other byte for this client.
+    this.checkBuffered(conn);
+  }
+
+  /** @internal A message from the peer. */
+  received(conn: Connection, data: Buffer, isBinary: boolean): void {
     if (conn.closeSent || conn.ws.readyState !== WebSocket.OPEN) {
       // RFC 6455: no data after a close frame. Count it, never answer it.
       this.watch?.late(conn);
       return;
     }
     const limit = this.#o.rateLimit;
-    if (limit > 0 && overRate(conn.messages, limit)) {
+    if (limit > 0 && overRate(conn, false, limit)) {
       this.stats.rateLimited++;
       this.close(conn, CloseCode.POLICY, 'rate limit exceeded');
       return;
@@ -297,6 +363,7 @@ export class Connections extends EventEmitter {
 
   #slot(conn: Connection, take: Slot['take']): Slot {
     const slot: Slot = { conn, kind: PENDING, data: null, take };
+    if (conn.slots === NO_SLOTS) conn.slots = [];
     conn.slots.push(slot);
     conn.inflight++;
     if (conn.inflight >= CONN_HIGH_WATER) this.#pause(conn);

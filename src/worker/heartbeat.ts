@@ -13,14 +13,11 @@ import { randomBytes } from 'node:crypto';
 import { WebSocket } from 'ws';
 import { CloseCode } from '../codes.js';
 import type { Logger } from '../log.js';
-import type { Connection, Connections } from './connection.js';
-import { forgetReceiver, patchReceiver, receiverOf, unfinishedMessages } from './socket.js';
+import type { Connections } from './connection.js';
+import { patchReceiver, unfinishedMessages, webSocketOf } from './socket.js';
 
 /** Sockets pinged per event-loop turn in a heartbeat round. */
 const HEARTBEAT_CHUNK = 1000;
-
-/** Marks a ws receiver with its connection (for the unfinished-message sweep). */
-const kConn = Symbol('wsdrain.conn');
 
 export interface HeartbeatOptions {
   log: Logger;
@@ -73,21 +70,12 @@ export class Heartbeat {
     this.#sweep = undefined;
   }
 
-  /** Follows a new connection: its pongs, and its fragmented messages. */
-  watch(conn: Connection): void {
-    const receiver = receiverOf(conn.ws) as { [kConn]?: Connection } | undefined;
-    if (receiver) receiver[kConn] = conn;
-    conn.ws.on('pong', (data: Buffer) => {
-      if (data.equals(this.#token)) conn.alive = true;
-    });
-    conn.ws.once('close', () => forgetReceiver(conn.ws));
-  }
-
   /** One round: a peer that has not answered the previous ping is terminated, the others pinged. */
   async #beat(): Promise<void> {
     if (this.#beating) return;
     this.#beating = true;
     this.#token = randomBytes(8);
+    this.#conns.pingToken = this.#token;
     const conns = this.#conns;
     let n = 0;
     for (const conn of [...conns.all]) {
@@ -113,7 +101,8 @@ export class Heartbeat {
     for (const [receiver, since] of unfinishedMessages) {
       if (now - since < limitMs) continue;
       unfinishedMessages.delete(receiver);
-      const conn = (receiver as { [kConn]?: Connection })[kConn];
+      const ws = webSocketOf(receiver);
+      const conn = ws && this.#conns.of(ws);
       if (!conn || conn.closeSent) continue;
       this.#conns.stats.unfinishedMessages++;
       this.#o.log.info(

@@ -277,6 +277,25 @@ export function resolveHandlerSpec(
   }
 }
 
+/**
+ * The node options of this process that a worker thread accepts: module loaders and the like
+ * (tsx in development), so handler threads load code as this thread does. V8 flags and
+ * process-wide options (`--expose-gc`, `--max-old-space-size`, `--cpu-prof`, ...) stay with the
+ * process: Node refuses them for threads (ERR_WORKER_INVALID_EXEC_ARGV).
+ */
+export function threadExecArgv(argv: readonly string[]): string[] {
+  const withValue = /^(--import|--require|-r|--loader|--experimental-loader|--conditions|-C)$/;
+  const alone =
+    /^(--import|--require|--loader|--experimental-loader|--conditions)=|^--(enable-source-maps|no-warnings|no-deprecation|experimental-[\w-]+)$/;
+  const out: string[] = [];
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i]!;
+    if (withValue.test(a) && i + 1 < argv.length) out.push(a, argv[++i]!);
+    else if (alone.test(a)) out.push(a);
+  }
+  return out;
+}
+
 /** Copies `len` bytes; a loop beats a native call for the small messages that dominate. */
 function copyBytes(src: Buffer, from: number, dst: Buffer, to: number, len: number): void {
   if (len > 64) src.copy(dst, to, from, from + len);
@@ -378,7 +397,7 @@ export class MessagePool<T> {
       idleTimeout: Number.MAX_SAFE_INTEGER,
       workerData: { handler: resolveHandlerSpec(opts.handler), progress, maxWork: opts.maxWork },
       // Run handler threads with the same loaders (tsx in development) as this thread.
-      execArgv: process.execArgv,
+      execArgv: threadExecArgv(process.execArgv),
     });
     // A thread that fails outside a task is replaced by piscina; keep the process alive.
     this.#piscina.on('error', () => {});

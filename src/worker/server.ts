@@ -32,7 +32,7 @@ import { defaultThreads, type WsdrainOptions } from '../options.js';
 import { PROTOCOL_V1 } from '../wire.js';
 import { Admission, type AdmissionStats } from './admission.js';
 import { AppRuntime } from './app.js';
-import { type ConnectionStats, Connections, type Slot } from './connection.js';
+import { type Connection, type ConnectionStats, Connections, type Slot } from './connection.js';
 import { Heartbeat } from './heartbeat.js';
 import { answerClientError, answerRequest, refuse } from './http.js';
 import { Kind, MessagePool } from './pool.js';
@@ -139,6 +139,11 @@ export class WsdrainServer {
       submit: (data, isBinary, slot) => this.pool.submit(data, isBinary, slot),
       receive: (conn, data, isBinary) => this.app.receive(conn, data, isBinary),
       publish: (conn, topic, data) => this.app.handlerPublish(conn, topic, data),
+    });
+    // One listener for every connection's end (not one closure per connection).
+    this.conns.on('close', (conn: Connection, code: number, _clean: boolean, reason: string) => {
+      this.admission.closed(conn.socket);
+      this.app.closed(conn, code, reason);
     });
     let broker = options.broker;
     if (!broker) {
@@ -345,6 +350,8 @@ export class WsdrainServer {
     const handshake = (context: unknown): void => {
       this.wss.handleUpgrade(req, socket, head, (ws) => {
         done();
+        // This closure holds the upgrade request: let go of it now, not when the socket ends.
+        socket.off('close', done);
         idempotentEnds(ws);
         this.#onConnection(ws, socket as Socket, context);
       });
@@ -362,11 +369,6 @@ export class WsdrainServer {
   #onConnection(ws: WebSocket, socket: Socket, context: unknown): void {
     const conn = this.conns.add(ws, socket, context);
     this.admission.opened(socket);
-    ws.once('close', (code: number, reason: Buffer) => {
-      this.admission.closed(socket);
-      this.app.closed(conn, code, reason.toString());
-    });
-    this.heartbeat.watch(conn);
     if (this.#state === 'draining') {
       // The listener was closed, but this upgrade was already on its way: close it with the
       // drain code at once, so the client learns why and reconnects elsewhere.

@@ -16,18 +16,25 @@ import * as wsModule from 'ws';
  */
 export function idempotentEnd(stream: Writable | undefined): void {
   if (!stream || typeof stream.end !== 'function') return;
-  const end = stream.end;
-  stream.end = function (this: Writable, ...args: unknown[]) {
-    if (this.writableEnded) return this;
-    return (end as (...a: unknown[]) => Writable).apply(this, args);
-  } as Writable['end'];
+  // One function for every stream (not a closure each): it calls the end of the stream's
+  // class, found on its prototype.
+  stream.end = endOnce as Writable['end'];
 }
 
-/** {@link idempotentEnd} on both streams ws ends more than once: its socket and its parser. */
+function endOnce(this: Writable, ...args: unknown[]): Writable {
+  if (this.writableEnded) return this;
+  const end = (Object.getPrototypeOf(this) as Writable).end as (...a: unknown[]) => Writable;
+  return end.apply(this, args);
+}
+
+/**
+ * {@link idempotentEnd} on both streams ws ends more than once: its socket and its parser (a
+ * patched Receiver, see {@link patchReceiver}, has it from its class already).
+ */
 export function idempotentEnds(ws: object): void {
   const inner = ws as { _socket?: Writable; _receiver?: Writable };
   idempotentEnd(inner._socket);
-  idempotentEnd(inner._receiver);
+  if (!patched) idempotentEnd(inner._receiver);
 }
 
 /** The libuv stream under a net.Socket, as far as reading goes. */
@@ -151,6 +158,14 @@ export function receiverOf(ws: object): object | undefined {
   return (ws as { _receiver?: object })._receiver;
 }
 
+let kWebSocket: symbol | undefined;
+
+/** The ws WebSocket a receiver parses for (ws keeps it under a symbol of its own). */
+export function webSocketOf(receiver: object): object | undefined {
+  kWebSocket ??= Object.getOwnPropertySymbols(receiver).find((s) => s.description === 'websocket');
+  return kWebSocket ? (receiver as Record<symbol, object | undefined>)[kWebSocket] : undefined;
+}
+
 /** Drops a receiver from {@link unfinishedMessages} (its connection closed). */
 export function forgetReceiver(ws: object): void {
   const r = receiverOf(ws);
@@ -168,7 +183,14 @@ let patched = false;
 export function patchReceiver(): void {
   if (patched) return;
   patched = true;
-  const { Receiver } = wsModule as unknown as { Receiver: { prototype: object } };
+  const { Receiver } = wsModule as unknown as { Receiver: { prototype: Writable } };
+  // ws ends a receiver more than once in a clean close: make the extra calls no-ops for every
+  // receiver at once (see idempotentEnd), instead of a property on each.
+  const end = Receiver.prototype.end;
+  Receiver.prototype.end = function (this: Writable, ...args: unknown[]) {
+    if (this.writableEnded) return this;
+    return (end as (...a: unknown[]) => Writable).apply(this, args);
+  } as Writable['end'];
   type Patched = { [kFragments]?: Buffer[]; [kFragmented]?: number };
   Object.defineProperty(Receiver.prototype, '_fragments', {
     configurable: true,
@@ -181,6 +203,12 @@ export function patchReceiver(): void {
       return list;
     },
     set(this: Patched, list: Buffer[]) {
+      // ws assigns an empty list after every message: made again only when it is read, so an
+      // idle connection carries none (nor a property for it, from ws's constructor on).
+      if (list.length === 0) {
+        if (this[kFragments] !== undefined) this[kFragments] = undefined;
+        return;
+      }
       const fresh = new Fragments();
       for (const b of list) fresh.push(b);
       this[kFragments] = fresh;
@@ -193,6 +221,7 @@ export function patchReceiver(): void {
     },
     set(this: Patched, opcode: number) {
       const was = this[kFragmented] ?? 0;
+      if (opcode === was) return;
       this[kFragmented] = opcode;
       if (opcode !== 0 && was === 0) unfinishedMessages.set(this, Date.now());
       else if (opcode === 0 && was !== 0) unfinishedMessages.delete(this);
