@@ -35,5 +35,6 @@ export {
   MessagePool,
   type PoolOptions,
   resolveHandlerSpec,
+  threadExecArgv,
 } from './worker/pool.js';
 export { idempotentEnd, idempotentEnds, startReading, stopReading } from './worker/socket.js';

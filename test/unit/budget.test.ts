@@ -3,7 +3,14 @@
  * cluster's reports. In-process, no sockets.
  */
 import { describe, expect, it } from 'vitest';
-import { drainCommand, exitMargin, killAfter, MIN_ANSWER_MS, sumReports } from 'wsdrain/internal';
+import {
+  drainCommand,
+  exitMargin,
+  killAfter,
+  MIN_ANSWER_MS,
+  sumReports,
+  threadExecArgv,
+} from 'wsdrain/internal';
 
 const settings = {
   drainTimeout: 10_000,
@@ -115,5 +122,32 @@ describe('the sum of a cluster drain', () => {
   it('does not count a worker that reported and was only slow to exit as killed', () => {
     const r = sumReports([worker(1, 5, { killed: true })], 1001, 10);
     expect(r.workersKilled).toBe(0);
+  });
+});
+
+describe('node options of the pool threads', () => {
+  it('keep loaders and drop what Node refuses for a thread', () => {
+    expect(
+      threadExecArgv([
+        '--expose-gc',
+        '--import',
+        'tsx',
+        '--max-old-space-size=4096',
+        '--require',
+        './setup.cjs',
+        '--cpu-prof',
+        '--enable-source-maps',
+        '--conditions=development',
+        '--title',
+        'x',
+      ]),
+    ).toEqual([
+      '--import',
+      'tsx',
+      '--require',
+      './setup.cjs',
+      '--enable-source-maps',
+      '--conditions=development',
+    ]);
   });
 });
