@@ -110,6 +110,14 @@ export interface FanoutOptions {
 
 export type FanoutDialect = 'wsdrain.v1' | 'socket.io';
 
+/** Idle subscribers of wsdrain (drain, capacity): each subscribed to a topic of its own. */
+export const A_TOPIC_EACH: FanoutOptions = {
+  role: 'subscribe',
+  dialect: 'wsdrain.v1',
+  topic: 'feed:{i}',
+  maxPublications: 0,
+};
+
 /**
  * What the parent sends: `phase` starts recording under `label` (final: no reconnects; with
  * `expect`, the publications numbered first .. first + count - 1 are this phase's, and every

@@ -11,7 +11,7 @@
  * Verdict (wsdrain rows): every cooperative socket closed with 1001, every stalled one cut
  * (1006) within the budget, wsdrain exit 0 within drainExitVsBudget x --drain-timeout.
  */
-import { withLoad } from '../crowd/index.js';
+import { A_TOPIC_EACH, withLoad } from '../crowd/index.js';
 import { log, now, sleep } from '../lib/proc.js';
 import { machineBusyMs } from '../lib/procfs.js';
 import { type ChartLine, chart, codesText, ms, pct, ratio } from '../lib/report.js';
@@ -30,14 +30,6 @@ export const STRATEGIES = [
   'wsdrain+topics',
 ] as const;
 export type Strategy = (typeof STRATEGIES)[number];
-
-/** Crowd sockets of `wsdrain+topics`: each subscribed to a topic of its own. */
-export const SUBSCRIBED = {
-  role: 'subscribe',
-  dialect: 'wsdrain.v1',
-  topic: 'feed:{i}',
-  maxPublications: 0,
-} as const;
 
 /** pm2's default kill_timeout: SIGKILL this long after the signal. */
 export const PM2_KILL_TIMEOUT_MS = 1600;
@@ -190,7 +182,7 @@ async function runOnce(
       perProcess: opts.perProcess,
       concurrency: opts.concurrency,
       ...(deflate ? { deflate, sendOnOpen: 3 } : {}),
-      ...(topics ? { fanout: SUBSCRIBED } : {}),
+      ...(topics ? { fanout: A_TOPIC_EACH } : {}),
     },
     async (server, crowd) => {
       const connected = await crowd.connect(opts.sockets);
