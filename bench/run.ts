@@ -42,6 +42,8 @@ import {
   FANOUT_SERVERS,
   type FanoutResult,
   fanoutSection,
+  loadSpec,
+  parseLoads,
   runFanout,
 } from './scenarios/fanout.js';
 import {
@@ -97,6 +99,7 @@ or --capacity). Writes <name>.json, .md, .svg and storm-<name>.json.
   --storm-clients N  --throughput-windows 1,16  --throughput-connections N
   --throughput-duration S  --throughput-rounds N
   fanout: --fanout-subscribers N  --fanout-workers N  --fanout-servers a,b (${FANOUT_SERVERS.join(', ')})
+         --fanout-loads burst:N,R/s:SECONDS,...  (quick: ${FANOUT_PRESETS.quick.loads.map(loadSpec).join(',')})
   Profiling: BENCH_SERVER_NODE_ARGS (wsdrain's node, inherited by its workers) and
   BENCH_CLIENT_NODE_ARGS (client processes), e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof".
 
@@ -135,6 +138,7 @@ const BENCH_FLAGS = {
   ...strings('healthz-sockets', 'capacity-sockets', 'deflate-sockets', 'storm-clients'),
   ...strings('throughput-windows', 'throughput-connections', 'throughput-duration'),
   ...strings('throughput-rounds', 'fanout-subscribers', 'fanout-workers', 'fanout-servers'),
+  ...strings('fanout-loads'),
 } as const;
 
 const STORM_FLAGS = {
@@ -325,7 +329,15 @@ async function bench(argv: string[]): Promise<number> {
     servers: listFlag(v['fanout-servers'], 'fanout-servers', FANOUT_SERVERS, fo.servers),
     subscribers: intFlag(v['fanout-subscribers'], 'fanout-subscribers', fo.subscribers, 1),
     workers: intFlag(v['fanout-workers'], 'fanout-workers', fo.workers, 1),
+    loads: fo.loads,
   };
+  if (v['fanout-loads'] !== undefined) {
+    try {
+      fanout.loads = parseLoads(v['fanout-loads']);
+    } catch (err) {
+      throw new FlagError((err as Error).message);
+    }
+  }
 
   const started = Date.now();
   log(`bench ${name}: scenarios ${[...selected].join(', ')}`);

@@ -71,8 +71,10 @@ interface Sock {
   closes: number;
   /** Fan-out: resolves the wait for the subscription (true) or its failure (false). */
   joined: ((ok: boolean) => void) | undefined;
-  /** Fan-out: subscribed (or, a publisher, ready); the number of the last publication received. */
+  /** Fan-out: subscribed now (or, a publisher, ready), and ever. */
   subscribed: boolean;
+  joinedOnce: boolean;
+  /** Fan-out: the number of the last publication received. */
   lastN: number;
 }
 
@@ -89,6 +91,7 @@ const socks: Sock[] = Array.from({ length: count }, (_, i) => ({
   closes: 0,
   joined: undefined,
   subscribed: false,
+  joinedOnce: false,
   lastN: -1,
 }));
 
@@ -261,6 +264,7 @@ function adoptFanout(s: Sock, i: number, ws: WebSocket): void {
     ws.send(JSON.stringify({ type: 'subscribe', topic: topicOf(i) }));
   if (s.stalled) {
     // Subscribed without reading the answer (wsdrain.v1), then never reads again.
+    s.joinedOnce = true;
     s.joined?.(true);
     stall(ws);
     return;
@@ -273,6 +277,7 @@ function adoptFanout(s: Sock, i: number, ws: WebSocket): void {
 function joined(s: Sock): void {
   if (!s.subscribed) {
     s.subscribed = true;
+    s.joinedOnce = true;
     n.subscribed++;
   }
   s.lastN = -1;
@@ -366,7 +371,10 @@ async function publish(m: Extract<ToClient, { type: 'publish' }>): Promise<void>
   send({ type: 'published', sent, firstAt, lastAt });
 }
 
-/** Each phase's latency tally, and what arrived of its expected publications. */
+/**
+ * Each phase's latency tally, and what arrived of its expected publications at each socket
+ * that ever subscribed (one that closed since counts: what it missed is missing).
+ */
 function fanoutResults(): void {
   for (const [p, t] of latencies) p.latency = tallyPairs(t);
   if (fanout?.role !== 'subscribe') return;
@@ -375,7 +383,7 @@ function fanoutResults(): void {
     let missing = 0;
     let duplicates = 0;
     for (let i = 0; i < count; i++) {
-      if (socks[i]!.stalled) continue;
+      if (socks[i]!.stalled || !socks[i]!.joinedOnce) continue;
       subscribers++;
       for (let num = e.first; num < e.first + e.count; num++) {
         const c = num < maxPubs ? received[i * maxPubs + num]! : 0;

@@ -66,6 +66,26 @@ const steady = (perSecond: number, seconds: number): FanoutLoad => ({
   perSecond,
 });
 
+/**
+ * Loads from a flag: `burst:N` (N publications at once) or `R/s:S` (R a second for S seconds),
+ * comma-separated, e.g. `burst:20,5/s:4`.
+ */
+export function parseLoads(spec: string): FanoutLoad[] {
+  const loads = spec.split(',').map((part) => {
+    const b = /^burst:(\d+)$/.exec(part);
+    const r = /^(\d+)\/s:(\d+)$/.exec(part);
+    const [x, y] = [Number(b?.[1] ?? r?.[1]), Number(r?.[2] ?? 1)];
+    if (!(b || r) || x < 1 || y < 1) {
+      throw new Error(`--fanout-loads: burst:N or R/s:SECONDS, comma-separated; got ${part}`);
+    }
+    return b ? burst(x) : steady(x, y);
+  });
+  const names = loads.map((l) => l.name);
+  const twice = names.find((n, i) => names.indexOf(n) !== i);
+  if (twice) throw new Error(`--fanout-loads: ${twice} given twice`);
+  return loads;
+}
+
 export const FANOUT_PRESETS: Record<'quick' | 'full', FanoutOptions> = {
   quick: {
     servers: [...FANOUT_SERVERS],
@@ -139,15 +159,18 @@ export interface FanoutResult {
   comparisons: FanoutComparison[];
   /** Servers that failed to run, as "<server>: <message>". */
   failures: string[];
+  /** What else a reader should know (a baseline measured with fewer subscribers). */
+  notes?: string[];
   misses: string[];
 }
 
 export async function runFanout(opts: FanoutOptions): Promise<FanoutResult> {
   const runs: FanoutRun[] = [];
   const failures: string[] = [];
+  const notes: string[] = [];
   for (const server of opts.servers) {
     try {
-      for (const run of await runServer(server, opts)) {
+      for (const run of await runServer(server, opts, notes)) {
         runs.push(run);
         log(`fanout ${server}, ${run.load}: ${describe(run)}`);
       }
@@ -159,8 +182,9 @@ export async function runFanout(opts: FanoutOptions): Promise<FanoutResult> {
   const result: FanoutResult = {
     options: opts,
     runs,
-    comparisons: compare(runs, opts),
+    comparisons: fanoutComparisons(runs, opts),
     failures,
+    notes,
     misses: [],
   };
   result.misses = fanoutMisses(result);
@@ -174,9 +198,13 @@ export async function runFanout(opts: FanoutOptions): Promise<FanoutResult> {
   return result;
 }
 
-async function runServer(server: FanoutServer, opts: FanoutOptions): Promise<FanoutRun[]> {
+async function runServer(
+  server: FanoutServer,
+  opts: FanoutOptions,
+  notes: string[],
+): Promise<FanoutRun[]> {
   const raw = server === 'raw-ws';
-  const subscribers = raw ? Math.min(opts.subscribers, opts.rawMaxSubscribers) : opts.subscribers;
+  const wanted = raw ? Math.min(opts.subscribers, opts.rawMaxSubscribers) : opts.subscribers;
   const workers = raw ? 1 : opts.workers;
   const started =
     server === 'wsdrain'
@@ -190,9 +218,10 @@ async function runServer(server: FanoutServer, opts: FanoutOptions): Promise<Fan
   const subs = new Crowd({
     url,
     path,
-    perProcess: Math.min(opts.perProcess, subscribers),
+    perProcess: Math.min(opts.perProcess, wanted),
     concurrency: 100,
     statusEveryMs: 100,
+    handshakeTimeoutMs: 30_000,
     connectTimeoutMs: 300_000,
     fanout: { ...fanout, role: 'subscribe' },
   });
@@ -205,9 +234,14 @@ async function runServer(server: FanoutServer, opts: FanoutOptions): Promise<Fan
   const runs: FanoutRun[] = [];
   try {
     await started.ready();
-    const connected = await subs.connect(subscribers);
-    if (connected < subscribers) {
-      throw new Error(`${subscribers - connected} of ${subscribers} subscribers never subscribed`);
+    const subscribers = await subs.connect(wanted);
+    if (subscribers < wanted) {
+      // wsdrain must take every subscriber; a baseline is measured with what it took, if
+      // that is nearly all of them (said in the report).
+      const short = `${wanted - subscribers} of ${wanted} subscribers never subscribed`;
+      if (server === 'wsdrain' || subscribers < 0.99 * wanted) throw new Error(short);
+      notes.push(`${server}: ${short}; measured with the ${subscribers} that did`);
+      log(`fanout ${notes.at(-1)}`);
     }
     if ((await pub.connect(1)) < 1) throw new Error('the publisher could not connect');
     await sleep(opts.settleMs);
@@ -300,7 +334,8 @@ async function runServer(server: FanoutServer, opts: FanoutOptions): Promise<Fan
   }
 }
 
-function compare(runs: FanoutRun[], opts: FanoutOptions): FanoutComparison[] {
+/** wsdrain against socket.io and raw ws, load by load. */
+export function fanoutComparisons(runs: FanoutRun[], opts: FanoutOptions): FanoutComparison[] {
   const ratio = (a: number | null | undefined, b: number | null | undefined): number | null =>
     a == null || b == null || b <= 0 ? null : round2(a / b);
   return opts.loads.map((l) => {
@@ -336,6 +371,14 @@ export function fanoutMisses(f: FanoutResult): string[] {
       );
     }
   }
+  for (const r of f.runs.filter((x) => x.server === 'wsdrain' && x.perSecond === 0)) {
+    if (r.cpuUsPerDelivery === null || r.cpuUsPerDelivery > TARGETS.fanoutCpuUsPerDelivery) {
+      misses.push(
+        `${r.load}: wsdrain server CPU ${r.cpuUsPerDelivery ?? '—'} µs per delivery ` +
+          target('fanoutCpuUsPerDelivery', '<='),
+      );
+    }
+  }
   const judged = f.options.servers.includes('wsdrain') && f.options.servers.includes('socket.io');
   if (!judged) return misses;
   for (const c of f.comparisons) {
@@ -349,14 +392,6 @@ export function fanoutMisses(f: FanoutResult): string[] {
       misses.push(
         `${c.load}: wsdrain p99 ×${c.p99VsSocketio ?? '—'} of socket.io's ` +
           target('fanoutP99VsSocketio', '<='),
-      );
-    }
-  }
-  for (const r of f.runs.filter((x) => x.server === 'wsdrain' && x.perSecond === 0)) {
-    if (r.cpuUsPerDelivery === null || r.cpuUsPerDelivery > TARGETS.fanoutCpuUsPerDelivery) {
-      misses.push(
-        `${r.load}: wsdrain server CPU ${r.cpuUsPerDelivery ?? '—'} µs per delivery ` +
-          target('fanoutCpuUsPerDelivery', '<='),
       );
     }
   }
@@ -417,6 +452,7 @@ export function fanoutSection(f: FanoutResult): string[] {
     );
   }
   if (f.failures.length) lines.push('', ...f.failures.map((s) => `- failed to run: ${s}`));
+  if (f.notes?.length) lines.push('', ...f.notes.map((s) => `- ${s}`));
   const judged = o.servers.includes('wsdrain') && o.servers.includes('socket.io');
   lines.push(
     '',
@@ -424,8 +460,12 @@ export function fanoutSection(f: FanoutResult): string[] {
       `Targets: on a burst, wsdrain deliveries/s ≥ ${TARGETS.fanoutVsSocketio} × socket.io's ` +
       `and ≤ ${TARGETS.fanoutCpuUsPerDelivery} µs of server CPU per delivery; at every load, ` +
       `wsdrain p99 ≤ ${TARGETS.fanoutP99VsSocketio} × socket.io's` +
-      (judged ? '' : ' (not judged: socket.io was not in this run)') +
+      (judged ? '' : ' (the socket.io ratios not judged: socket.io was not in this run)') +
       ` — ${verdict(f.misses)}.`,
   );
   return lines;
 }
+
+/** A load as --fanout-loads writes it. */
+export const loadSpec = (l: FanoutLoad): string =>
+  l.perSecond === 0 ? `burst:${l.count}` : `${l.perSecond}/s:${l.count / l.perSecond}`;
