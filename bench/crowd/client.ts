@@ -233,7 +233,11 @@ const expects = new Map<PhaseResults, { first: number; count: number }>();
 
 const topicOf = (i: number): string => fanout!.topic.replace('{i}', String(o.first + i));
 
-/** Opens socket `i` and waits for its subscription (or, for a publisher, its readiness). */
+/**
+ * Opens socket `i` and waits for its subscription (or, for a publisher, its readiness); a
+ * socket that does not get there within `handshakeTimeoutMs` is dropped for a new one, as a
+ * client would, `attempts` tries in all.
+ */
 async function connectFanout(i: number): Promise<boolean> {
   const s = socks[i]!;
   for (let a = 0; a < (o.attempts ?? 3) && !stopping; a++) {
@@ -248,11 +252,15 @@ async function connectFanout(i: number): Promise<boolean> {
       s.joined = undefined;
       continue;
     }
-    // Open: subscribed, or not (no retry: the socket stays as it is).
     const timer = setTimeout(() => s.joined?.(false), o.handshakeTimeoutMs ?? 10_000);
     const ok = await joined;
     clearTimeout(timer);
-    return ok;
+    if (ok) return true;
+    if (s.ws === r) {
+      const closed = new Promise((resolve) => r.once('close', resolve));
+      r.terminate();
+      await closed;
+    }
   }
   return false;
 }

@@ -221,7 +221,7 @@ async function runServer(
     perProcess: Math.min(opts.perProcess, wanted),
     concurrency: 100,
     statusEveryMs: 100,
-    handshakeTimeoutMs: 30_000,
+    handshakeTimeoutMs: 15_000,
     connectTimeoutMs: 300_000,
     fanout: { ...fanout, role: 'subscribe' },
   });
