@@ -38,6 +38,15 @@ import {
   type Strategy,
 } from './scenarios/drain.js';
 import {
+  FANOUT_PRESETS,
+  FANOUT_SERVERS,
+  type FanoutResult,
+  fanoutSection,
+  loadSpec,
+  parseLoads,
+  runFanout,
+} from './scenarios/fanout.js';
+import {
   HEALTHZ_PRESETS,
   type HealthzResult,
   healthzSection,
@@ -77,9 +86,10 @@ Every command (npm run bench and npm run soak build first):
                              .join(', ')}
   --help                   this text
 
-Bench: scenarios drain, roll, healthz, throughput, deflate, storm (capacity: full run or
---capacity). Writes <name>.json, .md, .svg and storm-<name>.json.
-  --scenarios a,b          which scenarios (drain, roll, healthz, throughput, capacity, deflate, storm)
+Bench: scenarios drain, roll, healthz, throughput, deflate, storm, fanout (capacity: full run
+or --capacity). Writes <name>.json, .md, .svg and storm-<name>.json.
+  --scenarios a,b          which scenarios (drain, roll, healthz, throughput, capacity, deflate,
+                           storm, fanout)
   --capacity               add capacity to a quick run
   --no-deflate             leave out the permessage-deflate rows (drain, roll) and the deflate scenario
   drain: --strategies a,b (${STRATEGIES.join(', ')})
@@ -88,6 +98,8 @@ Bench: scenarios drain, roll, healthz, throughput, deflate, storm (capacity: ful
   --roll-clients N  --healthz-sockets N  --capacity-sockets N  --deflate-sockets N
   --storm-clients N  --throughput-windows 1,16  --throughput-connections N
   --throughput-duration S  --throughput-rounds N
+  fanout: --fanout-subscribers N  --fanout-workers N  --fanout-servers a,b (${FANOUT_SERVERS.join(', ')})
+         --fanout-loads burst:N,R/s:SECONDS,...  (quick: ${FANOUT_PRESETS.quick.loads.map(loadSpec).join(',')})
   Profiling: BENCH_SERVER_NODE_ARGS (wsdrain's node, inherited by its workers) and
   BENCH_CLIENT_NODE_ARGS (client processes), e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof".
 
@@ -125,7 +137,8 @@ const BENCH_FLAGS = {
   ...strings('drain-timeout', 'message-every', 'per-process', 'concurrency', 'roll-clients'),
   ...strings('healthz-sockets', 'capacity-sockets', 'deflate-sockets', 'storm-clients'),
   ...strings('throughput-windows', 'throughput-connections', 'throughput-duration'),
-  ...strings('throughput-rounds'),
+  ...strings('throughput-rounds', 'fanout-subscribers', 'fanout-workers', 'fanout-servers'),
+  ...strings('fanout-loads'),
 } as const;
 
 const STORM_FLAGS = {
@@ -142,6 +155,7 @@ const SCENARIOS = [
   'capacity',
   'deflate',
   'storm',
+  'fanout',
 ] as const;
 type Scenario = (typeof SCENARIOS)[number];
 
@@ -165,6 +179,8 @@ export interface BenchReport {
   deflate?: DeflateResult;
   /** The reconnect storm; also in storm-<name>.json. */
   storm?: StormResult;
+  /** One publication to many subscribers: wsdrain, socket.io, raw ws. */
+  fanout?: FanoutResult;
   /** Scenarios that failed to run (an exception), as "<scenario>: <message>". */
   scenarioFailures?: string[];
   /** Per scenario, mean CPU used by processes outside the bench while it ran, % of one core. */
@@ -307,6 +323,21 @@ async function bench(argv: string[]): Promise<number> {
   };
   const st = STORM_PRESETS[preset];
   const storm = { ...st, clients: intFlag(v['storm-clients'], 'storm-clients', st.clients, 1) };
+  const fo = FANOUT_PRESETS[preset];
+  const fanout = {
+    ...fo,
+    servers: listFlag(v['fanout-servers'], 'fanout-servers', FANOUT_SERVERS, fo.servers),
+    subscribers: intFlag(v['fanout-subscribers'], 'fanout-subscribers', fo.subscribers, 1),
+    workers: intFlag(v['fanout-workers'], 'fanout-workers', fo.workers, 1),
+    loads: fo.loads,
+  };
+  if (v['fanout-loads'] !== undefined) {
+    try {
+      fanout.loads = parseLoads(v['fanout-loads']);
+    } catch (err) {
+      throw new FlagError((err as Error).message);
+    }
+  }
 
   const started = Date.now();
   log(`bench ${name}: scenarios ${[...selected].join(', ')}`);
@@ -395,6 +426,10 @@ async function bench(argv: string[]): Promise<number> {
     writeFiles(out, [[`storm-${name}.json`, json(report.storm, 2)]]);
     return { storm: report.storm.misses };
   });
+  await scenario('fanout', fanout, async () => {
+    report.fanout = await runFanout(fanout);
+    return { fanout: report.fanout.misses };
+  });
   write();
   log(`bench ${name}: done in ${Math.round((Date.now() - started) / 1000)} s`);
   for (const f of new Set([
@@ -455,6 +490,7 @@ function markdown(r: BenchReport, d: DrainResult): string {
   if (r.capacity) lines.push('', ...capacitySection(r.capacity), ...noise('capacity'));
   if (r.deflate) lines.push('', ...deflateSection(r.deflate), ...noise('deflate'));
   if (r.storm) lines.push('', ...stormSection(r.storm), ...noise('storm'));
+  if (r.fanout) lines.push('', ...fanoutSection(r.fanout), ...noise('fanout'));
   if (r.scenarioFailures?.length) {
     lines.push(
       '',

@@ -66,11 +66,14 @@ export function sendToWorker(worker: Worker, m: ToWorker): boolean {
   }
 }
 
-/** Sends to the primary from a worker; a gone primary is not an error. */
-export function sendToPrimary(m: ToPrimary): boolean {
+/**
+ * Sends to the primary from a worker; a gone primary is not an error. `onSent` is called once
+ * the message has left this process (IPC messages queue behind each other), and only then.
+ */
+export function sendToPrimary(m: ToPrimary, onSent?: () => void): boolean {
   try {
     if (!process.send || !process.connected) return false;
-    process.send(m, undefined, undefined, () => {});
+    process.send(m, undefined, undefined, () => onSent?.());
     return true;
   } catch {
     return false;

@@ -6,12 +6,14 @@ import { connect as netConnect } from 'node:net';
 import { fileURLToPath } from 'node:url';
 import { afterEach, describe, expect, it } from 'vitest';
 import { WebSocket } from 'ws';
+import { codes, connectMany, waitMessages } from './helpers/clients.js';
 import { killAll, type Running, sleep, startWsdrain } from './helpers/process.js';
 import { workersListening } from './helpers/workers.js';
 
 afterEach(killAll);
 
 const APP = fileURLToPath(new URL('./fixtures/app-chat.mjs', import.meta.url));
+const TOPICS_APP = fileURLToPath(new URL('./fixtures/app-many-topics.mjs', import.meta.url));
 
 interface Peer {
   ws: WebSocket;
@@ -381,6 +383,26 @@ describe('hooks that fail, and the drain', () => {
     expect(again.got.at(-1)).toEqual({ bye: 'shutdown' });
     expect((await srv.exited).code).toBe(0);
   });
+
+  it('a drain that ends thousands of subscriptions still gets every worker report to the primary (exit 0)', async () => {
+    // 100 connections x 100 topics of their own: each worker's drain queues thousands of
+    // IPC messages (one per topic it lets go of) ahead of its report.
+    const srv = await startWsdrain([
+      '--workers',
+      '2',
+      '--app',
+      TOPICS_APP,
+      '--drain-timeout',
+      '5000',
+    ]);
+    const clients = await connectMany(srv.port, 100, 20);
+    await Promise.all(clients.map((c) => waitMessages(c, 1, 15_000)));
+    srv.kill('SIGTERM');
+    const drained = await srv.waitFor((l) => l.role === 'primary' && l.msg.startsWith('drained'));
+    expect((drained.report as { workersLost: number }).workersLost).toBe(0);
+    expect((await srv.exited).code).toBe(0);
+    expect(codes(clients)).toEqual({ 1001: 100 });
+  }, 30_000);
 
   it('runs CPU work of a hook in the pool, in the connection order', async () => {
     const srv = await start();

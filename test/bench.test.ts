@@ -9,6 +9,14 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import { WsdrainLog } from '../bench/lib/server.js';
+import {
+  FANOUT_PRESETS,
+  type FanoutResult,
+  type FanoutRun,
+  fanoutComparisons,
+  fanoutMisses,
+  parseLoads,
+} from '../bench/scenarios/fanout.js';
 import { P99_FLOOR_MS, p99Ratio } from '../bench/scenarios/healthz.js';
 import { rollWithinBudget } from '../bench/scenarios/storm.js';
 import { killAll, type LogLine, ROOT, startWsdrain } from './helpers/process.js';
@@ -65,6 +73,101 @@ describe('healthz target', () => {
   });
 });
 
+describe('fan-out verdict', () => {
+  const options = { ...FANOUT_PRESETS.quick, loads: parseLoads('burst:20,5/s:4') };
+  /** A run every subscriber of which got everything; `o` changes it. */
+  const run = (server: FanoutRun['server'], load: string, o: Partial<FanoutRun> = {}) => {
+    const l = options.loads.find((x) => x.name === load)!;
+    const expected = 4000 * l.count;
+    return {
+      server,
+      load,
+      perSecond: l.perSecond,
+      publications: l.count,
+      subscribers: 4000,
+      workers: 2,
+      sent: l.count,
+      expected,
+      delivered: expected,
+      missing: 0,
+      duplicates: 0,
+      reordered: 0,
+      complete: true,
+      spanMs: 1000,
+      deliveriesPerSec: 100_000,
+      p50Ms: 50,
+      p99Ms: 100,
+      maxMs: 120,
+      serverCpuMs: 400,
+      cpuUsPerDelivery: 4,
+      serverCpuPct: 50,
+      clientCpuPct: 50,
+      otherCpuPct: 0,
+      ...o,
+    } satisfies FanoutRun;
+  };
+  const judge = (runs: FanoutRun[], servers = options.servers): string[] => {
+    const f: FanoutResult = {
+      options: { ...options, servers },
+      runs,
+      comparisons: fanoutComparisons(runs, options),
+      failures: [],
+      misses: [],
+    };
+    return fanoutMisses(f);
+  };
+  const socketio = [
+    run('socket.io', 'burst 20', { deliveriesPerSec: 50_000, p99Ms: 400, cpuUsPerDelivery: 10 }),
+    run('socket.io', '5/s', { deliveriesPerSec: 20_000, p99Ms: 200 }),
+  ];
+
+  it('passes when every subscriber got every publication once and each target is met', () => {
+    expect(
+      judge([run('wsdrain', 'burst 20'), run('wsdrain', '5/s', { p99Ms: 100 }), ...socketio]),
+    ).toEqual([]);
+  });
+
+  it('misses a publication lost, duplicated or out of order, whatever the targets say', () => {
+    const lost = run('wsdrain', '5/s', { delivered: 79_999, missing: 1 });
+    const twice = run('wsdrain', 'burst 20', { duplicates: 1, delivered: 80_001 });
+    const misses = judge([twice, lost, ...socketio]);
+    expect(misses).toHaveLength(2);
+    expect(misses[0]).toMatch(/burst 20: .*1 duplicated.*exactly once/);
+    expect(misses[1]).toMatch(/5\/s: wsdrain delivered 79999 of 80000 \(1 missing/);
+    expect(judge([run('wsdrain', 'burst 20', { reordered: 3 })], ['wsdrain'])).toEqual([
+      expect.stringMatching(/3 out of order/),
+    ]);
+  });
+
+  it('names each target missed: deliveries/s and CPU on a burst, p99 at every load', () => {
+    const slow = run('wsdrain', 'burst 20', {
+      deliveriesPerSec: 60_000,
+      p99Ms: 300,
+      cpuUsPerDelivery: 6,
+    });
+    const misses = judge([slow, run('wsdrain', '5/s', { p99Ms: 150 }), ...socketio]);
+    expect(misses).toEqual([
+      expect.stringMatching(/burst 20: .*6 µs .*\(target fanoutCpuUsPerDelivery <= 5\)/),
+      expect.stringMatching(/burst 20: .*×1\.2 .*\(target fanoutVsSocketio >= 1\.5\)/),
+      expect.stringMatching(/burst 20: .*p99 ×0\.75 .*\(target fanoutP99VsSocketio <= 0\.5\)/),
+      expect.stringMatching(/5\/s: .*p99 ×0\.75 .*\(target fanoutP99VsSocketio <= 0\.5\)/),
+    ]);
+    // Without socket.io in the run, only what wsdrain alone can show is judged.
+    expect(judge([slow], ['wsdrain'])).toEqual([
+      expect.stringMatching(/target fanoutCpuUsPerDelivery/),
+    ]);
+  });
+
+  it('reads --fanout-loads', () => {
+    expect(parseLoads('burst:20,5/s:4')).toEqual([
+      { name: 'burst 20', count: 20, perSecond: 0 },
+      { name: '5/s', count: 20, perSecond: 5 },
+    ]);
+    expect(() => parseLoads('5/s')).toThrow(/burst:N or R\/s:SECONDS/);
+    expect(() => parseLoads('burst:2,burst:2')).toThrow(/given twice/);
+  });
+});
+
 /** `tsx bench/run.ts <args>` with tiny parameters: exit status and stderr. */
 async function bench(
   args: string[],
@@ -82,6 +185,34 @@ async function bench(
   const [code] = (await once(child, 'exit')) as [number | null];
   return { code, stderr };
 }
+
+describe('fan-out, a tiny run', () => {
+  const out = mkdtempSync(join(tmpdir(), 'wsdrain-fanout-test-'));
+  afterAll(() => rmSync(out, { recursive: true, force: true }));
+
+  it('every subscriber of each server gets every publication once, framing for each dialect', async () => {
+    const r = await bench([
+      ...['--scenarios', 'fanout', '--fanout-subscribers', '20', '--fanout-workers', '1'],
+      ...['--fanout-loads', 'burst:5,20/s:1', '--report-only', '--out', out, '--name', 'tiny'],
+    ]);
+    expect(r.code).toBe(0);
+    const f = JSON.parse(readFileSync(join(out, 'tiny.json'), 'utf8')).fanout as FanoutResult;
+    expect(f.failures).toEqual([]);
+    expect(f.runs.map((x) => `${x.server} ${x.load}`)).toEqual([
+      'wsdrain burst 5',
+      'wsdrain 20/s',
+      'socket.io burst 5',
+      'socket.io 20/s',
+      'raw-ws burst 5',
+      'raw-ws 20/s',
+    ]);
+    for (const x of f.runs) {
+      expect([x.delivered, x.missing, x.duplicates, x.reordered]).toEqual([x.expected, 0, 0, 0]);
+      expect(x.expected).toBe(20 * x.publications);
+      expect(x.p99Ms).toBeGreaterThan(0);
+    }
+  }, 90_000);
+});
 
 describe('bench verdict', () => {
   const out = mkdtempSync(join(tmpdir(), 'wsdrain-bench-test-'));

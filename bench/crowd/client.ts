@@ -12,16 +12,21 @@
  *   close reason's retry hint ('hint'); a failed attempt is a refusal, retried after
  *   `retryDelayMs` (±50 %). With `client: 'wsdrain'`, wsdrain/client's WsdrainClient does it.
  *
+ * - fan-out (`fanout`, see index.ts FanoutOptions): a subscriber subscribes as soon as it
+ *   opens (a stalled one too, without reading the answer) and counts the publications it
+ *   receives; a publisher sends publications when the parent says so.
+ *
  * Recorded under the phase the parent last started: closes (when, code, reason), messages
- * unanswered at each close, reconnects and refusals, echoes and their round trips.
+ * unanswered at each close, reconnects and refusals, echoes and their round trips,
+ * publications and their latency.
  */
 import type { Duplex } from 'node:stream';
 import { WebSocket } from 'ws';
-import { parseHint } from 'wsdrain';
+import { PROTOCOL_V1, parseHint } from 'wsdrain';
 import { type WebSocketConstructorLike, WsdrainClient } from 'wsdrain/client';
 import { idempotentEnds } from 'wsdrain/internal';
 import { now, onParent, sleep, toParent } from '../lib/proc.js';
-import { mergeHist, newHist, record, round2 } from '../lib/stats.js';
+import { mergeHist, newHist, record, round2, type Tally, tally, tallyPairs } from '../lib/stats.js';
 import {
   type CrowdOptions,
   type CrowdResults,
@@ -33,9 +38,13 @@ import {
 
 const o = JSON.parse(process.argv[2] ?? '{}') as CrowdOptions & {
   count: number;
+  /** The crowd's index of this process's first socket. */
+  first: number;
   addrPrefix: string;
 };
-const { count, url } = o;
+const { count } = o;
+const url = o.url + (o.path ?? '');
+const fanout = o.fanout;
 const stalledFraction = o.stalled ?? 0;
 const messageEvery = o.messageEveryMs ?? 0;
 const windowSize = o.window ?? 0;
@@ -60,6 +69,13 @@ interface Sock {
   hintMs: number;
   /** Closes since the first phase. */
   closes: number;
+  /** Fan-out: resolves the wait for the subscription (true) or its failure (false). */
+  joined: ((ok: boolean) => void) | undefined;
+  /** Fan-out: subscribed now (or, a publisher, ready), and ever. */
+  subscribed: boolean;
+  joinedOnce: boolean;
+  /** Fan-out: the number of the last publication received. */
+  lastN: number;
 }
 
 const socks: Sock[] = Array.from({ length: count }, (_, i) => ({
@@ -73,6 +89,10 @@ const socks: Sock[] = Array.from({ length: count }, (_, i) => ({
   closedAt: Number.NaN,
   hintMs: 0,
   closes: 0,
+  joined: undefined,
+  subscribed: false,
+  joinedOnce: false,
+  lastN: -1,
 }));
 
 const phases: Record<string, PhaseResults> = { '': emptyPhase() };
@@ -101,6 +121,10 @@ const n = {
   mismatched: 0,
   timedOut: 0,
   lostOnOtherClose: 0,
+  subscribed: 0,
+  delivered: 0,
+  duplicates: 0,
+  foreign: 0,
 };
 let rttSince = newHist();
 let nextAddr = 0;
@@ -128,7 +152,7 @@ type Stamped = WebSocket & { startedAt: number };
 function dial(onOpen: (ws: Stamped) => void): Promise<Stamped | string> {
   return new Promise((resolve) => {
     const startedAt = now();
-    const ws = new WebSocket(url, {
+    const ws = new WebSocket(url, fanout?.dialect === 'wsdrain.v1' ? PROTOCOL_V1 : [], {
       localAddress: localAddress(),
       handshakeTimeout: o.handshakeTimeoutMs ?? 10_000,
       perMessageDeflate: o.deflate ?? false,
@@ -165,13 +189,12 @@ function adopt(i: number, ws: WebSocket): void {
   ws.on('close', (code, reason) => onClose(i, ws, code, reason.toString()));
   // ws's repeated end() calls cost this process CPU taken from the server on a shared machine.
   idempotentEnds(ws);
+  if (fanout) {
+    adoptFanout(s, i, ws);
+    return;
+  }
   if (s.stalled) {
-    if (o.stallMode === 'pause') ws.pause();
-    else {
-      const socket = (ws as unknown as { _socket: Duplex })._socket;
-      socket.removeAllListeners('data');
-      socket.on('data', () => {});
-    }
+    stall(ws);
     return;
   }
   ws.on('message', (data: Buffer, isBinary: boolean) => onReply(s, i, data, isBinary));
@@ -186,6 +209,199 @@ function adopt(i: number, ws: WebSocket): void {
       tick();
       s.timer = setInterval(tick, messageEvery);
     }, Math.random() * messageEvery);
+  }
+}
+
+/** Stops reading `ws` as `stallMode` says. */
+function stall(ws: WebSocket): void {
+  if (o.stallMode === 'pause') ws.pause();
+  else {
+    const socket = (ws as unknown as { _socket: Duplex })._socket;
+    socket.removeAllListeners('data');
+    socket.on('data', () => {});
+  }
+}
+
+// ---------------------------------------------------------------- fan-out
+
+const maxPubs = fanout?.maxPublications ?? 0;
+/** Per socket and publication number: how many times it arrived (saturating at 255). */
+const received = new Uint8Array(fanout?.role === 'subscribe' ? count * maxPubs : 0);
+/** Latency tallies and expected publications of the phases. */
+const latencies = new Map<PhaseResults, Tally>();
+const expects = new Map<PhaseResults, { first: number; count: number }>();
+
+const topicOf = (i: number): string => fanout!.topic.replace('{i}', String(o.first + i));
+
+/**
+ * Opens socket `i` and waits for its subscription (or, for a publisher, its readiness); a
+ * socket that does not get there within `handshakeTimeoutMs` is dropped for a new one, as a
+ * client would, `attempts` tries in all.
+ */
+async function connectFanout(i: number): Promise<boolean> {
+  const s = socks[i]!;
+  for (let a = 0; a < (o.attempts ?? 3) && !stopping; a++) {
+    const joined = new Promise<boolean>((resolve) => {
+      s.joined = (ok) => {
+        s.joined = undefined;
+        resolve(ok);
+      };
+    });
+    const r = await dial((ws) => adoptFirst(i, ws));
+    if (typeof r === 'string') {
+      s.joined = undefined;
+      continue;
+    }
+    const timer = setTimeout(() => s.joined?.(false), o.handshakeTimeoutMs ?? 10_000);
+    const ok = await joined;
+    clearTimeout(timer);
+    if (ok) return true;
+    if (s.ws === r) {
+      const closed = new Promise((resolve) => r.once('close', resolve));
+      r.terminate();
+      await closed;
+    }
+  }
+  return false;
+}
+
+function adoptFanout(s: Sock, i: number, ws: WebSocket): void {
+  const f = fanout!;
+  const v1 = f.dialect === 'wsdrain.v1';
+  if (v1 && f.role === 'subscribe')
+    ws.send(JSON.stringify({ type: 'subscribe', topic: topicOf(i) }));
+  if (s.stalled) {
+    // Subscribed without reading the answer (wsdrain.v1), then never reads again.
+    s.joinedOnce = true;
+    s.joined?.(true);
+    stall(ws);
+    return;
+  }
+  ws.on('message', (data: Buffer, isBinary: boolean) => onFanout(s, i, ws, data, isBinary));
+  if (v1 && f.role === 'publish') joined(s);
+  // socket.io: the handshake starts with the server's open packet.
+}
+
+function joined(s: Sock): void {
+  if (!s.subscribed) {
+    s.subscribed = true;
+    s.joinedOnce = true;
+    n.subscribed++;
+  }
+  s.lastN = -1;
+  s.joined?.(true);
+}
+
+function onFanout(s: Sock, i: number, ws: WebSocket, data: Buffer, isBinary: boolean): void {
+  const text = isBinary ? '' : data.toString('latin1');
+  if (fanout!.dialect === 'socket.io') {
+    if (text.startsWith('42["pub",')) return receive(s, i, text);
+    if (text === '2') return void ws.send('3'); // engine.io ping
+    if (text.startsWith('0{')) return void ws.send('40'); // engine.io open: join "/"
+    if (text.startsWith('40')) {
+      if (fanout!.role === 'publish') joined(s);
+      else ws.send(`420${JSON.stringify(['subscribe', topicOf(i)])}`);
+      return;
+    }
+    if (text.startsWith('430')) return joined(s); // the subscribe's ack
+  } else {
+    if (text.startsWith('{"type":"pub"')) return receive(s, i, text);
+    if (text.startsWith('{"type":"subscribed"')) return joined(s);
+    if (text.startsWith('{"type":"published"')) return;
+  }
+  n.foreign++;
+}
+
+/** The number after `key` in `text` (NaN when absent). */
+function numberAfter(text: string, key: string): number {
+  const j = text.indexOf(key);
+  return j < 0 ? Number.NaN : Number.parseFloat(text.slice(j + key.length, j + key.length + 24));
+}
+
+/** A publication arrived on socket `i`. */
+function receive(s: Sock, i: number, text: string): void {
+  const at = now();
+  const num = numberAfter(text, '"n":');
+  const sentAt = numberAfter(text, '"t":');
+  if (!(Number.isInteger(num) && num >= 0 && num < maxPubs && sentAt > 0)) {
+    n.foreign++;
+    return;
+  }
+  n.delivered++;
+  P.deliveries++;
+  P.firstDeliveryAt ??= at;
+  P.lastDeliveryAt = at;
+  let t = latencies.get(P);
+  if (!t) {
+    t = new Map();
+    latencies.set(P, t);
+  }
+  tally(t, at - sentAt);
+  const k = i * maxPubs + num;
+  if (received[k]! > 0) n.duplicates++;
+  if (received[k]! < 255) received[k]!++;
+  if (num < s.lastN) P.reordered++;
+  s.lastN = num;
+}
+
+/** One publication's text: data `{"n":..,"t":..,"p":"x.."}` of `size` bytes, framed. */
+function publication(num: number, sentAt: number, size: number, topic: string): string {
+  const head = `{"n":${num},"t":${sentAt},"p":"`;
+  const data = `${head}${'x'.repeat(Math.max(0, size - head.length - 2))}"}`;
+  return fanout!.dialect === 'socket.io'
+    ? `42["publish",${JSON.stringify(topic)},${data}]`
+    : `{"type":"publish","topic":${JSON.stringify(topic)},"data":${data}}`;
+}
+
+/** Sends what the parent asked for from socket 0, paced, stamping each with its send time. */
+async function publish(m: Extract<ToClient, { type: 'publish' }>): Promise<void> {
+  const ws = socks[0]?.ws;
+  let sent = 0;
+  let firstAt = Number.NaN;
+  let lastAt = Number.NaN;
+  const topic = topicOf(0);
+  const one = (num: number): void => {
+    if (ws?.readyState !== WebSocket.OPEN) return;
+    const t = now();
+    ws.send(publication(num, t, m.size, topic));
+    sent++;
+    if (Number.isNaN(firstAt)) firstAt = t;
+    lastAt = t;
+  };
+  const t0 = now();
+  for (let k = 0; k < m.count; k++) {
+    if (m.perSecond > 0) {
+      const wait = t0 + (k * 1000) / m.perSecond - now();
+      if (wait > 1) await sleep(wait);
+    }
+    one(m.first + k);
+  }
+  send({ type: 'published', sent, firstAt, lastAt });
+}
+
+/**
+ * Each phase's latency tally, and what arrived of its expected publications at each socket
+ * that ever subscribed (one that closed since counts: what it missed is missing).
+ */
+function fanoutResults(): void {
+  for (const [p, t] of latencies) p.latency = tallyPairs(t);
+  if (fanout?.role !== 'subscribe') return;
+  for (const [p, e] of expects) {
+    let subscribers = 0;
+    let missing = 0;
+    let duplicates = 0;
+    for (let i = 0; i < count; i++) {
+      if (socks[i]!.stalled || !socks[i]!.joinedOnce) continue;
+      subscribers++;
+      for (let num = e.first; num < e.first + e.count; num++) {
+        const c = num < maxPubs ? received[i * maxPubs + num]! : 0;
+        if (c === 0) missing++;
+        else duplicates += c - 1;
+      }
+    }
+    p.expected = subscribers * e.count;
+    p.missing = missing;
+    p.duplicates = duplicates;
   }
 }
 
@@ -237,6 +453,11 @@ function onClose(i: number, ws: WebSocket, code: number, reason: string): void {
   const t = now();
   s.ws = undefined;
   n.open--;
+  s.joined?.(false);
+  if (s.subscribed) {
+    s.subscribed = false;
+    n.subscribed--;
+  }
   clearTimeout(s.timer);
   s.timer = undefined;
   recordClose(s, t, code, reason);
@@ -382,11 +603,13 @@ function checkTimeouts(): void {
 
 function status(): void {
   const { open, reconnecting, closedOnce, gaveUp, sent, echoed, mismatched, timedOut } = n;
+  const { subscribed, delivered, duplicates } = n;
   send({
     type: 'status',
     status: {
       at: now(),
       ...{ open, reconnecting, closedOnce, gaveUp, sent, echoed, mismatched, timedOut },
+      ...{ subscribed, delivered, duplicates },
       lostOnOtherClose: n.lostOnOtherClose,
       closes: P.closeTimes.length,
       reopens: P.reopenTimes.length,
@@ -408,7 +631,8 @@ function results(): CrowdResults {
   }
   const rtt = newHist();
   for (const p of Object.values(phases)) mergeHist(rtt, p.rtt);
-  const { reconnecting: _, ...counts } = n;
+  fanoutResults();
+  const { reconnecting: _, duplicates: __, ...counts } = n;
   return { ...counts, pendingOpen, closesPerSocket, phases, rtt };
 }
 
@@ -424,6 +648,7 @@ onParent<ToClient>((m) => {
       phaseLastReopenAt = null;
       marked = true;
       final = m.final;
+      if (m.expect) expects.set(P, m.expect);
       allClosedSent = false;
       const start = !running && windowSize > 0 && !final;
       running = windowSize > 0 && !final;
@@ -438,6 +663,9 @@ onParent<ToClient>((m) => {
     case 'results':
       send({ type: 'results', results: results() });
       break;
+    case 'publish':
+      void publish(m);
+      break;
     case 'stop':
       stopping = true;
       for (const s of socks) s.ws?.terminate();
@@ -448,14 +676,16 @@ onParent<ToClient>((m) => {
 setInterval(status, o.statusEveryMs ?? 1000);
 setInterval(checkTimeouts, 1000);
 
-// Open every socket, `concurrency` at a time, `attempts` tries each (WsdrainClient retries
-// by itself).
+// Open every socket, `concurrency` at a time, `attempts` tries each.
 const connectOnce =
   o.client === 'wsdrain'
     ? startClient
-    : async (i: number): Promise<boolean> =>
-        typeof (await dial((ws) => adoptFirst(i, ws))) !== 'string';
-const attempts = o.client === 'wsdrain' ? 1 : (o.attempts ?? 3);
+    : fanout
+      ? connectFanout
+      : async (i: number): Promise<boolean> =>
+          typeof (await dial((ws) => adoptFirst(i, ws))) !== 'string';
+// WsdrainClient retries by itself, and so does connectFanout (until a socket opens).
+const attempts = o.client === 'wsdrain' || fanout ? 1 : (o.attempts ?? 3);
 let next = 0;
 const lane = async (): Promise<void> => {
   while (next < count && !stopping) {

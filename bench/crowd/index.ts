@@ -4,7 +4,8 @@
  * source-address block 127.0.<k>.1-250 (a new block for every process of the bench run, so
  * TIME_WAIT leftovers of one run never collide with the next). One client family; what a
  * socket does is set by {@link CrowdOptions}: idle, stalled, echo traffic, reconnect at once
- * or after the server's hint, or wsdrain's own reconnecting client.
+ * or after the server's hint, wsdrain's own reconnecting client, or topics (subscribers and
+ * a publisher, see {@link FanoutOptions}).
  *
  *   const crowd = new Crowd({ url, reconnect: 'now' });
  *   await crowd.connect(4000);
@@ -19,7 +20,7 @@
 import { fileURLToPath } from 'node:url';
 import { ChildProc, progress, spread, until, within } from '../lib/proc.js';
 import type { Server } from '../lib/server.js';
-import { addCounts, maxOrNull, mergeHist, newHist } from '../lib/stats.js';
+import { addCounts, maxOrNull, mergeHist, mergeTally, newHist, type Tally } from '../lib/stats.js';
 
 const CLIENT = fileURLToPath(new URL('./client.ts', import.meta.url));
 export const MAX_PER_PROCESS = 15_000;
@@ -74,11 +75,64 @@ export interface CrowdOptions {
   statusEveryMs?: number;
   /** Give up connecting after this long. @default 120000 */
   connectTimeoutMs?: number;
+  /** URL path and query of every socket, e.g. `/socket.io/?EIO=4&transport=websocket`. */
+  path?: string;
+  /** Topics: each socket subscribes once open, or publishes on the parent's command. */
+  fanout?: FanoutOptions;
 }
 
-/** What the parent sends: `phase` starts recording under `label` (final: no reconnects). */
+/**
+ * A fan-out client. Subscribers subscribe to `topic` as soon as they open (connect() resolves
+ * once every socket is subscribed), then count every publication they receive, per phase: the
+ * latency from the publisher's stamp, each publication's number per socket (exactly once, in
+ * order). The publisher sends publications on {@link Crowd.publish}. One code path for every
+ * server; only the framing of `dialect` differs:
+ *
+ * - `wsdrain.v1` (wsdrain, and the raw ws reference): subprotocol wsdrain.v1,
+ *   `{"type":"subscribe","topic":T}` until `{"type":"subscribed"...}`; publications arrive as
+ *   `{"type":"pub",...,"data":D}`; the publisher sends `{"type":"publish","topic":T,"data":D}`.
+ * - `socket.io`: engine.io v4 over a bare WebSocket: the open packet `0{...}`, `40` (connect to
+ *   the main namespace) until `40{...}`, `420["subscribe",T]` until the ack `430[...]`;
+ *   publications arrive as `42["pub",D]`; pings (`2`) are answered (`3`); the publisher emits
+ *   `42["publish",T,D]`.
+ *
+ * D is `{"n":<number>,"t":<epoch ms when sent>,"p":"xx..."}`, padded to `size` bytes. The
+ * publisher and the subscribers share the machine's clock (see ../lib/proc.ts `now()`).
+ */
+export interface FanoutOptions {
+  role: 'subscribe' | 'publish';
+  dialect: FanoutDialect;
+  /** The topic; `{i}` is replaced by the socket's index in the crowd (a topic per socket). */
+  topic: string;
+  /** Publications are numbered 0 .. maxPublications - 1 (each subscriber counts each one). */
+  maxPublications: number;
+}
+
+export type FanoutDialect = 'wsdrain.v1' | 'socket.io';
+
+/** Idle subscribers of wsdrain (drain, capacity): each subscribed to a topic of its own. */
+export const A_TOPIC_EACH: FanoutOptions = {
+  role: 'subscribe',
+  dialect: 'wsdrain.v1',
+  topic: 'feed:{i}',
+  maxPublications: 0,
+};
+
+/**
+ * What the parent sends: `phase` starts recording under `label` (final: no reconnects; with
+ * `expect`, the publications numbered first .. first + count - 1 are this phase's, and every
+ * subscriber should get each exactly once); `publish` makes a publisher send `count`
+ * publications numbered from `first`, `perSecond` a second (0: all at once).
+ */
 export type ToClient =
-  | { type: 'phase'; label: string; t: number; final: boolean }
+  | {
+      type: 'phase';
+      label: string;
+      t: number;
+      final: boolean;
+      expect?: { first: number; count: number } | undefined;
+    }
+  | { type: 'publish'; first: number; count: number; perSecond: number; size: number }
   | { type: 'results' }
   | { type: 'stop' };
 
@@ -87,7 +141,9 @@ export type FromClient =
   | { type: 'status'; status: Status }
   /** No socket open and none reconnecting, after a phase began: epoch ms of the last close. */
   | { type: 'allClosed'; at: number }
-  | { type: 'results'; results: CrowdResults };
+  | { type: 'results'; results: CrowdResults }
+  /** A publisher sent what it was asked to: how many, the first and last send (epoch ms). */
+  | { type: 'published'; sent: number; firstAt: number; lastAt: number };
 
 /** Counters are cumulative; closes, reopens, refusals and lastReopenAt: this phase's. */
 export interface Status {
@@ -111,6 +167,10 @@ export interface Status {
   reopens: number;
   refusals: number;
   lastReopenAt: number | null;
+  /** Fan-out: sockets subscribed, publications received, received more than once. */
+  subscribed: number;
+  delivered: number;
+  duplicates: number;
   /** Echo round trips since the previous status (stats.ts histogram). */
   rtt: number[];
 }
@@ -149,6 +209,20 @@ export interface PhaseResults {
   rtt: number[];
   /** Length of the phase on the clients' clocks (the longest), ms. */
   durationMs: number;
+  /** Fan-out: publications received, and when the first and the last arrived (epoch ms). */
+  deliveries: number;
+  firstDeliveryAt: number | null;
+  lastDeliveryAt: number | null;
+  /** Publish-to-receive latency, ms: [value, count] pairs (stats.ts tally). */
+  latency: [number, number][];
+  /**
+   * With `expect`: deliveries due (subscribers x publications), due ones never received,
+   * extra copies received, and publications received after a later one on the same socket.
+   */
+  expected: number;
+  missing: number;
+  duplicates: number;
+  reordered: number;
 }
 
 export interface CrowdResults {
@@ -158,6 +232,10 @@ export interface CrowdResults {
   /** Sockets that stalled, and sockets whose first connection negotiated permessage-deflate. */
   stalled: number;
   deflated: number;
+  /** Fan-out: sockets subscribed; publications received; messages not understood. */
+  subscribed: number;
+  delivered: number;
+  foreign: number;
   sent: number;
   echoed: number;
   mismatched: number;
@@ -196,6 +274,14 @@ export function emptyPhase(): PhaseResults {
     rttSamples: [],
     rtt: newHist(),
     durationMs: 0,
+    deliveries: 0,
+    firstDeliveryAt: null,
+    lastDeliveryAt: null,
+    latency: [],
+    expected: 0,
+    missing: 0,
+    duplicates: 0,
+    reordered: 0,
   };
 }
 
@@ -205,6 +291,9 @@ const SUMMED = [
   'open',
   'stalled',
   'deflated',
+  'subscribed',
+  'delivered',
+  'foreign',
   'sent',
   'echoed',
   'mismatched',
@@ -236,6 +325,7 @@ export function mergeResults(all: CrowdResults[]): CrowdResults {
     phases: {},
     rtt: newHist(),
   };
+  const latency = new Map<string, Tally>();
   for (const r of all) {
     for (const k of SUMMED) total[k] += r[k];
     addCounts(total.closesPerSocket, r.closesPerSocket);
@@ -254,13 +344,27 @@ export function mergeResults(all: CrowdResults[]): CrowdResults {
       t.repliesPerSec += p.durationMs > 0 ? (p.replies * 1000) / p.durationMs : 0;
       mergeHist(t.rtt, p.rtt);
       t.durationMs = Math.max(t.durationMs, p.durationMs);
+      for (const k of ['deliveries', 'expected', 'missing', 'duplicates', 'reordered'] as const) {
+        t[k] += p[k];
+      }
+      t.firstDeliveryAt = minOrNull([t.firstDeliveryAt, p.firstDeliveryAt]);
+      t.lastDeliveryAt = maxOrNull([t.lastDeliveryAt, p.lastDeliveryAt]);
+      const tl = latency.get(label) ?? new Map<number, number>();
+      latency.set(label, tl);
+      mergeTally(tl, p.latency);
     }
   }
-  for (const p of Object.values(total.phases)) {
+  for (const [label, p] of Object.entries(total.phases)) {
     for (const k of LISTS) p[k].sort((a, b) => a - b);
     p.repliesPerSec = Math.round(p.repliesPerSec);
+    p.latency = [...(latency.get(label) ?? [])].sort((a, b) => a[0] - b[0]);
   }
   return total;
+}
+
+function minOrNull(values: (number | null)[]): number | null {
+  const xs = values.filter((x): x is number => x !== null);
+  return xs.length > 0 ? Math.min(...xs) : null;
 }
 
 let nextBlock = 0;
@@ -273,11 +377,14 @@ interface Member {
   status?: Status;
   allClosedAt?: number;
   results?: CrowdResults;
+  published?: Extract<FromClient, { type: 'published' }>;
 }
 
 export class Crowd {
   readonly #o: CrowdOptions;
   #members: Member[] = [];
+  /** Sockets given to client processes so far (the next process's first socket index). */
+  #spawned = 0;
   #rtt = newHist();
   /** How long connect() took, ms. */
   connectMs = 0;
@@ -324,14 +431,47 @@ export class Crowd {
     return this.#sum((m) => m.connected);
   }
 
-  /** Starts phase `label` in every process; returns its time zero (epoch ms). */
-  phase(label: string, final = false): number {
+  /**
+   * Starts phase `label` in every process; returns its time zero (epoch ms). `expect`: the
+   * publications of this phase (fan-out subscribers check each arrived exactly once).
+   */
+  phase(label: string, final = false, expect?: { first: number; count: number }): number {
     const t = performance.timeOrigin + performance.now();
     for (const m of this.#members) {
       m.allClosedAt = undefined;
-      m.proc.send({ type: 'phase', label, t, final });
+      m.proc.send({ type: 'phase', label, t, final, expect });
     }
     return t;
+  }
+
+  /**
+   * A fan-out publisher crowd sends `count` publications numbered from `first`, `perSecond`
+   * a second (0: all at once), `size` bytes of data each; resolves once they are sent: how
+   * many, and the first and the last send (epoch ms).
+   */
+  async publish(
+    first: number,
+    count: number,
+    perSecond: number,
+    size: number,
+  ): Promise<{ sent: number; firstAt: number; lastAt: number }> {
+    for (const m of this.#members) {
+      m.published = undefined;
+      m.proc.send({ type: 'publish', first, count, perSecond, size });
+    }
+    const ms = perSecond > 0 ? (1000 * count) / perSecond : 0;
+    await until(
+      () => this.#members.every((m) => m.published),
+      ms + 30_000,
+      'crowd: publish',
+      () => this.dead(),
+    );
+    const all = this.#members.map((m) => m.published!);
+    return {
+      sent: all.reduce((n, p) => n + p.sent, 0),
+      firstAt: Math.min(...all.map((p) => p.firstAt)),
+      lastAt: Math.max(...all.map((p) => p.lastAt)),
+    };
   }
 
   /** The latest status of every process, summed; undefined until each has sent one. */
@@ -406,7 +546,9 @@ export class Crowd {
 
   #spawn(count: number): void {
     const addrPrefix = `127.0.${(nextBlock++ % 254) + 1}`;
-    const args = [JSON.stringify({ ...this.#o, count, addrPrefix })];
+    const first = this.#spawned;
+    this.#spawned += count;
+    const args = [JSON.stringify({ ...this.#o, count, first, addrPrefix })];
     const nodeArgs = process.env.BENCH_CLIENT_NODE_ARGS?.split(' ') ?? [];
     const m: Member = { connected: 0, failed: 0, ready: false } as Member;
     m.proc = new ChildProc<ToClient, FromClient>(
@@ -429,6 +571,9 @@ export class Crowd {
             break;
           case 'results':
             m.results = msg.results;
+            break;
+          case 'published':
+            m.published = msg;
         }
       },
       nodeArgs,

@@ -13,6 +13,9 @@ import { killGroup, now, ROOT, sleep, track, within } from './proc.js';
 
 export const WSDRAIN_CLI = fileURLToPath(new URL('../../dist/cli.js', import.meta.url));
 
+/** The bench's wsdrain app (`--app`): topics for wsdrain.v1 clients, a publisher by query. */
+export const FANOUT_APP = fileURLToPath(new URL('../baselines/fanout-app.mjs', import.meta.url));
+
 export interface WsdrainSpec {
   workers: number;
   drainTimeoutMs: number;

@@ -120,3 +120,38 @@ export function quantile(h: readonly number[], q: number): number | null {
   }
   return null;
 }
+
+// An exact-enough latency tally: ms rounded to 0.1 below 100 ms, to 1 below 1 s and to 10
+// above (about 3 significant digits), counted per value. Small to send from a client process,
+// mergeable, and fine enough to compare two p99s.
+
+/** value (ms, rounded) -> how many. */
+export type Tally = Map<number, number>;
+
+export function tally(t: Tally, ms: number): void {
+  const v =
+    ms < 100 ? Math.round(ms * 10) / 10 : ms < 1000 ? Math.round(ms) : Math.round(ms / 10) * 10;
+  t.set(v, (t.get(v) ?? 0) + 1);
+}
+
+/** The tally as [value, count] pairs, to send (a Map does not survive JSON). */
+export const tallyPairs = (t: Tally): [number, number][] => [...t];
+
+/** Adds [value, count] pairs into `into`. */
+export function mergeTally(into: Tally, pairs: Iterable<[number, number]>): void {
+  for (const [v, n] of pairs) into.set(v, (into.get(v) ?? 0) + n);
+}
+
+/** Nearest-rank quantile q of [value, count] pairs; null when empty. */
+export function tallyQuantile(pairs: Iterable<[number, number]>, q: number): number | null {
+  const sorted = [...pairs].sort((a, b) => a[0] - b[0]);
+  const total = sorted.reduce((s, [, n]) => s + n, 0);
+  if (total === 0) return null;
+  const rank = Math.max(1, Math.ceil(q * total));
+  let seen = 0;
+  for (const [v, n] of sorted) {
+    seen += n;
+    if (seen >= rank) return v;
+  }
+  return sorted.at(-1)![0];
+}

@@ -15,6 +15,12 @@ export const TARGETS = {
   rollRefusals: 0,
   /** Reconnect storm: peak accepts/s without pacing / with, at least. */
   stormPeakCut: 5,
+  /** Fan-out burst: wsdrain deliveries/s, at least this many times socket.io's. */
+  fanoutVsSocketio: 1.5,
+  /** Fan-out: wsdrain latency p99, at most this many times socket.io's at the same load. */
+  fanoutP99VsSocketio: 0.5,
+  /** Fan-out burst: wsdrain server CPU per delivery, µs, at most. */
+  fanoutCpuUsPerDelivery: 5,
 };
 
 export type TargetName = keyof typeof TARGETS;

@@ -4,14 +4,17 @@
  * 20,000 open-files limit). Server memory per idle socket = (VmRSS of the primary and its
  * workers after connecting - the same before) / sockets, from /proc/<pid>/status. Then
  * SIGTERM: every socket must close with 1001 within --drain-timeout, and the server exit 0.
+ * Then the same again with subscribed sockets: wsdrain with the bench's app loaded, every
+ * socket a wsdrain.v1 client subscribed to a topic of its own (the RSS per subscribed socket
+ * is reported next to the idle one, not judged).
  * Targets: <= kibPerIdleSocket (10) KiB per idle socket; every socket closed clean with 1001;
- * exit 0 within drainExitVsBudget x --drain-timeout.
+ * exit 0 within drainExitVsBudget x --drain-timeout (both passes).
  */
-import { type Crowd, MAX_PER_PROCESS, withLoad } from '../crowd/index.js';
+import { A_TOPIC_EACH, type Crowd, MAX_PER_PROCESS, withLoad } from '../crowd/index.js';
 import { now, sleep } from '../lib/proc.js';
 import { treeRss } from '../lib/procfs.js';
 import { codesText, judged, ms, verdict } from '../lib/report.js';
-import { Server } from '../lib/server.js';
+import { FANOUT_APP, Server } from '../lib/server.js';
 import { closedBy, round1 } from '../lib/stats.js';
 import { TARGETS, target } from '../lib/targets.js';
 
@@ -53,24 +56,42 @@ export interface CapacityResult {
   forced: number;
   stillOpen: number;
   misses: string[];
+  /** The same with subscribed sockets (a topic of its own each, an app loaded). */
+  subscribed?: Omit<CapacityResult, 'options' | 'subscribed'>;
 }
 
-export function runCapacity(opts: CapacityOptions): Promise<CapacityResult> {
-  const start = Server.wsdrain({ workers: opts.workers, drainTimeoutMs: opts.drainTimeoutMs });
-  return withLoad(
-    start,
-    {
-      perProcess: opts.perProcess,
-      connectTimeoutMs: 300_000,
-    },
-    (server, crowd) => measure(opts, server, crowd),
-  );
+export async function runCapacity(opts: CapacityOptions): Promise<CapacityResult> {
+  const pass = (subscribed: boolean): Promise<CapacityResult> =>
+    withLoad(
+      Server.wsdrain({
+        workers: opts.workers,
+        drainTimeoutMs: opts.drainTimeoutMs,
+        flags: subscribed ? ['--app', FANOUT_APP] : [],
+      }),
+      {
+        perProcess: opts.perProcess,
+        connectTimeoutMs: 300_000,
+        ...(subscribed ? { fanout: A_TOPIC_EACH } : {}),
+      },
+      (server, crowd) => measure(opts, server, crowd, subscribed),
+    );
+  const idle = await pass(false);
+  const { options: _, ...subscribed } = await pass(true);
+  const result: CapacityResult = { ...idle, subscribed };
+  result.misses = [
+    ...idle.misses,
+    ...subscribed.misses
+      .filter((m) => !m.includes('kibPerIdleSocket'))
+      .map((m) => `subscribed sockets: ${m}`),
+  ];
+  return result;
 }
 
 async function measure(
   opts: CapacityOptions,
   server: Server,
   crowd: Crowd,
+  subscribed: boolean,
 ): Promise<CapacityResult> {
   await sleep(1000); // let the workers' start-up garbage settle
   const before = treeRss(server.pid);
@@ -110,7 +131,12 @@ async function measure(
     stillOpen: r.open,
     misses: [],
   };
-  return judged('capacity', result, capacityMisses, describeCapacity);
+  return judged(
+    subscribed ? 'capacity, subscribed sockets' : 'capacity',
+    result,
+    capacityMisses,
+    describeCapacity,
+  );
 }
 
 export function capacityMisses(r: CapacityResult): string[] {
@@ -149,23 +175,33 @@ function describeCapacity(r: CapacityResult): string {
 export function capacitySection(c: CapacityResult): string[] {
   const mib = (b: number | null): string => (b === null ? '—' : (b / 2 ** 20).toFixed(1));
   const o = c.options;
+  const row = (what: string, p: Omit<CapacityResult, 'options' | 'subscribed'>): string =>
+    `| ${what} | ${p.connected} | ${mib(p.rssBefore)} | ${mib(p.rssAfter)} | ${p.kibPerSocket ?? '—'} | ` +
+    `${ms(p.p50Ms)} | ${ms(p.p99Ms)} | ${ms(p.lastCloseMs)} | ${ms(p.exitMs)} (${p.exitStatus}) | ` +
+    `${codesText(p.codes)} | ${p.clean} | ${p.forced} |`;
+  const perProcess = (p: Omit<CapacityResult, 'options' | 'subscribed'>): string =>
+    Object.entries(p.rssByPid)
+      .map(([pid, [b, a]]) => `${pid}: ${mib(b)} → ${mib(a)}`)
+      .join(', ');
+  const s = c.subscribed;
   return [
     '## Capacity: idle sockets',
     '',
     `${c.connected} idle sockets (${c.failed} failed) on ${o.workers} workers, client processes ` +
       `of ≤ ${o.perProcess} sockets; RSS = VmRSS of the primary + workers, read ${o.settleMs} ms ` +
-      `after the last connect. Then SIGTERM, --drain-timeout ${o.drainTimeoutMs} ms.`,
+      `after the last connect. Then SIGTERM, --drain-timeout ${o.drainTimeoutMs} ms.` +
+      (s
+        ? ' *subscribed*: the same with the bench’s app loaded, every socket a wsdrain.v1 ' +
+          'client subscribed to a topic of its own.'
+        : ''),
     '',
-    '| RSS before (MiB) | RSS after (MiB) | KiB per socket | drain p50 | p99 | last close | exit | codes | clean | forced |',
-    '|--:|--:|--:|--:|--:|--:|--:|---|--:|--:|',
-    `| ${mib(c.rssBefore)} | ${mib(c.rssAfter)} | ${c.kibPerSocket ?? '—'} | ${ms(c.p50Ms)} | ` +
-      `${ms(c.p99Ms)} | ${ms(c.lastCloseMs)} | ${ms(c.exitMs)} (${c.exitStatus}) | ` +
-      `${codesText(c.codes)} | ${c.clean} | ${c.forced} |`,
+    '| sockets | connected | RSS before (MiB) | RSS after (MiB) | KiB per socket | drain p50 | p99 | last close | exit | codes | clean | forced |',
+    '|---|--:|--:|--:|--:|--:|--:|--:|--:|---|--:|--:|',
+    row('idle', c),
+    ...(s ? [row('subscribed, a topic each', s)] : []),
     '',
-    'Per process (MiB, before → after): ' +
-      Object.entries(c.rssByPid)
-        .map(([pid, [b, a]]) => `${pid}: ${mib(b)} → ${mib(a)}`)
-        .join(', '),
+    `Per process (MiB, before → after): idle ${perProcess(c)}` +
+      (s ? `; subscribed ${perProcess(s)}` : ''),
     '',
     `Targets: ≤ ${TARGETS.kibPerIdleSocket} KiB per idle socket, every socket closed with 1001, ` +
       `exit 0 within the budget — ${verdict(c.misses)}.`,

@@ -5,15 +5,17 @@
  * the server exits. Strategies are interleaved within each round, in a rotated order.
  * `wsdrain+deflate` is wsdrain with --per-message-deflate, its clients negotiating it and
  * sending a few messages first, so every connection has compression contexts.
+ * `wsdrain+topics` is wsdrain with an app loaded (baselines/fanout-app.mjs), every socket a
+ * wsdrain.v1 client subscribed to a topic of its own, so the drain also ends subscriptions.
  *
  * Verdict (wsdrain rows): every cooperative socket closed with 1001, every stalled one cut
  * (1006) within the budget, wsdrain exit 0 within drainExitVsBudget x --drain-timeout.
  */
-import { withLoad } from '../crowd/index.js';
+import { A_TOPIC_EACH, withLoad } from '../crowd/index.js';
 import { log, now, sleep } from '../lib/proc.js';
 import { machineBusyMs } from '../lib/procfs.js';
 import { type ChartLine, chart, codesText, ms, pct, ratio } from '../lib/report.js';
-import { Server } from '../lib/server.js';
+import { FANOUT_APP, Server } from '../lib/server.js';
 import { closedBy, median, openSeries, round1, type SeriesPoint } from '../lib/stats.js';
 import { TARGETS, target } from '../lib/targets.js';
 
@@ -25,6 +27,7 @@ export const STRATEGIES = [
   'pm2-default',
   'wsdrain',
   'wsdrain+deflate',
+  'wsdrain+topics',
 ] as const;
 export type Strategy = (typeof STRATEGIES)[number];
 
@@ -163,11 +166,12 @@ async function runOnce(
 ): Promise<DrainRun> {
   const budget = budgetMs(strategy, opts.drainTimeoutMs);
   const deflate = strategy === 'wsdrain+deflate';
+  const topics = strategy === 'wsdrain+topics';
   const start = strategy.startsWith('wsdrain')
     ? Server.wsdrain({
         workers: opts.workers,
         drainTimeoutMs: opts.drainTimeoutMs,
-        flags: deflate ? ['--per-message-deflate'] : [],
+        flags: deflate ? ['--per-message-deflate'] : topics ? ['--app', FANOUT_APP] : [],
       })
     : Server.baseline(strategy, opts.workers);
   return withLoad(
@@ -178,6 +182,7 @@ async function runOnce(
       perProcess: opts.perProcess,
       concurrency: opts.concurrency,
       ...(deflate ? { deflate, sendOnOpen: 3 } : {}),
+      ...(topics ? { fanout: A_TOPIC_EACH } : {}),
     },
     async (server, crowd) => {
       const connected = await crowd.connect(opts.sockets);
@@ -324,7 +329,8 @@ export function drainSection(d: DrainResult): string[] {
     'the terminate row with the same stalled fraction. *cpu* (0% stalled): CPU time the whole',
     'machine spent (all cores, servers and clients) from the signal to the last close, ms, and',
     '× the terminate row’s. `wsdrain+deflate`: wsdrain with --per-message-deflate, clients that',
-    'negotiate it and send 3 messages each first.',
+    'negotiate it and send 3 messages each first. `wsdrain+topics`: wsdrain with an app loaded,',
+    'every socket a wsdrain.v1 client subscribed to a topic of its own.',
   ];
   for (const stalled of o.stalled) {
     const rows = d.drain.filter((x) => x.stalled === stalled);
@@ -361,6 +367,7 @@ const COLORS: Record<Strategy, string> = {
   'pm2-default': '#d62728',
   wsdrain: '#1f77b4',
   'wsdrain+deflate': '#17becf',
+  'wsdrain+topics': '#2ca02c',
 };
 
 /** Sockets still open vs time since SIGTERM: one line per strategy, a panel per stalled fraction. */

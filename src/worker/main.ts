@@ -26,6 +26,9 @@ import { drainServer } from './drain.js';
 import { WorkerMetrics } from './metrics.js';
 import { WsdrainServer } from './server.js';
 
+/** Longest a drained worker waits for its report to leave before it exits, ms. */
+const REPORT_FLUSH_MS = 1000;
+
 /** A start-up failure: logged, told to the primary (or stderr), exit 1. */
 function failStart(log: Logger, clustered: boolean, e: Error & { code?: string }): void {
   log.fatal({ code: e.code }, e.message);
@@ -122,12 +125,19 @@ export async function runServerProcess(options: WsdrainOptions, app?: WsdrainApp
 
   const finish = (report: DrainReport): void => {
     log.info({ report }, summarize(report));
+    const code = force.signal.aborted ? 1 : 0;
     if (clustered) {
-      sendToPrimary(msg({ type: 'report', report }));
+      // Exit once the report is out: it may queue behind thousands of IPC messages (a drain
+      // ends every subscription), and exiting drops what is still queued, the report with it
+      // (the primary then counts this worker lost). The timer is the backstop.
+      if (sendToPrimary(msg({ type: 'report', report }), () => exit(code))) {
+        setTimeout(() => exit(code), REPORT_FLUSH_MS).unref();
+        return;
+      }
     } else if (options.report) {
       writeReport(log, options.report, { ...report, workers: [{ pid: process.pid, ...report }] });
     }
-    exit(force.signal.aborted ? 1 : 0);
+    exit(code);
   };
 
   const forceStop = (): void => {
