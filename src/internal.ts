@@ -5,6 +5,7 @@
  */
 
 export type { Broker, BrokerStats, Publication, Recovery } from './app/broker.js';
+export { answerBroker } from './app/broker.js';
 export {
   connectRedisBroker,
   decodeData,
@@ -13,7 +14,6 @@ export {
   type RedisBrokerOptions,
   redisBrokerOptions,
 } from './app/redis.js';
-export { answerBroker } from './app/broker.js';
 export { Sequencer } from './app/sequencer.js';
 export * from './drain/budget.js';
 export { summarize, sumReports } from './drain/report.js';
