@@ -13,7 +13,21 @@
  *
  * This file is read by the pm2 CLI (not by the daemon) when you run `pm2 start`, so the
  * environment of that shell decides the values below. pm2 keeps them: to change one, run
- * `pm2 delete wsdrain && pm2 start scripts/deploy/ecosystem.config.cjs` (a full drain).
+ * `pm2 delete wsdrain && pm2 start scripts/deploy/ecosystem.config.cjs` (a full drain), then
+ * `pm2 save` again.
+ *
+ * To start at boot (once per machine, as the user that runs pm2):
+ *   pm2 startup                     # prints a command to run as root: it writes and enables
+ *                                   # the systemd unit pm2-<user>.service (pm2 resurrect)
+ *   pm2 save                        # after `pm2 start`: the app list, options and environment
+ *                                   # in $PM2_HOME/dump.pm2, which that unit resurrects
+ * Never `systemctl reload pm2-<user>` (nor restart) to deploy: its ExecReload is
+ * `pm2 reload all`, a stop and a start of every app in fork mode (every client sees 1001, the
+ * port closes for a moment). Deploy with `pm2 sendSignal SIGHUP wsdrain`.
+ *
+ * Logs: pm2 appends the JSON lines to $PM2_HOME/logs/wsdrain-out.log and does not rotate it:
+ *   pm2 install pm2-logrotate       # a pm2 module, from the npm registry
+ *   pm2 set pm2-logrotate:max_size 100M && pm2 set pm2-logrotate:retain 10
  */
 'use strict';
 
