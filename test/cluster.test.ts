@@ -10,6 +10,7 @@ import { type Client, codes, connectMany, nextMessages } from './helpers/clients
 import { keptAlive } from './helpers/keepalive.js';
 import { alive, killAll, type LogLine, sleep, startWsdrain } from './helpers/process.js';
 import { crowd } from './helpers/reconnecting.js';
+import { within } from './helpers/wait.js';
 
 afterEach(killAll);
 
@@ -245,7 +246,11 @@ describe('rolling restart (SIGHUP)', () => {
         const closed = new Promise<number>((r) => ws.on('close', (code) => r(code)));
         const reply = new Promise<string>((r) => ws.once('message', (d) => r(String(d))));
         ws.send('pid');
-        const first = await Promise.race([reply, closed.then((code) => `closed ${code}`)]);
+        const first = await within(
+          Promise.race([reply, closed.then((code) => `closed ${code}`)]),
+          5000,
+          'a reply or a close on an upgrade sent on a kept-alive connection',
+        );
         // On the worker already draining: a late upgrade, closed with 1012 at once.
         if (first === 'closed 1012') continue;
         expect(first).toBe(String(waiting));
@@ -254,7 +259,12 @@ describe('rolling restart (SIGHUP)', () => {
       expect(served.length).toBeGreaterThan(0);
       expect(srv.lines.some((l) => /^rolled worker/.test(l.msg))).toBe(false);
       // ...and closed by that worker's own drain, like its other sockets.
-      for (const code of await Promise.all(served)) expect(code).toBe(1012);
+      const codesServed = await within(
+        Promise.all(served),
+        10_000,
+        'the drain of the waiting worker to close the upgrades it served',
+      );
+      for (const code of codesServed) expect(code).toBe(1012);
       await srv.waitFor((l) => /rolling restart done/.test(l.msg), 20_000);
       srv.kill('SIGTERM');
       expect((await srv.exited).code).toBe(0);

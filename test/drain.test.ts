@@ -2,6 +2,7 @@
  * The phased drain of a single process (`--workers 0`), driven by real signals sent to a
  * real child process, observed by real ws clients.
  */
+import { once } from 'node:events';
 import { readFileSync } from 'node:fs';
 import { connect as netConnect } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -10,6 +11,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { codes, connect, connectMany } from './helpers/clients.js';
 import { killAll, sleep, startWsdrain } from './helpers/process.js';
 import { rawPeer, waitFrame } from './helpers/raw.js';
+import { within } from './helpers/wait.js';
 
 afterEach(killAll);
 
@@ -93,12 +95,14 @@ describe('drain on SIGTERM (--workers 0)', () => {
     const c = await connect(srv.port);
     const probe = netConnect(srv.port, '127.0.0.1');
     probe.on('error', () => {});
-    await new Promise((r) => probe.once('connect', r));
+    await within(once(probe, 'connect'), 5000, 'the probe to connect');
     const t0 = Date.now();
     srv.kill('SIGTERM');
     await srv.waitFor((l) => l.msg.startsWith('drain started'));
     probe.write('GET /readyz HTTP/1.1\r\nHost: x\r\n\r\n');
-    const answer = await new Promise<string>((r) => probe.once('data', (d) => r(d.toString())));
+    const answer = String(
+      (await within(once(probe, 'data'), 5000, 'an answer to /readyz on the kept-alive probe'))[0],
+    );
     expect(answer).toMatch(/^HTTP\/1\.1 503/);
     // During the delay the port stays open: new probes see 503 / 200, and a new client is
     // refused with 503 + Retry-After instead of a connection reset.
@@ -119,7 +123,7 @@ describe('drain on SIGTERM (--workers 0)', () => {
     // TCP connection accepted before the signal; its upgrade request comes after it.
     const raw = netConnect(srv.port, '127.0.0.1');
     raw.on('error', () => {});
-    await new Promise((r) => raw.once('connect', r));
+    await within(once(raw, 'connect'), 5000, 'the raw connection to connect');
     srv.kill('SIGTERM');
     await srv.waitFor((l) => l.msg.startsWith('drain started'));
     await sleep(300);
@@ -133,7 +137,7 @@ describe('drain on SIGTERM (--workers 0)', () => {
       'GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n' +
         'Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n',
     );
-    await new Promise((r) => raw.once('close', r));
+    await within(once(raw, 'close'), 5000, 'the server to answer the late upgrade and close');
     const text = Buffer.concat(chunks).toString('latin1');
     expect(text).toMatch(/^HTTP\/1\.1 503/);
     expect(text).toContain('Retry-After: 1');

@@ -3,10 +3,12 @@
  * the server did to them.
  */
 import { WebSocket } from 'ws';
+import { bounded } from './wait.js';
 
 export interface Client {
   ws: WebSocket;
   messages: Array<string | Buffer>;
+  /** Resolves when the connection has closed; a wait on it gives up after 20 s. */
   closed: Promise<{ code: number; reason: string; at: number }>;
   code: number | undefined;
   closedAt: number | undefined;
@@ -24,21 +26,25 @@ export function connect(
       headers: opts.headers,
       localAddress: opts.localAddress,
     });
+    const socket = (): { pause(): void; resume(): void; localPort?: number } =>
+      (ws as unknown as { _socket: { pause(): void; resume(): void; localPort?: number } })._socket;
     const client: Client = {
       ws,
       messages: [],
       code: undefined,
       closedAt: undefined,
-      closed: new Promise((res) => {
-        ws.on('close', (code, reason) => {
-          client.code = code;
-          client.closedAt = Date.now();
-          res({ code, reason: reason.toString(), at: client.closedAt });
-        });
-      }),
-      stall: () => {
-        (ws as unknown as { _socket: { pause(): void } })._socket.pause();
-      },
+      closed: bounded(
+        new Promise((res) => {
+          ws.on('close', (code, reason) => {
+            client.code = code;
+            client.closedAt = Date.now();
+            res({ code, reason: reason.toString(), at: client.closedAt });
+          });
+        }),
+        20_000,
+        () => `the client on local port ${socket()?.localPort} to close`,
+      ),
+      stall: () => socket().pause(),
     };
     let opened = false;
     ws.on('error', (e) => {

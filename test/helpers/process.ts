@@ -6,6 +6,7 @@ import { type ChildProcess, spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
+import { bounded } from './wait.js';
 
 export const CLI = fileURLToPath(new URL('../../dist/cli.js', import.meta.url));
 export const ROOT = fileURLToPath(new URL('../..', import.meta.url));
@@ -26,7 +27,10 @@ export interface Running {
   stderr: () => string;
   /** Resolves with the first log line matching `pred` (already seen ones count). */
   waitFor: (pred: (l: LogLine) => boolean, timeoutMs?: number) => Promise<LogLine>;
-  /** Resolves when the process exits: code, signal, and ms since `since` (or spawn). */
+  /**
+   * Resolves when the process exits, with its code, its signal and the time of the exit
+   * (epoch ms). A wait on it gives up after 20 s.
+   */
   exited: Promise<{ code: number | null; signal: NodeJS.Signals | null; at: number }>;
   kill: (signal?: NodeJS.Signals) => void;
 }
@@ -137,7 +141,11 @@ export async function startWsdrain(
     lines,
     stderr: () => err,
     waitFor,
-    exited,
+    exited: bounded(
+      exited,
+      20_000,
+      () => `process ${child.pid} to exit; lines: ${lines.map((l) => l.msg).join(' | ')}`,
+    ),
     kill: (signal = 'SIGTERM') => {
       child.kill(signal);
     },
