@@ -8,7 +8,16 @@ import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { type Client, codes, connectMany, nextMessages } from './helpers/clients.js';
 import { keptAlive } from './helpers/keepalive.js';
-import { alive, killAll, type LogLine, sleep, startWsdrain } from './helpers/process.js';
+import {
+  alive,
+  gone,
+  killAll,
+  type LogLine,
+  listeningPids,
+  loggedWorkerPids,
+  sleep,
+  startWsdrain,
+} from './helpers/process.js';
 import { crowd } from './helpers/reconnecting.js';
 import { within } from './helpers/wait.js';
 
@@ -18,11 +27,6 @@ const two = ['--workers', '2', '--threads', '1'];
 const fastTimings = {
   WSDRAIN_TIMINGS: JSON.stringify({ backoffBaseMs: 20, backoffMaxMs: 200, startTimeout: 15000 }),
 };
-
-const workerPids = (lines: LogLine[]): number[] =>
-  lines
-    .filter((l) => l.role === 'worker' && l.msg === 'worker listening')
-    .map((l) => l.pid as number);
 
 const three = ['--workers', '3', '--threads', '1'];
 
@@ -153,7 +157,7 @@ describe('cluster drain', () => {
 
   it('terminates everything and exits non-zero within 1 s on a second signal', async () => {
     const srv = await startWsdrain([...two, '--drain-timeout', '30000']);
-    const pids = workerPids(srv.lines);
+    const pids = await listeningPids(srv, 2);
     const clients = await connectMany(srv.port, 20);
     for (const c of clients) c.stall();
     srv.kill('SIGTERM');
@@ -170,7 +174,7 @@ describe('cluster drain', () => {
 
   it('drains a worker that receives SIGTERM itself, and replaces it', async () => {
     const srv = await startWsdrain([...two, '--drain-timeout', '3000'], { env: fastTimings });
-    const [pid] = workerPids(srv.lines);
+    const [pid] = await listeningPids(srv, 2);
     const clients = await connectMany(srv.port, 100);
     process.kill(pid!, 'SIGTERM');
     await srv.waitFor((l) => l.role === 'primary' && /respawned/.test(l.msg));
@@ -185,7 +189,7 @@ describe('cluster drain', () => {
 describe('rolling restart (SIGHUP)', () => {
   it('rolls every worker: clients see only 1012, reconnect without a refusal, new pids', async () => {
     const srv = await startWsdrain([...two, '--drain-timeout', '3000']);
-    const before = workerPids(srv.lines);
+    const before = await listeningPids(srv, 2);
     const c = await crowd(srv.port, 200);
     srv.kill('SIGHUP');
     const done = await srv.waitFor((l) => /rolling restart done/.test(l.msg), 20_000);
@@ -205,7 +209,7 @@ describe('rolling restart (SIGHUP)', () => {
   it('moves every client once: the old workers stop accepting before the first drain', async () => {
     const n = 300;
     const srv = await startWsdrain([...three, '--drain-timeout', '3000']);
-    const before = workerPids(srv.lines);
+    const before = await listeningPids(srv, 3);
     // These clients reconnect the moment they are closed, hints or not: without the stop,
     // a third of the first drain's clients would land on each old worker still listening.
     const c = await crowd(srv.port, n);
@@ -229,7 +233,7 @@ describe('rolling restart (SIGHUP)', () => {
     const handler = pidHandler();
     const srv = await startWsdrain([...two, '--drain-timeout', '2000', '--handler', handler.path]);
     try {
-      const before = workerPids(srv.lines);
+      const before = await listeningPids(srv, 2);
       // The first old worker drains until its deadline: the second one waits, not draining.
       await stalledClients(srv.port, 20);
       const kept = await Promise.all(Array.from({ length: 4 }, () => keptAlive(srv.port)));
@@ -282,13 +286,13 @@ describe('rolling restart (SIGHUP)', () => {
       },
     );
     try {
-      const before = workerPids(srv.lines);
+      const before = await listeningPids(srv, 3);
       // The first drain lasts until its deadline, so the second replacement starts late.
       await stalledClients(srv.port, 30);
       const c = await crowd(srv.port, 60);
       srv.kill('SIGHUP');
       await srv.waitFor((l) => /old workers stop accepting/.test(l.msg), 20_000);
-      const fresh = workerPids(srv.lines).filter((p) => !before.includes(p));
+      const fresh = (await listeningPids(srv, 4)).filter((p) => !before.includes(p));
       expect(fresh).toHaveLength(1);
       handler.failFrom();
       await srv.waitFor((l) => /rolling restart stopped: a replacement/.test(l.msg), 20_000);
@@ -317,7 +321,7 @@ describe('rolling restart (SIGHUP)', () => {
 
   it('respawns a stopped old worker that crashes during a roll, and finishes the roll', async () => {
     const srv = await startWsdrain([...three, '--drain-timeout', '2000'], { env: fastTimings });
-    const before = workerPids(srv.lines);
+    const before = await listeningPids(srv, 3);
     await stalledClients(srv.port, 30);
     const c = await crowd(srv.port, 60, { reconnectOn: [1001, 1006, 1012, 1013] });
     srv.kill('SIGHUP');
@@ -350,6 +354,7 @@ describe('rolling restart (SIGHUP)', () => {
     const c = await crowd(srv.port, 60);
     srv.kill('SIGHUP');
     await srv.waitFor((l) => /rolling restart done/.test(l.msg), 20_000);
+    await listeningPids(srv, 4);
     const rolled = srv.lines.filter((l) => /^rolled worker/.test(l.msg));
     const listening = srv.lines.filter((l) => l.msg === 'worker listening');
     expect(rolled).toHaveLength(2);
@@ -403,7 +408,7 @@ describe('failures', () => {
     const srv = await startWsdrain([...two, '--metrics-port', '0'], { env: fastTimings });
     const metricsLine = await srv.waitFor((l) => typeof l.metricsPort === 'number');
     const mport = metricsLine.metricsPort as number;
-    const [pid] = workerPids(srv.lines);
+    const [pid] = await listeningPids(srv, 2);
     process.kill(pid!, 'SIGKILL');
     await srv.waitFor((l) => /respawning in/.test(l.msg));
     await srv.waitFor((l) => /respawned/.test(l.msg));
@@ -423,7 +428,7 @@ describe('failures', () => {
     });
     // Keep killing whatever worker is up until the primary gives up.
     const killer = setInterval(() => {
-      for (const pid of workerPids(srv.lines)) {
+      for (const pid of loggedWorkerPids(srv.lines)) {
         try {
           process.kill(pid, 'SIGKILL');
         } catch {}
@@ -437,13 +442,12 @@ describe('failures', () => {
 
   it('sends 1001 to every client when the primary is SIGKILLed, and leaves no worker behind', async () => {
     const srv = await startWsdrain([...two]);
-    const pids = workerPids(srv.lines);
+    const pids = await listeningPids(srv, 2);
     const clients = await connectMany(srv.port, 200);
     srv.kill('SIGKILL');
     await Promise.all(clients.map((c) => c.closed));
     expect(codes(clients)).toEqual({ 1001: 200 });
-    await sleep(200);
-    for (const pid of pids) expect(alive(pid)).toBe(false);
+    await gone(pids, 2000);
   });
 });
 

@@ -5,7 +5,7 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { WebSocket } from 'ws';
 import { type Client, connect, connectMany, nextMessages } from './helpers/clients.js';
-import { killAll, sleep, startWsdrain } from './helpers/process.js';
+import { killAll, listeningPids, sleep, startWsdrain } from './helpers/process.js';
 import { rawPeer } from './helpers/raw.js';
 
 afterEach(killAll);
@@ -161,7 +161,7 @@ describe('descriptor limits', () => {
 describe('failures during a drain', () => {
   it('finishes the drain of the others when a worker is SIGKILLed mid-drain, reports it, exits 1', async () => {
     const srv = await startWsdrain(['--workers', '2', '--threads', '1', '--drain-timeout', '3000']);
-    const pids = srv.lines.filter((l) => l.msg === 'worker listening').map((l) => l.pid as number);
+    const pids = await listeningPids(srv, 2);
     const clients = await connectMany(srv.port, 100);
     for (const c of clients) c.stall();
     srv.kill('SIGTERM');

@@ -6,7 +6,7 @@ import { type ChildProcess, spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
-import { bounded } from './wait.js';
+import { bounded, until } from './wait.js';
 
 export const CLI = fileURLToPath(new URL('../../dist/cli.js', import.meta.url));
 export const ROOT = fileURLToPath(new URL('../..', import.meta.url));
@@ -150,6 +150,46 @@ export async function startWsdrain(
       child.kill(signal);
     },
   };
+}
+
+/**
+ * Pids of the cluster workers that logged `worker listening`, in the order of their lines,
+ * once there are at least `n` of them. Workers write their lines themselves, asynchronously,
+ * on the pipe they share with the primary: the primary's `wsdrain ready` line (or any other
+ * line it writes once a worker listens) can be read before the worker's own line.
+ */
+export async function listeningPids(
+  srv: Running,
+  n: number,
+  timeoutMs = 10_000,
+): Promise<number[]> {
+  const pids = (): number[] => loggedWorkerPids(srv.lines);
+  await until(
+    () => pids().length >= n,
+    () => `${n} 'worker listening' lines, got ${pids().length}`,
+    timeoutMs,
+  );
+  return pids();
+}
+
+/** Pids of the workers whose `worker listening` line has been read so far, in log order. */
+export function loggedWorkerPids(lines: LogLine[]): number[] {
+  return [
+    ...new Set(
+      lines
+        .filter((l) => l.role === 'worker' && l.msg === 'worker listening')
+        .map((l) => l.pid as number),
+    ),
+  ];
+}
+
+/** Waits until none of `pids` is alive; rejects after `timeoutMs` naming the live ones. */
+export function gone(pids: number[], timeoutMs: number): Promise<void> {
+  return until(
+    () => pids.every((p) => !alive(p)),
+    () => `pids ${pids.filter(alive).join(', ')} to be gone`,
+    timeoutMs,
+  );
 }
 
 /** Whether a pid is alive (a zombie waiting to be reaped counts as gone). */
