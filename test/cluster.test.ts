@@ -6,7 +6,8 @@ import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'no
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { type Client, codes, connectMany, nextMessages } from './helpers/clients.js';
+import { exitMargin } from 'wsdrain/internal';
+import { type Client, codes, connect, connectMany, nextMessages } from './helpers/clients.js';
 import { keptAlive } from './helpers/keepalive.js';
 import {
   alive,
@@ -19,7 +20,7 @@ import {
   startWsdrain,
 } from './helpers/process.js';
 import { crowd } from './helpers/reconnecting.js';
-import { within } from './helpers/wait.js';
+import { TIMER_EARLY_MS, until, within } from './helpers/wait.js';
 
 afterEach(killAll);
 
@@ -148,11 +149,62 @@ describe('cluster drain', () => {
     srv.kill('SIGTERM');
     const exit = await srv.exited;
     expect(exit.code).toBe(0);
+    // The stalled clients hold the drain until its deadline, budget - exit margin after the
+    // signal: the exit comes no earlier than that, and within the budget.
+    expect(exit.at - t0).toBeGreaterThanOrEqual(budget - exitMargin(budget) - TIMER_EARLY_MS);
     expect(exit.at - t0).toBeLessThan(budget + 300);
     await Promise.all(good.map((c) => c.closed));
     expect(codes(good)).toEqual({ 1001: 100 });
     const summary = await srv.waitFor((l) => l.role === 'primary' && l.msg.startsWith('drained'));
     expect(summary.report).toMatchObject({ sockets: 110, clean: 100, terminated: 10 });
+  });
+
+  it('answers /readyz 503 and /healthz 200 during --drain-delay, and closes only after it', async () => {
+    const delay = 1000;
+    const budget = 4000;
+    const srv = await startWsdrain([
+      ...two,
+      '--drain-delay',
+      String(delay),
+      '--drain-timeout',
+      String(budget),
+    ]);
+    // A probe's status, or what went wrong (a worker that is gone answers nothing).
+    const status = (path: string): Promise<number | string> =>
+      fetch(`http://127.0.0.1:${srv.port}${path}`).then(
+        (r) => r.status,
+        (e: Error) => String((e.cause as Error | undefined)?.message ?? e.message),
+      );
+    await until(async () => (await status('/readyz')) === 200, '/readyz 200 before the signal');
+    const clients = await connectMany(srv.port, 100);
+    const t0 = Date.now();
+    srv.kill('SIGTERM');
+    const started = (): number =>
+      srv.lines.filter((l) => l.role === 'worker' && /^drain started/.test(l.msg)).length;
+    await until(
+      () => started() === 2,
+      () => `both workers to start draining, ${started()} did`,
+    );
+    // Probes and a new client during the delay: not ready, still alive, sent elsewhere.
+    const during = Promise.all([
+      status('/readyz'),
+      status('/healthz'),
+      connect(srv.port).then(
+        () => 'accepted',
+        (e: Error) => e.message,
+      ),
+    ]).then((answers) => ({ answers, at: Date.now() }));
+    // Close frames come only after the delay, and well before the deadline.
+    const closes = await Promise.all(clients.map((c) => c.closed));
+    for (const c of closes) {
+      expect(c.code).toBe(1001);
+      expect(c.at - t0).toBeGreaterThanOrEqual(delay - TIMER_EARLY_MS);
+      expect(c.at - t0).toBeLessThan(budget - exitMargin(budget));
+    }
+    const { answers, at } = await during;
+    expect(answers).toEqual([503, 200, 'unexpected response 503']);
+    expect(at).toBeLessThan(Math.min(...closes.map((c) => c.at)));
+    expect((await srv.exited).code).toBe(0);
   });
 
   it('terminates everything and exits non-zero within 1 s on a second signal', async () => {
@@ -166,10 +218,11 @@ describe('cluster drain', () => {
     const t0 = Date.now();
     srv.kill('SIGTERM');
     const exit = await srv.exited;
-    expect(exit.code).not.toBe(0);
+    // The primary exits by itself with 1 (not killed by the signal), within a second...
+    expect(exit).toMatchObject({ code: 1, signal: null });
     expect(exit.at - t0).toBeLessThan(1000);
-    await sleep(100);
-    for (const pid of pids) expect(alive(pid)).toBe(false);
+    // ...having terminated its workers: they are gone (a short poll for /proc to catch up).
+    await gone(pids, 100);
   });
 
   it('drains a worker that receives SIGTERM itself, and replaces it', async () => {
@@ -458,14 +511,27 @@ describe('metrics', () => {
       .metricsPort as number;
     const clients = await connectMany(srv.port, 300);
     expect(await metric(mport, 'wsdrain_connections_open')).toBe(300);
+    // The stalled clients keep the drain (and the primary) up until the deadline.
     const stalled = clients.slice(0, 30);
+    const good = clients.slice(30);
     for (const c of stalled) c.stall();
     srv.kill('SIGTERM');
-    await clients[299]!.closed;
-    const res = await fetch(`http://127.0.0.1:${mport}/metrics`);
-    expect(res.status).toBe(200);
-    const text = await res.text();
-    expect(text).toContain('wsdrain_connections_closed_total{code="1001"}');
+    await Promise.all(good.map((c) => c.closed));
+    expect(codes(good)).toEqual({ 1001: 270 });
+    // Each worker counts a close once it has read the client's answer: poll until the sum
+    // has them all, then it must be exactly the clients closed with 1001.
+    const closed1001 = 'wsdrain_connections_closed_total{code="1001"}';
+    let seen = 0;
+    await until(
+      async () => {
+        seen = await metric(mport, closed1001);
+        return seen >= 270;
+      },
+      () => `${closed1001} to reach 270 (it is ${seen})`,
+      1000,
+    );
+    expect(seen).toBe(270);
+    expect(stalled.every((c) => c.code === undefined)).toBe(true);
     expect((await srv.exited).code).toBe(0);
   });
 });

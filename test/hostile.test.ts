@@ -7,6 +7,7 @@ import { WebSocket } from 'ws';
 import { type Client, connect, connectMany, nextMessages } from './helpers/clients.js';
 import { killAll, listeningPids, sleep, startWsdrain } from './helpers/process.js';
 import { rawPeer } from './helpers/raw.js';
+import { within } from './helpers/wait.js';
 
 afterEach(killAll);
 
@@ -100,6 +101,12 @@ describe('slow consumers and floods', () => {
     const line = srv.lines.find((l) => l.msg === 'slow consumer terminated');
     expect(line).toBeDefined();
     expect(line!.buffered as number).toBeGreaterThan(1_048_576);
+    // The connection is really gone: once the client reads again, it gets what was sent
+    // before the cut and then the end of the stream, without a close frame.
+    slow.unstall();
+    const closed = await within(slow.closed, 5000, 'the slow client to be cut off');
+    expect(closed.code).toBe(1006);
+    expect(other.code).toBeUndefined();
     other.ws.send('fine');
     expect(await nextMessages(other, 1)).toEqual(['fine']);
   });

@@ -14,6 +14,8 @@ export interface Client {
   closedAt: number | undefined;
   /** Stop reading: the peer never sees (or answers) a close frame. */
   stall: () => void;
+  /** Read again after {@link Client.stall}. */
+  unstall: () => void;
 }
 
 /** Opens one client; rejects if the handshake fails. */
@@ -45,6 +47,7 @@ export function connect(
         () => `the client on local port ${socket()?.localPort} to close`,
       ),
       stall: () => socket().pause(),
+      unstall: () => socket().resume(),
     };
     let opened = false;
     ws.on('error', (e) => {

@@ -57,3 +57,10 @@ export function bounded<T>(p: Promise<T>, timeoutMs: number, what: What): Promis
     [Symbol.toStringTag]: 'Promise',
   };
 }
+
+/**
+ * How much earlier than the wall clock says a timer of another process may fire: Node
+ * measures a timer from the event loop's cached time, which lags while a callback runs.
+ * Lower bounds on "not before the deadline" allow this much.
+ */
+export const TIMER_EARLY_MS = 50;
