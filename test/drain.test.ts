@@ -8,10 +8,11 @@ import { connect as netConnect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
+import { exitMargin } from 'wsdrain/internal';
 import { codes, connect, connectMany } from './helpers/clients.js';
 import { killAll, sleep, startWsdrain } from './helpers/process.js';
 import { rawPeer, waitFrame } from './helpers/raw.js';
-import { within } from './helpers/wait.js';
+import { TIMER_EARLY_MS, within } from './helpers/wait.js';
 
 afterEach(killAll);
 
@@ -60,9 +61,10 @@ describe('drain on SIGTERM (--workers 0)', () => {
     const exit = await srv.exited;
     const elapsed = exit.at - t0;
     expect(exit.code).toBe(0);
-    // Terminated at the deadline: the budget is kept, and it was not an early cut either.
+    // Terminated at the deadline (budget - exit margin): the budget is kept, and it was not
+    // an early cut either.
     expect(elapsed).toBeLessThan(budget + 300);
-    expect(elapsed).toBeGreaterThan(budget - 600);
+    expect(elapsed).toBeGreaterThanOrEqual(budget - exitMargin(budget) - TIMER_EARLY_MS);
     await Promise.all(good.map((c) => c.closed));
     expect(codes(good)).toEqual({ 1001: 20 });
     const line = await srv.waitFor((l) => l.msg.startsWith('drained'));
@@ -88,7 +90,14 @@ describe('drain on SIGTERM (--workers 0)', () => {
   });
 
   it('turns /readyz to 503 at once and waits --drain-delay before closing', async () => {
-    const srv = await startWsdrain([...single, '--drain-delay', '600', '--drain-timeout', '3000']);
+    const delay = 600;
+    const srv = await startWsdrain([
+      ...single,
+      '--drain-delay',
+      String(delay),
+      '--drain-timeout',
+      '3000',
+    ]);
     expect(await get(srv.port, '/readyz')).toBe(200);
     expect(await get(srv.port, '/healthz')).toBe(200);
     // A keep-alive connection opened before the signal still answers while draining.
@@ -111,7 +120,7 @@ describe('drain on SIGTERM (--workers 0)', () => {
     await expect(connect(srv.port)).rejects.toThrow('unexpected response 503');
     const closed = await c.closed;
     expect(closed.code).toBe(1001);
-    expect(closed.at - t0).toBeGreaterThanOrEqual(550);
+    expect(closed.at - t0).toBeGreaterThanOrEqual(delay - TIMER_EARLY_MS);
     expect((await srv.exited).code).toBe(0);
   });
 

@@ -83,12 +83,14 @@ export async function connectMany(port: number, n: number, concurrency = 200): P
   return out;
 }
 
-/** Waits for the next `count` messages on a client. */
+/** Waits for the next `count` (at least 1) messages on a client. */
 export function nextMessages(
   c: Client,
   count: number,
   timeoutMs = 5000,
 ): Promise<Array<string | Buffer>> {
+  // Waiting for no message would resolve at once, whatever the server does.
+  if (!(count >= 1)) throw new RangeError(`nextMessages: count must be 1 or more, got ${count}`);
   const start = c.messages.length;
   return new Promise((resolve, reject) => {
     const t = setTimeout(
