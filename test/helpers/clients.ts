@@ -27,6 +27,8 @@ export function connect(
     const ws = new WebSocket(`ws://127.0.0.1:${port}${opts.path ?? '/'}`, {
       headers: opts.headers,
       localAddress: opts.localAddress,
+      // A handshake that never completes rejects instead of hanging.
+      handshakeTimeout: 5000,
     });
     const socket = (): { pause(): void; resume(): void; localPort?: number } =>
       (ws as unknown as { _socket: { pause(): void; resume(): void; localPort?: number } })._socket;
