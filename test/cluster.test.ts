@@ -383,6 +383,12 @@ describe('rolling restart (SIGHUP)', () => {
     const draining = (await srv.waitFor((l) => l.role === 'worker' && /^drain started/.test(l.msg)))
       .pid as number;
     const victim = before.find((p) => p !== draining)!;
+    // Stopped, as the name says: the primary's line only says the order was sent. A worker
+    // killed while it still takes connections loses the ones the cluster just handed it.
+    await srv.waitFor(
+      (l) => l.pid === victim && l.msg === 'stopped accepting new connections',
+      20_000,
+    );
     process.kill(victim, 'SIGKILL');
     await srv.waitFor((l) => /respawned/.test(l.msg));
     const done = await srv.waitFor((l) => /rolling restart done/.test(l.msg), 20_000);
