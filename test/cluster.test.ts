@@ -522,12 +522,12 @@ describe('failures', () => {
 
 describe('metrics', () => {
   it('sums connections over workers and answers a scrape during a drain', async () => {
-    const srv = await startWsdrain([...two, '--metrics-port', '0', '--drain-timeout', '2000']);
+    const srv = await startWsdrain([...two, '--metrics-port', '0', '--drain-timeout', '5000']);
     const mport = (await srv.waitFor((l) => typeof l.metricsPort === 'number'))
       .metricsPort as number;
     const clients = await connectMany(srv.port, 300);
     expect(await metric(mport, 'wsdrain_connections_open')).toBe(300);
-    // The stalled clients keep the drain (and the primary) up until the deadline.
+    // The stalled clients keep the drain (and the primary) up until they read again.
     const stalled = clients.slice(0, 30);
     const good = clients.slice(30);
     for (const c of stalled) c.stall();
@@ -548,6 +548,10 @@ describe('metrics', () => {
     );
     expect(seen).toBe(270);
     expect(stalled.every((c) => c.code === undefined)).toBe(true);
+    // They answer now: the drain ends before its deadline, every client closed with 1001.
+    for (const c of stalled) c.unstall();
     expect((await srv.exited).code).toBe(0);
+    await Promise.all(stalled.map((c) => c.closed));
+    expect(codes(clients)).toEqual({ 1001: 300 });
   });
 });
