@@ -9,7 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { exitMargin } from 'wsdrain/internal';
-import { codes, connect, connectMany } from './helpers/clients.js';
+import { codes, connect, connectMany, heard } from './helpers/clients.js';
 import { killAll, sleep, startWsdrain } from './helpers/process.js';
 import { rawPeer, waitFrame } from './helpers/raw.js';
 import { TIMER_EARLY_MS, within } from './helpers/wait.js';
@@ -77,7 +77,8 @@ describe('drain on SIGTERM (--workers 0)', () => {
     for (const [i, c] of clients.entries()) {
       c.ws.send(JSON.stringify({ op: 'work', ms: 400, id: i }));
     }
-    await sleep(50); // the requests reach the server
+    // The requests have reached the server (and its pool) before the signal.
+    await Promise.all(clients.map((c) => heard(c)));
     srv.kill('SIGTERM');
     await Promise.all(clients.map((c) => c.closed));
     for (const [i, c] of clients.entries()) {

@@ -3,7 +3,7 @@
  * the server did to them.
  */
 import { WebSocket } from 'ws';
-import { bounded } from './wait.js';
+import { bounded, within } from './wait.js';
 
 export interface Client {
   ws: WebSocket;
@@ -109,6 +109,21 @@ export function nextMessages(
     c.ws.on('message', check);
     setImmediate(check);
   });
+}
+
+/**
+ * Resolves once the server has read everything `c` sent so far: a ping sent behind it is
+ * answered (frames are read in order). Rejects after `timeoutMs`.
+ */
+export function heard(c: Client, timeoutMs = 5000): Promise<void> {
+  return within(
+    new Promise<void>((resolve) => {
+      c.ws.once('pong', () => resolve());
+      c.ws.ping();
+    }),
+    timeoutMs,
+    'the server to answer a ping sent behind the messages',
+  );
 }
 
 /** Counts close codes. */
