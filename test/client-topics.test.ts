@@ -484,7 +484,10 @@ describe('wsdrain.v1 client: topics', () => {
     await until(() => t.unrecovered.length === 1, 'recovered: false from B');
     const lost = t.unrecovered[0]!;
     // Ticks from A went on arriving until its close: the client asked B from the last of them.
-    const lastFromA = t.got.get('ticks')!.filter((g) => g.epoch === last.epoch).at(-1)!;
+    const lastFromA = t.got
+      .get('ticks')!
+      .filter((g) => g.epoch === last.epoch)
+      .at(-1)!;
     expect(lastFromA.offset).toBeGreaterThanOrEqual(last.offset);
     expect(lost.since).toEqual({ offset: lastFromA.offset, epoch: last.epoch });
     expect(lost.reason).toBe('epoch');

@@ -518,16 +518,24 @@ describe('close()', () => {
 });
 
 describe('options', () => {
-  it('rejects invalid numbers and a missing WebSocket constructor', () => {
+  it('rejects invalid numbers', () => {
     expect(() => createClient('ws://127.0.0.1:1/', { WebSocket, maxQueued: -1 })).toThrow(
       /maxQueued must be a number >= 0/,
     );
     expect(() =>
       createClient('ws://127.0.0.1:1/', { WebSocket, backoff: { initialMs: Number.NaN } }),
     ).toThrow(/backoff.initialMs/);
-    const g = globalThis as { WebSocket?: unknown };
-    if (g.WebSocket === undefined) {
+  });
+
+  it('throws without a WebSocket constructor (none given, none global)', () => {
+    // Node 22+ has a global WebSocket: hide it for this test, as on Node 20.
+    const own = Object.getOwnPropertyDescriptor(globalThis, 'WebSocket');
+    delete (globalThis as { WebSocket?: unknown }).WebSocket;
+    try {
+      expect((globalThis as { WebSocket?: unknown }).WebSocket).toBeUndefined();
       expect(() => createClient('ws://127.0.0.1:1/')).toThrow(/no WebSocket constructor/);
+    } finally {
+      if (own) Object.defineProperty(globalThis, 'WebSocket', own);
     }
   });
 });

@@ -4,9 +4,16 @@
  */
 import { afterEach, describe, expect, it } from 'vitest';
 import { WebSocket } from 'ws';
-import { type Client, connect, connectMany, nextMessages } from './helpers/clients.js';
-import { killAll, sleep, startWsdrain } from './helpers/process.js';
+import {
+  type Client,
+  connect,
+  connectMany,
+  nextMessages,
+  waitMessages,
+} from './helpers/clients.js';
+import { killAll, listeningPids, sleep, startWsdrain } from './helpers/process.js';
 import { rawPeer } from './helpers/raw.js';
+import { TIMER_EARLY_MS, within } from './helpers/wait.js';
 
 afterEach(killAll);
 
@@ -52,13 +59,16 @@ describe('handshake abuse', () => {
     await peer.closed;
     clearInterval(drip);
     const elapsed = Date.now() - t0;
-    // Bound: the timeout plus one check interval (a quarter of it, at least 100 ms).
+    // Not before the timeout (the connection began after t0), and within the timeout plus
+    // one check interval (a quarter of it, at least 100 ms) and some scheduling slack.
+    expect(elapsed).toBeGreaterThanOrEqual(timeout - TIMER_EARLY_MS);
     expect(elapsed).toBeLessThan(timeout + 500);
     expect(i).toBeLessThan(request.length);
     // A silent connection is closed the same way.
     const silent = rawPeer(srv.port, '');
     const t1 = Date.now();
     await silent.closed;
+    expect(Date.now() - t1).toBeGreaterThanOrEqual(timeout - TIMER_EARLY_MS);
     expect(Date.now() - t1).toBeLessThan(timeout + 500);
     await stillEchoes(srv.port);
   });
@@ -100,6 +110,12 @@ describe('slow consumers and floods', () => {
     const line = srv.lines.find((l) => l.msg === 'slow consumer terminated');
     expect(line).toBeDefined();
     expect(line!.buffered as number).toBeGreaterThan(1_048_576);
+    // The connection is really gone: once the client reads again, it gets what was sent
+    // before the cut and then the end of the stream, without a close frame.
+    slow.unstall();
+    const closed = await within(slow.closed, 5000, 'the slow client to be cut off');
+    expect(closed.code).toBe(1006);
+    expect(other.code).toBeUndefined();
     other.ws.send('fine');
     expect(await nextMessages(other, 1)).toEqual(['fine']);
   });
@@ -112,9 +128,11 @@ describe('slow consumers and floods', () => {
     for (let i = 0; i < 100; i++) flood.ws.send(`f${i}`);
     expect((await flood.closed).code).toBe(1008);
     expect(flood.messages.length).toBeLessThanOrEqual(20);
-    expect(await nextMessages(polite, 0)).toEqual([]);
-    await sleep(50);
-    expect(polite.messages).toEqual(Array.from({ length: 10 }, (_, i) => `p${i}`));
+    // The polite client, under the limit, gets every echo and stays open.
+    expect(await waitMessages(polite, 10)).toEqual(Array.from({ length: 10 }, (_, i) => `p${i}`));
+    expect(polite.code).toBeUndefined();
+    polite.ws.send('still welcome');
+    expect(await nextMessages(polite, 1)).toEqual(['still welcome']);
   });
 });
 
@@ -163,7 +181,7 @@ describe('descriptor limits', () => {
 describe('failures during a drain', () => {
   it('finishes the drain of the others when a worker is SIGKILLed mid-drain, reports it, exits 1', async () => {
     const srv = await startWsdrain(['--workers', '2', '--threads', '1', '--drain-timeout', '3000']);
-    const pids = srv.lines.filter((l) => l.msg === 'worker listening').map((l) => l.pid as number);
+    const pids = await listeningPids(srv, 2);
     const clients = await connectMany(srv.port, 100);
     for (const c of clients) c.stall();
     srv.kill('SIGTERM');
@@ -209,19 +227,22 @@ describe('failures during a drain', () => {
     await Promise.all(clients.map((c) => c.closed));
     clearInterval(load);
     expect((await srv.exited).code).toBe(0);
+    // The reply to the k-th message of a client.
+    const reply = (k: number): string =>
+      k % 10 === 0 ? JSON.stringify({ id: k, done: true }) : `m${k}`;
     let replies = 0;
-    for (const c of clients) {
+    const outOfOrder: string[] = [];
+    for (const [i, c] of clients.entries()) {
       expect(c.code).toBe(1001);
-      // Replies come in order and are a prefix of what was sent.
-      const k = c.messages.length;
-      replies += k;
-      if (k > 0) {
-        const last = c.messages[k - 1] as string;
-        expect(last === `m${k - 1}` || last === JSON.stringify({ id: k - 1, done: true })).toBe(
-          true,
-        );
-      }
+      // Every reply in order: a prefix of the replies to what this client sent.
+      replies += c.messages.length;
+      expect(c.messages.length).toBeLessThanOrEqual(sentBy.get(c)!);
+      const k = c.messages.findIndex((m, j) => m !== reply(j));
+      if (k !== -1) outOfOrder.push(`client ${i}: reply ${k} is ${String(c.messages[k])}`);
     }
+    expect(outOfOrder).toEqual([]);
+    // Each client sent its first message long before the signal: each got replies.
+    expect(clients.flatMap((c, i) => (c.messages.length === 0 ? [i] : []))).toEqual([]);
     const summary = await srv.waitFor((l) => l.role === 'primary' && l.msg.startsWith('drained'));
     const report = summary.report as {
       late: number;
@@ -230,8 +251,12 @@ describe('failures during a drain', () => {
       inflightCompleted: number;
     };
     expect(report.clean).toBe(n);
-    // Nothing silently dropped: whatever was sent and not answered was counted as late.
-    // (abandoned: work still owed at the last call, on a machine too busy for the budget)
+    // The signal landed under load: work in flight was answered, messages came after
+    // their close frames...
+    expect(report.inflightCompleted).toBeGreaterThan(0);
+    expect(report.late).toBeGreaterThan(0);
+    // ...and nothing was silently dropped: whatever was sent and not answered was late, or
+    // abandoned at the last call (work still owed, on a machine too busy for the budget).
     expect(sent - replies).toBe(report.late + report.abandoned);
   });
 });

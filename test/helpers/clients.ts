@@ -3,15 +3,19 @@
  * the server did to them.
  */
 import { WebSocket } from 'ws';
+import { bounded, within } from './wait.js';
 
 export interface Client {
   ws: WebSocket;
   messages: Array<string | Buffer>;
+  /** Resolves when the connection has closed; a wait on it gives up after 20 s. */
   closed: Promise<{ code: number; reason: string; at: number }>;
   code: number | undefined;
   closedAt: number | undefined;
   /** Stop reading: the peer never sees (or answers) a close frame. */
   stall: () => void;
+  /** Read again after {@link Client.stall}. */
+  unstall: () => void;
 }
 
 /** Opens one client; rejects if the handshake fails. */
@@ -23,22 +27,29 @@ export function connect(
     const ws = new WebSocket(`ws://127.0.0.1:${port}${opts.path ?? '/'}`, {
       headers: opts.headers,
       localAddress: opts.localAddress,
+      // A handshake that never completes rejects instead of hanging.
+      handshakeTimeout: 5000,
     });
+    const socket = (): { pause(): void; resume(): void; localPort?: number } =>
+      (ws as unknown as { _socket: { pause(): void; resume(): void; localPort?: number } })._socket;
     const client: Client = {
       ws,
       messages: [],
       code: undefined,
       closedAt: undefined,
-      closed: new Promise((res) => {
-        ws.on('close', (code, reason) => {
-          client.code = code;
-          client.closedAt = Date.now();
-          res({ code, reason: reason.toString(), at: client.closedAt });
-        });
-      }),
-      stall: () => {
-        (ws as unknown as { _socket: { pause(): void } })._socket.pause();
-      },
+      closed: bounded(
+        new Promise((res) => {
+          ws.on('close', (code, reason) => {
+            client.code = code;
+            client.closedAt = Date.now();
+            res({ code, reason: reason.toString(), at: client.closedAt });
+          });
+        }),
+        20_000,
+        () => `the client on local port ${socket()?.localPort} to close`,
+      ),
+      stall: () => socket().pause(),
+      unstall: () => socket().resume(),
     };
     let opened = false;
     ws.on('error', (e) => {
@@ -74,12 +85,14 @@ export async function connectMany(port: number, n: number, concurrency = 200): P
   return out;
 }
 
-/** Waits for the next `count` messages on a client. */
+/** Waits for the next `count` (at least 1) messages on a client. */
 export function nextMessages(
   c: Client,
   count: number,
   timeoutMs = 5000,
 ): Promise<Array<string | Buffer>> {
+  // Waiting for no message would resolve at once, whatever the server does.
+  if (!(count >= 1)) throw new RangeError(`nextMessages: count must be 1 or more, got ${count}`);
   const start = c.messages.length;
   return new Promise((resolve, reject) => {
     const t = setTimeout(
@@ -96,6 +109,21 @@ export function nextMessages(
     c.ws.on('message', check);
     setImmediate(check);
   });
+}
+
+/**
+ * Resolves once the server has read everything `c` sent so far: a ping sent behind it is
+ * answered (frames are read in order). Rejects after `timeoutMs`.
+ */
+export function heard(c: Client, timeoutMs = 5000): Promise<void> {
+  return within(
+    new Promise<void>((resolve) => {
+      c.ws.once('pong', () => resolve());
+      c.ws.ping();
+    }),
+    timeoutMs,
+    'the server to answer a ping sent behind the messages',
+  );
 }
 
 /** Counts close codes. */

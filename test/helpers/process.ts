@@ -6,6 +6,7 @@ import { type ChildProcess, spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
+import { bounded, until } from './wait.js';
 
 export const CLI = fileURLToPath(new URL('../../dist/cli.js', import.meta.url));
 export const ROOT = fileURLToPath(new URL('../..', import.meta.url));
@@ -26,7 +27,10 @@ export interface Running {
   stderr: () => string;
   /** Resolves with the first log line matching `pred` (already seen ones count). */
   waitFor: (pred: (l: LogLine) => boolean, timeoutMs?: number) => Promise<LogLine>;
-  /** Resolves when the process exits: code, signal, and ms since `since` (or spawn). */
+  /**
+   * Resolves when the process exits, with its code, its signal and the time of the exit
+   * (epoch ms). A wait on it gives up after 20 s.
+   */
   exited: Promise<{ code: number | null; signal: NodeJS.Signals | null; at: number }>;
   kill: (signal?: NodeJS.Signals) => void;
 }
@@ -141,11 +145,55 @@ export async function startWsdrain(
     lines,
     stderr: () => err,
     waitFor,
-    exited,
+    exited: bounded(
+      exited,
+      20_000,
+      () => `process ${child.pid} to exit; lines: ${lines.map((l) => l.msg).join(' | ')}`,
+    ),
     kill: (signal = 'SIGTERM') => {
       child.kill(signal);
     },
   };
+}
+
+/**
+ * Pids of the cluster workers that logged `worker listening`, in the order of their lines,
+ * once there are at least `n` of them. Workers write their lines themselves, asynchronously,
+ * on the pipe they share with the primary: the primary's `wsdrain ready` line (or any other
+ * line it writes once a worker listens) can be read before the worker's own line.
+ */
+export async function listeningPids(
+  srv: Running,
+  n: number,
+  timeoutMs = 10_000,
+): Promise<number[]> {
+  const pids = (): number[] => loggedWorkerPids(srv.lines);
+  await until(
+    () => pids().length >= n,
+    () => `${n} 'worker listening' lines, got ${pids().length}`,
+    timeoutMs,
+  );
+  return pids();
+}
+
+/** Pids of the workers whose `worker listening` line has been read so far, in log order. */
+export function loggedWorkerPids(lines: LogLine[]): number[] {
+  return [
+    ...new Set(
+      lines
+        .filter((l) => l.role === 'worker' && l.msg === 'worker listening')
+        .map((l) => l.pid as number),
+    ),
+  ];
+}
+
+/** Waits until none of `pids` is alive; rejects after `timeoutMs` naming the live ones. */
+export function gone(pids: number[], timeoutMs: number): Promise<void> {
+  return until(
+    () => pids.every((p) => !alive(p)),
+    () => `pids ${pids.filter(alive).join(', ')} to be gone`,
+    timeoutMs,
+  );
 }
 
 /** Whether a pid is alive (a zombie waiting to be reaped counts as gone). */

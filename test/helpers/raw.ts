@@ -4,6 +4,10 @@
  */
 import { randomBytes } from 'node:crypto';
 import { connect, type Socket } from 'node:net';
+import { bounded, until, within } from './wait.js';
+
+/** How long a raw peer waits for the server by default, in ms. */
+export const RAW_WAIT_MS = 5000;
 
 export interface Frame {
   fin: boolean;
@@ -15,11 +19,20 @@ export interface RawPeer {
   socket: Socket;
   /** Frames received so far. */
   frames: Frame[];
-  /** Resolves with the status line and headers of the handshake answer. */
+  /**
+   * Resolves with the status line and headers of the handshake answer (or whatever came
+   * before the server ended the connection). A wait on it gives up after the peer's timeout.
+   */
   handshake: Promise<string>;
-  /** Resolves with the first close frame's code (undefined when the server closed without one). */
-  closeCode: () => Promise<number | undefined>;
-  /** Resolves when the server has ended its side (FIN) or the socket closed. */
+  /**
+   * Resolves with the first close frame's code (undefined when the server closed without
+   * one), once the server has ended the connection; gives up after `timeoutMs`.
+   */
+  closeCode: (timeoutMs?: number) => Promise<number | undefined>;
+  /**
+   * Resolves when the server has ended its side (FIN) or the socket closed. A wait on it
+   * gives up after the peer's timeout.
+   */
   closed: Promise<void>;
   send: (opts: {
     opcode?: number;
@@ -28,6 +41,11 @@ export interface RawPeer {
     mask?: boolean;
     rsv?: number;
   }) => void;
+}
+
+/** The opcodes of `frames`, for failure messages. */
+function received(frames: Frame[]): string {
+  return `${frames.length} frames (opcodes: ${frames.map((f) => f.opcode).join(',') || 'none'})`;
 }
 
 /** Builds one frame. Masked by default, as RFC 6455 requires of clients. */
@@ -62,8 +80,16 @@ export function frame(opts: {
   return Buffer.concat([header, key, body]);
 }
 
-/** Opens a TCP connection and sends an upgrade request (or `request` verbatim). */
-export function rawPeer(port: number, request?: string): RawPeer {
+/**
+ * Opens a TCP connection and sends an upgrade request (or `request` verbatim). Waits on the
+ * peer give up after `timeoutMs` (default {@link RAW_WAIT_MS}) and say what they waited for.
+ */
+export function rawPeer(
+  port: number,
+  request?: string,
+  opts: { timeoutMs?: number } = {},
+): RawPeer {
+  const timeoutMs = opts.timeoutMs ?? RAW_WAIT_MS;
   // Half-open allowed: like a peer that goes on sending after the server's FIN.
   const socket = connect({ port, host: '127.0.0.1', allowHalfOpen: true });
   socket.on('error', () => {});
@@ -117,13 +143,25 @@ export function rawPeer(port: number, request?: string): RawPeer {
       'GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n' +
         `Sec-WebSocket-Key: ${randomBytes(16).toString('base64')}\r\nSec-WebSocket-Version: 13\r\n\r\n`,
   );
+  const closedWhat = (): string =>
+    `the server on port ${port} to end the connection; got ${headerDone ? received(frames) : 'no handshake answer'}`;
   return {
     socket,
     frames,
-    handshake,
-    closed,
-    closeCode: async () => {
-      await closed;
+    handshake: bounded(
+      handshake,
+      timeoutMs,
+      () =>
+        `a handshake answer from port ${port}; got ${JSON.stringify(buf.toString('latin1').slice(0, 80))}`,
+    ),
+    closed: bounded(closed, timeoutMs, closedWhat),
+    closeCode: async (ms = timeoutMs) => {
+      await within(
+        closed,
+        ms,
+        () =>
+          `a close frame from port ${port} and the end of the connection; got ${received(frames)}`,
+      );
       const f = frames.find((x) => x.opcode === 8);
       return f && f.payload.length >= 2 ? f.payload.readUInt16BE(0) : undefined;
     },
@@ -134,12 +172,16 @@ export function rawPeer(port: number, request?: string): RawPeer {
 }
 
 /** Waits until `peer` has received a frame with `opcode`. */
-export async function waitFrame(peer: RawPeer, opcode: number, timeoutMs = 5000): Promise<Frame> {
-  const t0 = Date.now();
-  for (;;) {
-    const f = peer.frames.find((x) => x.opcode === opcode);
-    if (f) return f;
-    if (Date.now() - t0 > timeoutMs) throw new Error(`no frame with opcode ${opcode}`);
-    await new Promise((r) => setTimeout(r, 5));
-  }
+export async function waitFrame(
+  peer: RawPeer,
+  opcode: number,
+  timeoutMs = RAW_WAIT_MS,
+): Promise<Frame> {
+  const find = (): Frame | undefined => peer.frames.find((x) => x.opcode === opcode);
+  await until(
+    () => find() !== undefined,
+    () => `a frame with opcode ${opcode}; got ${received(peer.frames)}`,
+    timeoutMs,
+  );
+  return find()!;
 }

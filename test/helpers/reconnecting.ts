@@ -7,8 +7,10 @@ import { WebSocket } from 'ws';
 export interface Crowd {
   /** Close codes seen, over all connections. */
   codes: Record<number, number>;
-  /** Reconnect attempts that failed (refused, reset, non-101 answer). */
+  /** Reconnect attempts that failed (refused, reset, non-101 answer, handshake timeout). */
   refusals: number;
+  /** Each failed attempt: which client, when (ms since the crowd started) and why. */
+  refused: string[];
   /** Per client (index i of n), close codes of its connections that had opened, in order. */
   closesOf: (i: number) => number[];
   /** Connections currently open. */
@@ -27,44 +29,64 @@ export async function crowd(
 ): Promise<Crowd> {
   const codes: Record<number, number> = {};
   const perClient: number[][] = Array.from({ length: n }, () => []);
-  let refusals = 0;
+  const refused: string[] = [];
+  const born = Date.now();
   let stopped = false;
   const sockets = new Set<WebSocket>();
+  /** What each client is doing, for failure messages. */
+  const state: string[] = Array.from({ length: n }, () => 'connecting');
   const reconnectOn = opts.reconnectOn ?? [1001, 1012, 1013];
   const open = (i: number): void => {
     if (stopped) return;
+    state[i] = 'connecting';
     const ws = new WebSocket(`ws://127.0.0.1:${port}`, {
       localAddress: `127.0.${1 + (i % 200)}.${1 + ((i >> 8) % 250)}`,
+      // A handshake that never completes fails (and counts as a refusal) instead of hanging.
+      handshakeTimeout: 5000,
     });
     let opened = false;
-    ws.on('error', () => {});
+    let error = '';
+    ws.on('error', (e) => {
+      error = e.message;
+    });
     ws.on('open', () => {
       opened = true;
+      state[i] = 'open';
       sockets.add(ws);
     });
     ws.on('close', (code) => {
       sockets.delete(ws);
       if (!opened) {
-        refusals++;
+        refused.push(`client ${i} at ${Date.now() - born} ms: ${error || 'closed'}`);
+        state[i] = `refused (${error}), retrying`;
         if (!stopped) setTimeout(() => open(i), 20);
         return;
       }
       codes[code] = (codes[code] ?? 0) + 1;
       perClient[i]?.push(code);
       if (!stopped && reconnectOn.includes(code)) setImmediate(() => open(i));
+      else state[i] = `closed with ${code}, not reconnecting`;
     });
   };
+  /** The clients not open, and what they are doing. */
+  const notOpen = (): string =>
+    state
+      .flatMap((s, i) => (s === 'open' ? [] : [`client ${i}: ${s}, closes ${perClient[i]}`]))
+      .join('; ');
   const c: Crowd = {
     codes,
     get refusals() {
-      return refusals;
+      return refused.length;
     },
+    refused,
     closesOf: (i) => perClient[i] ?? [],
     open: () => [...sockets].filter((s) => s.readyState === WebSocket.OPEN).length,
     waitOpen: async (want, timeoutMs = 10_000) => {
       const t0 = Date.now();
       while (c.open() < want) {
-        if (Date.now() - t0 > timeoutMs) throw new Error(`only ${c.open()} of ${want} open`);
+        if (Date.now() - t0 > timeoutMs) {
+          throw new Error(`only ${c.open()} of ${want} open after ${timeoutMs} ms; ${notOpen()}`);
+        }
         await new Promise((r) => setTimeout(r, 20));
       }
     },
