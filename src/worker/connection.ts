@@ -504,7 +504,12 @@ export class Connections extends EventEmitter {
 
   /** After work of `conn` finished: read it again below half, close it if the drain waits. */
   #settled(conn: Connection): void {
-    if (conn.paused && !this.#poolPressure && conn.inflight <= CONN_HIGH_WATER / 2) {
+    if (
+      conn.paused &&
+      !conn.closeWhenIdle &&
+      !this.#poolPressure &&
+      conn.inflight <= CONN_HIGH_WATER / 2
+    ) {
       this.#resume(conn);
     }
     if (conn.inflight === 0 && conn.closeWhenIdle) {
@@ -589,6 +594,11 @@ export class Connections extends EventEmitter {
     return this.#buffers.check(conn);
   }
 
+  /** Stops reading `conn` (a drain waits for its replies): its close resumes reading. */
+  stopReading(conn: Connection): void {
+    this.#pause(conn);
+  }
+
   /** The pool is saturated (true) or back at half (false). */
   poolPressure(on: boolean, pending: number): void {
     this.#poolPressure = on;
@@ -597,7 +607,7 @@ export class Connections extends EventEmitter {
       for (const conn of this.all) this.#pause(conn);
     } else {
       for (const conn of this.#paused) {
-        if (conn.inflight <= CONN_HIGH_WATER / 2) this.#resume(conn);
+        if (!conn.closeWhenIdle && conn.inflight <= CONN_HIGH_WATER / 2) this.#resume(conn);
       }
     }
   }

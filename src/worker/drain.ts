@@ -61,6 +61,8 @@ export interface DrainOptions {
   onProgress?: (remaining: number) => void;
   /** @default 250 */
   progressMs?: number;
+  /** Called with the report as soon as it is complete, before the pool stops. */
+  onReport?: (report: DrainReport) => void;
   /** Resolve the drain now: terminate what is left (second signal). */
   signal?: AbortSignal;
   /**
@@ -192,9 +194,13 @@ async function runDrain(server: WsdrainServer, opts: DrainOptions): Promise<Drai
     }
     const conn = snapshot[i]!;
     if (!conn.open) continue;
-    // 3. A socket that still owes replies gets its close frame when the last one is out.
-    if (conn.inflight > 0) conn.closeWhenIdle = { code, reason: reason(i, n) };
-    else conns.close(conn, code, reason(i, n));
+    // 3. A socket that still owes replies gets its close frame when the last one is out. It
+    // is no longer read meanwhile: what its peer sends from now on waits in the kernel and is
+    // read after the close frame (late), so the replies owed stop growing and the frame goes.
+    if (conn.inflight > 0) {
+      conn.closeWhenIdle = { code, reason: reason(i, n) };
+      conns.stopReading(conn);
+    } else conns.close(conn, code, reason(i, n));
     if (window === 0 && (i + 1) % chunk === 0) await new Promise<void>((r) => setImmediate(r));
   }
   conns.releaseReads();
@@ -232,9 +238,12 @@ async function runDrain(server: WsdrainServer, opts: DrainOptions): Promise<Drai
   if (progress) clearInterval(progress);
   conns.off('close', onClose);
   conns.watch = undefined;
-  await server.shutdown();
   report.lateUpgrades = server.stats().lateUpgrades - lateUpgradesBefore;
   report.sockets += report.lateUpgrades;
   report.durationMs = Date.now() - started;
+  // The report is complete: out before the pool's threads are stopped, which can take a while
+  // on a busy machine, so that a primary about to kill a slow exit has it already.
+  opts.onReport?.(report);
+  await server.shutdown();
   return report;
 }

@@ -110,6 +110,16 @@ export async function runServerProcess(options: WsdrainOptions, app?: WsdrainApp
         if (clustered) sendToPrimary(msg({ type: 'progress', remaining }));
         else progress?.update(remaining);
       },
+      // Out as soon as it is complete, before the pool stops: the primary has it even if the
+      // exit is slow.
+      onReport: (report) => {
+        if (!clustered) return;
+        reportSent = new Promise((resolve) => {
+          if (sendToPrimary(msg({ type: 'report', report }), () => resolve())) {
+            setTimeout(resolve, REPORT_FLUSH_MS).unref();
+          } else resolve();
+        });
+      },
     }).then(
       (report) => {
         progress?.end();
@@ -123,6 +133,9 @@ export async function runServerProcess(options: WsdrainOptions, app?: WsdrainApp
     );
   };
 
+  /** The report's IPC message is out (or given up on). */
+  let reportSent: Promise<void> | undefined;
+
   const finish = (report: DrainReport): void => {
     log.info({ report }, summarize(report));
     const code = force.signal.aborted ? 1 : 0;
@@ -130,11 +143,10 @@ export async function runServerProcess(options: WsdrainOptions, app?: WsdrainApp
       // Exit once the report is out: it may queue behind thousands of IPC messages (a drain
       // ends every subscription), and exiting drops what is still queued, the report with it
       // (the primary then counts this worker lost). The timer is the backstop.
-      if (sendToPrimary(msg({ type: 'report', report }), () => exit(code))) {
-        setTimeout(() => exit(code), REPORT_FLUSH_MS).unref();
-        return;
-      }
-    } else if (options.report) {
+      (reportSent ?? Promise.resolve()).then(() => exit(code));
+      return;
+    }
+    if (options.report) {
       writeReport(log, options.report, { ...report, workers: [{ pid: process.pid, ...report }] });
     }
     exit(code);
