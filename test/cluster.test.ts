@@ -56,21 +56,34 @@ async function landingPids(port: number, n: number): Promise<Set<number>> {
  * A handler module answering every message with its process's pid, that refuses to load
  * (so the worker fails to start) once the file `<module>.fail` exists.
  */
-function pidHandler(): { path: string; failFrom: () => void; heal: () => void } {
+function pidHandler(): {
+  path: string;
+  failFrom: () => void;
+  failOne: () => void;
+  heal: () => void;
+} {
   const path = join(tmpdir(), `wsdrain-pid-handler-${process.pid}-${Date.now()}.mjs`);
   const flag = `${path}.fail`;
+  const one = `${path}.fail-one`;
   writeFileSync(
     path,
-    `import { existsSync } from 'node:fs';
+    `import { existsSync, openSync } from 'node:fs';
 if (existsSync(${JSON.stringify(flag)})) throw new Error('test handler told to fail');
+// Told to fail once: the one process that creates the claim fails, the others load.
+if (existsSync(${JSON.stringify(one)})) {
+  let claimed = false;
+  try { openSync(${JSON.stringify(`${one}.claimed`)}, 'wx'); claimed = true; } catch {}
+  if (claimed) throw new Error('test handler told to fail once');
+}
 export default () => String(process.pid);
 `,
   );
   return {
     path,
     failFrom: () => writeFileSync(flag, ''),
+    failOne: () => writeFileSync(one, ''),
     heal: () => {
-      if (existsSync(flag)) rmSync(flag);
+      for (const f of [flag, one, `${one}.claimed`]) if (existsSync(f)) rmSync(f);
     },
   };
 }
@@ -330,46 +343,32 @@ describe('rolling restart (SIGHUP)', () => {
     }
   });
 
-  it('accepts on the old workers again when a replacement fails to start', async () => {
+  it('stops the roll when a replacement fails to start: the ones that started go, the old workers serve on', async () => {
     const handler = pidHandler();
     const srv = await startWsdrain(
       [...three, '--drain-timeout', '2000', '--handler', handler.path],
-      {
-        env: fastTimings,
-      },
+      { env: fastTimings },
     );
     try {
       const before = await listeningPids(srv, 3);
-      // The first drain lasts until its deadline, so the second replacement starts late.
-      const stalled = await stalledClients(srv.port, 30);
       const c = await crowd(srv.port, 60);
+      // One of the three replacements fails to load its handler; the other two start.
+      handler.failOne();
       srv.kill('SIGHUP');
-      await srv.waitFor((l) => /old workers stop accepting/.test(l.msg), 20_000);
-      const fresh = (await listeningPids(srv, 4)).filter((p) => !before.includes(p));
-      expect(fresh).toHaveLength(1);
-      handler.failFrom();
-      // The old worker rolled before the failure is the one that drained.
-      const rolled = (
-        await srv.waitFor((l) => l.role === 'worker' && /^drain started/.test(l.msg), 20_000)
-      ).pid as number;
       await srv.waitFor((l) => /rolling restart stopped: a replacement/.test(l.msg), 20_000);
+      await srv.waitFor((l) => /rolling restart done: 0 workers replaced/.test(l.msg), 20_000);
       handler.heal();
-      const olds = before.filter((p) => p !== rolled);
-      for (const pid of olds) {
-        await srv.waitFor((l) => l.pid === pid && /accepting new connections again/.test(l.msg));
-      }
-      // New clients land on every worker again, and nobody was refused meanwhile.
-      expect([...(await landingPids(srv.port, 60))].sort()).toEqual([...olds, ...fresh].sort());
+      // The old workers never stopped serving; the two replacements that started were drained.
+      expect(srv.lines.some((l) => /old workers stop accepting/.test(l.msg))).toBe(false);
+      expect(srv.lines.filter((l) => /^rolled worker/.test(l.msg))).toHaveLength(2);
+      expect([...(await landingPids(srv.port, 60))].sort()).toEqual([...before].sort());
       expect(c.refused).toEqual([]);
-      expect(Object.keys(c.codes)).toEqual(['1012']);
+      for (const code of Object.keys(c.codes)) expect(code).toBe('1012');
       expect((await fetch(`http://127.0.0.1:${srv.port}/readyz`)).status).toBe(200);
       // No respawn of the failed replacement: three workers, not four.
       await sleep(300);
       expect(srv.lines.some((l) => /respawn/.test(l.msg))).toBe(false);
       await c.stop();
-      // The stalled clients left on the other old workers did their part: without them the
-      // shutdown below does not wait for its deadline.
-      for (const s of stalled) s.ws.terminate();
       srv.kill('SIGTERM');
       expect((await srv.exited).code).toBe(0);
     } finally {
@@ -378,7 +377,7 @@ describe('rolling restart (SIGHUP)', () => {
     }
   });
 
-  it('respawns a stopped old worker that crashes during a roll, and finishes the roll', async () => {
+  it('does not respawn an old worker that dies during a roll: its replacement serves, three workers in the end', async () => {
     const srv = await startWsdrain([...three, '--drain-timeout', '2000'], { env: fastTimings });
     const before = await listeningPids(srv, 3);
     await stalledClients(srv.port, 30);
@@ -396,16 +395,65 @@ describe('rolling restart (SIGHUP)', () => {
       20_000,
     );
     process.kill(victim, 'SIGKILL');
-    await srv.waitFor((l) => /respawned/.test(l.msg));
+    await srv.waitFor((l) => /died during the roll \(SIGKILL\); its replacement serves/.test(l.msg));
     const done = await srv.waitFor((l) => /rolling restart done/.test(l.msg), 20_000);
     const after = done.pids as number[];
     expect(after).toHaveLength(3);
     for (const pid of after) expect(before).not.toContain(pid);
+    expect(srv.lines.some((l) => /respawn/.test(l.msg))).toBe(false);
     await c.waitOpen(60);
     expect(c.refused).toEqual([]);
     await c.stop();
     srv.kill('SIGTERM');
     expect((await srv.exited).code).toBe(0);
+  });
+
+  it('leaves every worker its share after each of two rolls (busiest at most 1.2 times the mean), each client moved once per roll', async () => {
+    const handler = pidHandler();
+    const n = 600;
+    const srv = await startWsdrain([
+      ...three,
+      '--drain-timeout',
+      '3000',
+      '--reconnect-window',
+      '300',
+      '--handler',
+      handler.path,
+    ]);
+    try {
+      await listeningPids(srv, 3);
+      const c = await crowd(srv.port, n);
+      /** Sockets per worker, asked of every open client (each answers with its worker's pid). */
+      const spread = async (): Promise<number[]> => {
+        const per = new Map<number, number>();
+        for (const pid of await c.ask('pid')) per.set(Number(pid), (per.get(Number(pid)) ?? 0) + 1);
+        return [...per.values()];
+      };
+      for (const round of [1, 2]) {
+        srv.kill('SIGHUP');
+        await until(
+          () => srv.lines.filter((l) => /rolling restart done/.test(l.msg)).length === round,
+          `roll ${round} to finish`,
+          30_000,
+        );
+        await c.waitOpen(n);
+        const counts = await spread();
+        expect(counts, `roll ${round}`).toHaveLength(3);
+        const mean = n / 3;
+        expect(Math.max(...counts), `roll ${round}: ${counts.join('/')}`).toBeLessThanOrEqual(
+          1.2 * mean,
+        );
+        for (let i = 0; i < n; i++)
+          expect(c.closesOf(i), `client ${i}`).toEqual(Array(round).fill(1012));
+      }
+      expect(c.refused).toEqual([]);
+      await c.stop();
+      srv.kill('SIGTERM');
+      expect((await srv.exited).code).toBe(0);
+    } finally {
+      handler.heal();
+      rmSync(handler.path, { force: true });
+    }
   });
 
   it('waits --reconnect-window between rolled workers; SIGTERM in that pause drains at once', async () => {
@@ -419,13 +467,13 @@ describe('rolling restart (SIGHUP)', () => {
     const c = await crowd(srv.port, 60);
     srv.kill('SIGHUP');
     await srv.waitFor((l) => /rolling restart done/.test(l.msg), 20_000);
-    await listeningPids(srv, 4);
     const rolled = srv.lines.filter((l) => /^rolled worker/.test(l.msg));
-    const listening = srv.lines.filter((l) => l.msg === 'worker listening');
+    const drains = srv.lines.filter((l) => l.role === 'worker' && /^drain started/.test(l.msg));
     expect(rolled).toHaveLength(2);
-    // The second replacement is forked only after the pause that follows the first drain.
+    expect(drains).toHaveLength(2);
+    // The second old worker is drained only after the pause that follows the first drain.
     const at = (l: LogLine): number => Date.parse(String(l.time));
-    expect(at(listening[listening.length - 1]!) - at(rolled[0]!)).toBeGreaterThanOrEqual(700);
+    expect(at(drains[1]!) - at(rolled[0]!)).toBeGreaterThanOrEqual(700 - TIMER_EARLY_MS);
     expect(c.refused).toEqual([]);
     await c.stop();
     srv.kill('SIGTERM');

@@ -231,6 +231,12 @@ export class Coordinator {
         { workerPid: r.pid, code, signal },
         'replacement worker exited while starting',
       );
+    } else if (was !== 'draining' && this.#phase === 'running' && this.#roll.covers(r)) {
+      // An old worker the roll has replaced already: nothing to respawn.
+      this.#log.error(
+        { workerPid: r.pid, code, signal },
+        `old worker ${r.pid} died during the roll (${signal ?? `code ${code}`}); its replacement serves`,
+      );
     } else if (was !== 'draining' && this.#phase === 'running') {
       this.#onCrash(r, code, signal);
     } else if (was !== 'draining' && this.#phase === 'starting') {

@@ -2,14 +2,17 @@
  * Rolling restart (SIGHUP): every worker is replaced, one at a time, without refusing a
  * client or moving one twice.
  *
- * For each old worker in turn: fork a replacement and wait until it listens; then (the first
- * time) every old worker stops accepting new connections, so the clients of each drain
- * reconnect into new workers only; drain the old one with 1012; wait --reconnect-window, the
- * span its clients' hints spread their reconnects over, so two waves never land at once.
+ * Every replacement is forked first and waited for (the workers double for the roll); then every
+ * old worker stops accepting new connections, so the clients of each drain reconnect into new
+ * workers only, each moved once, and spread over all of them: the roll ends balanced. The old
+ * workers are then drained one at a time with 1012, with --reconnect-window between two (the
+ * span a wave's hints spread its reconnects over, so two waves never land at once).
  *
- * A SIGHUP during a roll is coalesced: workers started before it are rolled too, once. A
- * replacement that fails to start stops the roll, and the old workers accept again. A drain
- * of the whole cluster (SIGTERM) ends the roll where it stands.
+ * A SIGHUP during a roll is coalesced: workers started before it are rolled too, once more. A
+ * replacement that fails to start stops the roll: the replacements that did start are drained
+ * and the old workers serve on. An old worker that dies during the roll is not respawned: its
+ * replacement serves already. A drain of the whole cluster (SIGTERM) ends the roll where it
+ * stands.
  */
 import { drainCommand, killAfter } from '../drain/budget.js';
 import { summarize } from '../drain/report.js';
@@ -107,11 +110,19 @@ export class Roll {
     if (!serving) this.resumeAccepting('no worker accepts new connections');
   }
 
-  /** A ready worker of an older generation, if any. */
-  #next(): WorkerRecord | undefined {
-    return [...this.#host.records()].find(
+  /** Ready workers of an older generation: due to be rolled. */
+  #due(): WorkerRecord[] {
+    return [...this.#host.records()].filter(
       (r) => r.state === 'ready' && r.generation < this.generation,
     );
+  }
+
+  /**
+   * Whether `rec` is an old worker the running roll has a replacement for already (it stopped
+   * accepting): if it dies, nothing needs to be respawned.
+   */
+  covers(rec: WorkerRecord): boolean {
+    return this.#active && !rec.accepting && rec.generation < this.generation;
   }
 
   async #run(): Promise<void> {
@@ -120,36 +131,32 @@ export class Roll {
     let rolled = 0;
     for (;;) {
       if (this.#host.draining()) return;
-      const old = this.#next();
-      if (!old) break;
-      const fresh = this.#host.fork(true);
-      const ok = await fresh.listening;
+      const olds = this.#due();
+      if (olds.length === 0) break;
+      // Every replacement first (the workers double for the roll): the clients of each old
+      // worker drained below spread over all the new ones, so the roll ends balanced.
+      const fresh = olds.map(() => this.#host.fork(true));
+      const ok = await Promise.all(fresh.map((f) => f.listening));
       if (this.#host.draining()) return;
-      if (!ok) {
+      if (ok.includes(false)) {
         log.error('rolling restart stopped: a replacement worker failed to start');
+        // The replacements that did start go again: the old workers stay, as many as before.
+        await Promise.all(fresh.filter((f) => f.state === 'ready').map((f) => this.#retire(f)));
         break;
       }
-      // The replacement listens: from now on only it (and the other new ones) take new
-      // connections, so the clients of each drain below are moved once.
-      this.#stopAccepting(fresh.generation);
-      // No delay on a roll: the new workers serve the port already.
-      old.drain(drainCommand('restart', options));
-      this.#host.onRolled();
-      const killTimer = setTimeout(() => {
-        log.warn({ workerPid: old.pid }, `worker ${old.pid} missed its deadline; killing it`);
-        old.kill();
-      }, killAfter(options.drainTimeout));
-      await old.exited;
-      clearTimeout(killTimer);
-      if (old.report) {
-        log.info(
-          { workerPid: old.pid, report: old.report },
-          `rolled worker ${old.pid}: ${summarize(old.report)}`,
-        );
+      // The replacements listen: from now on only they take new connections, so the clients
+      // of each drain below are moved once.
+      this.#stopAccepting(fresh[0]!.generation);
+      for (const [i, old] of olds.entries()) {
+        if (this.#host.draining()) return;
+        if (old.state !== 'ready') continue; // it died meanwhile; its replacement serves
+        await this.#retire(old);
+        this.#host.onRolled();
+        rolled++;
+        // Its clients come back over the next --reconnect-window, as their hints ask.
+        const more = olds.slice(i + 1).some((o) => o.state === 'ready');
+        if (more && options.reconnectWindow > 0) await this.#pause(options.reconnectWindow);
       }
-      rolled++;
-      // Its clients come back over the next --reconnect-window, as their hints ask.
-      if (this.#next() && options.reconnectWindow > 0) await this.#pause(options.reconnectWindow);
     }
     if (this.#host.draining()) return;
     this.#active = false;
@@ -160,6 +167,24 @@ export class Roll {
       { rolled, durationMs: Date.now() - started, pids },
       `rolling restart done: ${rolled} workers replaced`,
     );
+  }
+
+  /** Drains `rec` with 1012 (no delay: the other workers serve the port) and waits for its exit. */
+  async #retire(rec: WorkerRecord): Promise<void> {
+    const { log, options } = this.#host;
+    rec.drain(drainCommand('restart', options));
+    const killTimer = setTimeout(() => {
+      log.warn({ workerPid: rec.pid }, `worker ${rec.pid} missed its deadline; killing it`);
+      rec.kill();
+    }, killAfter(options.drainTimeout));
+    await rec.exited;
+    clearTimeout(killTimer);
+    if (rec.report) {
+      log.info(
+        { workerPid: rec.pid, report: rec.report },
+        `rolled worker ${rec.pid}: ${summarize(rec.report)}`,
+      );
+    }
   }
 
   #pause(ms: number): Promise<void> {

@@ -17,6 +17,8 @@ export interface Crowd {
   open: () => number;
   /** Resolves when `n` connections are open. */
   waitOpen: (n: number, timeoutMs?: number) => Promise<void>;
+  /** Sends `message` on every open connection; resolves with each one's first reply. */
+  ask: (message: string, timeoutMs?: number) => Promise<string[]>;
   /** Stops reconnecting and closes everything. */
   stop: () => Promise<void>;
 }
@@ -89,6 +91,25 @@ export async function crowd(
         }
         await new Promise((r) => setTimeout(r, 20));
       }
+    },
+    ask: (message, timeoutMs = 10_000) => {
+      const live = [...sockets].filter((s) => s.readyState === WebSocket.OPEN);
+      return Promise.all(
+        live.map(
+          (s) =>
+            new Promise<string>((resolve, reject) => {
+              const t = setTimeout(
+                () => reject(new Error(`no reply to "${message}" within ${timeoutMs} ms`)),
+                timeoutMs,
+              );
+              s.once('message', (d) => {
+                clearTimeout(t);
+                resolve(String(d));
+              });
+              s.send(message);
+            }),
+        ),
+      );
     },
     stop: async () => {
       stopped = true;
