@@ -4,6 +4,7 @@
  *
  *   - src/primary/ and src/worker/ never import each other: what both need lives in
  *     src/drain/ or in top-level src/ modules;
+ *   - src/drain/ and src/app/ (shared by both sides) import neither primary/ nor worker/;
  *   - src/client/ (browser-safe) imports nothing from the server side but src/hint.ts,
  *     src/codes.ts and src/wire.ts;
  *   - nothing imports src/cli.ts (the executable, the one module that acts when loaded);
@@ -77,6 +78,11 @@ for (const top of ['src', 'test', 'bench', 'scripts', 'examples']) {
         say('primary/ must not import worker/ (share it through src/drain/ or a top-level module)');
       if (under(me, 'src/worker') && under(to, 'src/primary'))
         say('worker/ must not import primary/ (share it through src/drain/ or a top-level module)');
+      if (
+        (under(me, 'src/drain') || under(me, 'src/app')) &&
+        (under(to, 'src/primary') || under(to, 'src/worker'))
+      )
+        say('drain/ and app/ are shared by both sides: they import neither primary/ nor worker/');
       if (
         under(me, 'src/client') &&
         under(to, 'src') &&

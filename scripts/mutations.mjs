@@ -401,7 +401,8 @@ export const mutations = [
     why: 'a saturated pool stops the readers',
     file: 'src/worker/pool.ts',
     find: '(this.#pending >= this.#highWater || this.#pendingBytes >= this.#highWaterBytes)',
-    replace: '(this.#pending >= this.#highWater * 1000 && this.#pendingBytes >= this.#highWaterBytes * 1000)',
+    replace:
+      '(this.#pending >= this.#highWater * 1000 && this.#pendingBytes >= this.#highWaterBytes * 1000)',
     tests: ['test/unit/pool.test.ts', 'test/server.test.ts'],
   },
   // Applications, topics and recovery.

@@ -395,7 +395,9 @@ describe('rolling restart (SIGHUP)', () => {
       20_000,
     );
     process.kill(victim, 'SIGKILL');
-    await srv.waitFor((l) => /died during the roll \(SIGKILL\); its replacement serves/.test(l.msg));
+    await srv.waitFor((l) =>
+      /died during the roll \(SIGKILL\); its replacement serves/.test(l.msg),
+    );
     const done = await srv.waitFor((l) => /rolling restart done/.test(l.msg), 20_000);
     const after = done.pids as number[];
     expect(after).toHaveLength(3);

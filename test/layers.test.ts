@@ -32,7 +32,7 @@ describe('layer rules', () => {
     expect(r.status).toBe(0);
   });
 
-  it('reject primary -> worker, worker -> primary, client -> server, src from tests, cycles', () => {
+  it('reject primary -> worker, worker -> primary, shared -> a side, client -> server, src from tests, cycles', () => {
     const dir = tree({
       'src/primary/roll.ts': "import { x } from '../worker/server.js';\nexport const y = x;\n",
       'src/worker/server.ts': "export { z } from '../primary/metrics.js';\nexport const x = 1;\n",
@@ -41,6 +41,7 @@ describe('layer rules', () => {
       'src/options.ts': "import { c } from './log.js';\nexport const a = c;\n",
       'src/log.ts': "import { a } from './options.js';\nexport const c = 3; void a;\n",
       'test/x.test.ts': "import { a } from '../src/options.js';\nvoid a;\n",
+      'src/app/broker.ts': "import { x } from '../worker/server.js';\nexport const w = x;\n",
       'src/fine.ts': "// import { x } from './worker/server.js' in a comment is fine\nexport {};\n",
     });
     try {
@@ -49,10 +50,11 @@ describe('layer rules', () => {
       expect(r.out).toContain('src/primary/roll.ts: imports ../worker/server.js');
       expect(r.out).toContain('src/worker/server.ts: imports ../primary/metrics.js');
       expect(r.out).toContain('src/client/index.ts: imports ../options.js');
+      expect(r.out).toContain('src/app/broker.ts: imports ../worker/server.js');
       expect(r.out).toContain('test/x.test.ts: imports ../src/options.js');
       expect(r.out).toMatch(/import cycle: src\/(options|log)\.ts -> /);
       expect(r.out).not.toContain('src/fine.ts');
-      expect(r.out).toContain('check-layers: 5 violation(s)');
+      expect(r.out).toContain('check-layers: 6 violation(s)');
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }

@@ -40,10 +40,11 @@
  *
  * Timeouts: one watchdog timer for the whole pool, which also looks for long calls. A pool
  * thread records progress (before each handler call, when an async reply settles) in shared
- * memory; a task that made none for `taskTimeout` is aborted (piscina replaces the thread) and
- * each of its messages not delivered yet resolves to an error; a thread that crashes does the
- * same. The slot of a failed task gets new buffers, so a thread still dying can claim
- * nothing more. The pool never throws into the server.
+ * memory; a task that made none for `taskTimeout` is aborted (piscina replaces the thread).
+ * When a task fails so (or its thread crashes), its completed results are delivered, the
+ * messages it had not claimed are queued again (they never ran: they run once, on another
+ * thread), and only the claimed ones resolve to an error. The slot of a failed task gets new
+ * buffers, so a thread still dying can claim nothing more. The pool never throws into the server.
  *
  * Backpressure: `pending` counts messages queued or running, `pendingBytes` their bytes.
  * When either reaches its high-water mark (`highWater`, `highWaterBytes`) the pool reports
@@ -798,8 +799,18 @@ export class MessagePool<T> {
         this.#buffers[slot] = undefined;
     } else {
       // The thread may still be dying: it must start nothing more, and the slot's next task
-      // gets buffers of its own.
-      Atomics.exchange(task.buffers.claims, 0, task.count);
+      // gets buffers of its own. What it completed is delivered; what it had not started
+      // (other connections' messages, innocent of the failure) is queued again, to run once
+      // on another thread. Only the calls that had started fail.
+      const started = Math.min(Atomics.exchange(task.buffers.claims, 0, task.count), task.live);
+      const done = Math.min(Atomics.load(task.buffers.published, 0), started);
+      if (done > task.delivered) {
+        const results = this.#copyResults(task, done);
+        const h = resultsHeader(results.buffer as ArrayBuffer);
+        this.#measure(task, h, done);
+        this.#deliver(task, results, h, done);
+      }
+      if (started < task.live && !this.#closed) this.#giveBack(task, started);
       if (this.#buffers[slot] === task.buffers) this.#buffers[slot] = undefined;
     }
     for (const o of task.held) {

@@ -203,4 +203,27 @@ describe('MessagePool scheduling', () => {
     expect(h.of('bad')[0]).toMatchObject({ kind: Kind.ERROR });
     expect(h.of('good')[0]).toMatchObject({ kind: Kind.TEXT, data: 'ok:fine' });
   });
+
+  it('fails only the call whose thread dies: the rest of its task runs once on a fresh thread', async () => {
+    const h = await harness({ threads: 1 }, fixture('faulty.mjs'));
+    // One task (one tick, one thread): two messages before the crash, three after it.
+    h.send('before', 'a');
+    h.send('before', 'b');
+    h.send('bad', 'crash');
+    for (const owner of ['after1', 'after2', 'after3']) h.send(owner, 'thread');
+    await h.waitFor(6, 20_000);
+    expect(h.seen).toHaveLength(6);
+    expect(h.of('bad')).toEqual([expect.objectContaining({ kind: Kind.ERROR })]);
+    expect(h.of('before').map((s) => s.data)).toEqual(['ok:a', 'ok:b']);
+    const threads = new Set<string>();
+    for (const owner of ['after1', 'after2', 'after3']) {
+      const got = h.of(owner);
+      expect(got, owner).toEqual([expect.objectContaining({ kind: Kind.TEXT })]);
+      threads.add(got[0]!.data);
+    }
+    // Answered by the thread that replaced the dead one, each once.
+    expect(threads.size).toBe(1);
+    await sleep(200);
+    expect(h.seen).toHaveLength(6);
+  });
 });
