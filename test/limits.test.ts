@@ -177,7 +177,8 @@ describe('clients that never read', () => {
 
   it('counts the pongs it queues against --max-buffered and cuts a peer that pings without reading', async () => {
     const max = 32 * 1024;
-    const srv = await startWsdrain([...single, '--max-buffered', String(max)]);
+    // No heartbeat: the server's own pings would count too, and cut the peer without its pongs.
+    const srv = await startWsdrain([...single, '--max-buffered', String(max), '--heartbeat', '0']);
     const peer = rawPeer(srv.port);
     await peer.handshake;
     await fillKernel(peer, srv.port, 16 * 1024);
