@@ -204,6 +204,33 @@ describe('MessagePool scheduling', () => {
     expect(h.of('good')[0]).toMatchObject({ kind: Kind.TEXT, data: 'ok:fine' });
   });
 
+  it('reports pressure at its high-water marks (messages, then bytes) and relief at half of both', async () => {
+    const events: Array<{ on: boolean; pending: number }> = [];
+    let pool: MessagePool<Ticket> | undefined;
+    const h = await harness({
+      threads: 1,
+      highWater: 40,
+      highWaterBytes: 64 * 1024,
+      onPressure: (on) => events.push({ on, pending: pool!.pending }),
+    });
+    pool = h.pool;
+    // Messages: the 40th queued starts the pressure; all are answered, then it ends.
+    for (let i = 0; i < 60; i++) h.send(`o${i % 6}`, 'sleep:2');
+    expect(events).toEqual([{ on: true, pending: 40 }]);
+    await h.waitFor(60);
+    expect(events).toHaveLength(2);
+    expect(events[1]!.on).toBe(false);
+    expect(events[1]!.pending).toBeLessThanOrEqual(20);
+    // Bytes: two 40 kB messages are far from 40 messages, but past 64 kB.
+    h.send('big', `sleep:5${' '.repeat(40 * 1024)}`);
+    expect(events).toHaveLength(2);
+    h.send('big', `sleep:5${' '.repeat(40 * 1024)}`);
+    expect(events).toHaveLength(3);
+    expect(events[2]!.on).toBe(true);
+    await h.waitFor(62);
+    expect(events.map((e) => e.on)).toEqual([true, false, true, false]);
+  });
+
   it('fails only the call whose thread dies: the rest of its task runs once on a fresh thread', async () => {
     const h = await harness({ threads: 1 }, fixture('faulty.mjs'));
     // One task (one tick, one thread): two messages before the crash, three after it.
