@@ -247,8 +247,8 @@ export const mutations = [
     file: 'src/worker/connection.ts',
     find: '    // The pong counts like any other byte for this client.\n    this.checkBuffered(conn);',
     replace: '',
-    tests: ['test/limits.test.ts'],
-    name: 'pongs it queues',
+    tests: ['test/unit/server.test.ts'],
+    name: 'counts the pongs it queues',
   },
   {
     id: 'no-total-limit',
@@ -417,7 +417,8 @@ export const mutations = [
     file: 'src/worker/app.ts',
     find: '      : Promise.resolve(false)',
     replace: '      : Promise.resolve(true)',
-    tests: ['test/redis.test.ts', 'test/app.test.ts'],
+    tests: ['test/app.test.ts'],
+    name: 'not publish where',
   },
   {
     id: 'hooks-unbounded',
@@ -434,7 +435,8 @@ export const mutations = [
     file: 'src/worker/topics.ts',
     find: 'if (pub.epoch === sub.epoch && pub.offset <= sub.sent) return;',
     replace: '',
-    tests: ['test/app.test.ts', 'test/client-topics.test.ts'],
+    tests: ['test/app.test.ts'],
+    name: 'no duplicate while',
   },
   {
     id: 'recovery-partial',

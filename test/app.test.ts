@@ -14,6 +14,7 @@ afterEach(killAll);
 
 const APP = fileURLToPath(new URL('./fixtures/app-chat.mjs', import.meta.url));
 const TOPICS_APP = fileURLToPath(new URL('./fixtures/app-many-topics.mjs', import.meta.url));
+const TICKS_APP = fileURLToPath(new URL('./fixtures/app-topics.mjs', import.meta.url));
 
 interface Peer {
   ws: WebSocket;
@@ -220,6 +221,49 @@ describe('the wsdrain.v1 subprotocol', () => {
       (m) => (m as { type?: string; data?: { user?: string } })?.data?.user === 'ann',
       'a message reply',
     );
+  });
+
+  it('lets clients subscribe but not publish where the app has no canSubscribe or canPublish', async () => {
+    const srv = await startWsdrain(['--workers', '0', '--threads', '1', '--app', TOPICS_APP], {
+      env: { APP_TOPICS: '0' },
+    });
+    const a = await open(srv.port, '', 'wsdrain.v1');
+    a.ws.send(JSON.stringify({ type: 'publish', topic: 't.x', data: 1, id: 1 }));
+    await a.next(is({ type: 'error', code: 'forbidden', id: 1 }), 'forbidden publish');
+    a.ws.send(JSON.stringify({ type: 'subscribe', topic: 't.x', id: 2 }));
+    await a.next(is({ type: 'subscribed', topic: 't.x', id: 2 }), 'subscribed');
+    expect(a.got.some((m) => (m as { type?: string }).type === 'published')).toBe(false);
+  });
+
+  it('replays, then goes live, with no duplicate while publications keep coming', async () => {
+    // The primary publishes to `ticks` every millisecond; `keep` holds the worker's interest,
+    // so publications are on their way to the worker while `sub` asks to recover.
+    const srv = await startWsdrain(['--workers', '1', '--threads', '1', '--app', TICKS_APP], {
+      env: { TICK_MS: '1' },
+    });
+    const keep = await open(srv.port, 'token=k', 'wsdrain.v1');
+    const sub = await open(srv.port, 'token=s', 'wsdrain.v1');
+    keep.ws.send(JSON.stringify({ type: 'subscribe', topic: 'ticks' }));
+    await keep.next(is({ type: 'subscribed', topic: 'ticks' }), 'keep subscribed');
+    type Pub = { type: string; offset: number; epoch: string };
+    const pubs = (from: number): Pub[] =>
+      sub.got.slice(from).filter((m) => (m as Pub).type === 'pub') as Pub[];
+    sub.ws.send(JSON.stringify({ type: 'subscribe', topic: 'ticks', id: 's0' }));
+    await sub.next(is({ type: 'subscribed', id: 's0' }), 'subscribed');
+    await sub.next(() => pubs(0).length > 0, 'a first tick');
+    for (let round = 1; round <= 150; round++) {
+      sub.ws.send(JSON.stringify({ type: 'unsubscribe', topic: 'ticks', id: `u${round}` }));
+      await sub.next(is({ type: 'unsubscribed', id: `u${round}` }), 'unsubscribed');
+      const last = pubs(0).at(-1)!;
+      const mark = sub.got.length;
+      const since = { offset: Math.max(0, last.offset - 3), epoch: last.epoch };
+      sub.ws.send(JSON.stringify({ type: 'subscribe', topic: 'ticks', since, id: `s${round}` }));
+      await sub.next(is({ type: 'subscribed', id: `s${round}`, recovered: true }), 'recovered');
+      await sub.next(() => pubs(mark).length >= 8, 'replayed and live ticks');
+      const offsets = pubs(mark).map((p) => p.offset);
+      const expected = offsets.map((_, i) => since.offset + 1 + i);
+      expect(offsets, `round ${round}`).toEqual(expected);
+    }
   });
 
   it('closes a malformed frame with 1002 and an unknown type with 1003', async () => {

@@ -2,10 +2,15 @@
  * WsdrainServer and drainServer driven directly, in this process (no CLI, no cluster): the
  * programmatic API as the README shows it, against real ws clients over loopback.
  */
+
+import type { Server } from 'node:http';
+import type { Socket } from 'node:net';
 import { pino } from 'pino';
 import { afterEach, describe, expect, it } from 'vitest';
 import { DrainStateError, drainServer, validateOptions, WsdrainServer } from 'wsdrain';
 import { type Client, codes, connectMany, nextMessages } from '../helpers/clients.js';
+import { rawPeer } from '../helpers/raw.js';
+import { until } from '../helpers/wait.js';
 
 const servers: WsdrainServer[] = [];
 afterEach(async () => {
@@ -104,6 +109,30 @@ describe('WsdrainServer + drainServer in-process', () => {
     const report = await drained;
     expect(Date.now() - t0).toBeLessThan(5000);
     expect(report.terminated).toBe(5);
+  });
+
+  it('counts the pongs it queues against maxBuffered: a peer that pings without reading is cut', async () => {
+    const max = 4096;
+    const { server, port } = await start({ maxBuffered: max });
+    const accepted: Socket[] = [];
+    (server as unknown as { http: Server }).http.on('connection', (s) => accepted.push(s));
+    const peer = rawPeer(port);
+    await peer.handshake;
+    // From now on nothing the server writes to it leaves the process: each pong waits there.
+    accepted[0]!.cork();
+    let sent = 0;
+    const pings = setInterval(() => {
+      peer.send({ opcode: 9, payload: 'p'.repeat(125) });
+      sent++;
+    }, 20);
+    try {
+      await until(() => server.stats().slowConsumers === 1, 'the peer cut for its pongs', 20_000);
+    } finally {
+      clearInterval(pings);
+    }
+    // Cut once its pongs (127 bytes each) passed the limit, not later.
+    expect(sent * 127).toBeLessThan(2 * max);
+    expect(server.connections).toBe(0);
   });
 
   it('keeps echoing while running (the pool answers in order)', async () => {
