@@ -102,6 +102,7 @@ or --capacity). Writes <name>.json, .md, .svg and storm-<name>.json.
          --fanout-loads burst:N,R/s:SECONDS,...  (quick: ${FANOUT_PRESETS.quick.loads.map(loadSpec).join(',')})
   Profiling: BENCH_SERVER_NODE_ARGS (wsdrain's node, inherited by its workers) and
   BENCH_CLIENT_NODE_ARGS (client processes), e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof".
+  Another build of wsdrain: BENCH_WSDRAIN_CLI=/path/to/dist/cli.js.
 
 Storm: --clients N  --per-process N  --drain-timeout MS  --drain-window MS
   --reconnect-window MS  --scenarios roll,failover. Writes storm-<name>.json.

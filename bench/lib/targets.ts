@@ -21,6 +21,8 @@ export const TARGETS = {
   fanoutP99VsSocketio: 0.5,
   /** Fan-out burst: wsdrain server CPU per delivery, µs, at most. */
   fanoutCpuUsPerDelivery: 5,
+  /** Drain: wsdrain's server CPU per socket released, at most this many times terminate-all's. */
+  serverCpuPerReleaseVsTerminate: 1.5,
 };
 
 export type TargetName = keyof typeof TARGETS;
