@@ -56,8 +56,9 @@ import { ROLL_PRESETS, type RollResult, rollSection, runRoll } from './scenarios
 import { runSoak, SOAK_FLAGS } from './scenarios/soak.js';
 import {
   runStorm,
+  STORM_PARTS,
   STORM_PRESETS,
-  type StormCase,
+  type StormPart,
   type StormResult,
   stormSection,
 } from './scenarios/storm.js';
@@ -105,7 +106,7 @@ or --capacity). Writes <name>.json, .md, .svg and storm-<name>.json.
   Another build of wsdrain: BENCH_WSDRAIN_CLI=/path/to/dist/cli.js.
 
 Storm: --clients N  --per-process N  --drain-timeout MS  --drain-window MS
-  --reconnect-window MS  --scenarios roll,failover. Writes storm-<name>.json.
+  --reconnect-window MS  --scenarios accept,roll,failover. Writes storm-<name>.json.
 
 Soak: --sockets N  --minutes M  --workers N (2)  --drain-timeout MS (10000)
   --message-every MS (2000)  --echo-timeout MS (10000)  --per-process N (10000)
@@ -521,14 +522,9 @@ async function stormCommand(argv: string[]): Promise<number> {
   o.drainTimeoutMs = intFlag(v['drain-timeout'], 'drain-timeout', o.drainTimeoutMs, 1);
   o.drainWindowMs = intFlag(v['drain-window'], 'drain-window', o.drainWindowMs);
   o.reconnectWindowMs = intFlag(v['reconnect-window'], 'reconnect-window', o.reconnectWindowMs);
-  const cases = listFlag<StormCase>(
-    v.scenarios,
-    'scenarios',
-    ['roll', 'failover'],
-    ['roll', 'failover'],
-  );
+  const cases = listFlag<StormPart>(v.scenarios, 'scenarios', STORM_PARTS, [...STORM_PARTS]);
   // Bounded: each run is bounded on its own; this is the backstop (children die on exit).
-  const limitMs = preset === 'quick' ? 115_000 : 300_000;
+  const limitMs = preset === 'quick' ? 150_000 : 360_000;
   setTimeout(() => {
     log(`storm: still running after ${limitMs / 1000} s; giving up`);
     process.exit(1);
@@ -539,6 +535,7 @@ async function stormCommand(argv: string[]): Promise<number> {
   log(
     `storm ${name}: peak ratio roll ${result.peakRatio.roll ?? '-'}x, failover ${result.peakRatio.failover ?? '-'}x ` +
       `(busiest second: ${result.peakRatio1s.roll ?? '-'}x, ${result.peakRatio1s.failover ?? '-'}x); ` +
+      `accept CPU vs plain ws ${result.accept?.cpuVsWs ?? '-'}x; ` +
       `${Math.round(result.durationMs / 1000)} s`,
   );
   console.log(file);

@@ -23,6 +23,8 @@ export const TARGETS = {
   fanoutCpuUsPerDelivery: 5,
   /** Drain: wsdrain's server CPU per socket released, at most this many times terminate-all's. */
   serverCpuPerReleaseVsTerminate: 1.5,
+  /** Storm: wsdrain's server CPU per accepted connection, at most this many times plain ws's. */
+  acceptCpuVsWs: 1,
 };
 
 export type TargetName = keyof typeof TARGETS;
