@@ -68,6 +68,13 @@ import {
   type ThroughputResult,
   throughputSection,
 } from './scenarios/throughput.js';
+import {
+  runWork,
+  WORK_PRESETS,
+  WORK_SERVERS,
+  type WorkResult,
+  workSection,
+} from './scenarios/work.js';
 
 const HELP = `Usage:
   npm run bench -- [flags]                 the benchmark (full, or --quick: under 5 minutes)
@@ -87,10 +94,10 @@ Every command (npm run bench and npm run soak build first):
                              .join(', ')}
   --help                   this text
 
-Bench: scenarios drain, roll, healthz, throughput, deflate, storm, fanout (capacity: full run
-or --capacity). Writes <name>.json, .md, .svg and storm-<name>.json.
+Bench: scenarios drain, roll, healthz, throughput, deflate, storm, fanout, work (capacity: full
+run or --capacity). Writes <name>.json, .md, .svg and storm-<name>.json.
   --scenarios a,b          which scenarios (drain, roll, healthz, throughput, capacity, deflate,
-                           storm, fanout)
+                           storm, fanout, work)
   --capacity               add capacity to a quick run
   --no-deflate             leave out the permessage-deflate rows (drain, roll) and the deflate scenario
   drain: --strategies a,b (${STRATEGIES.join(', ')})
@@ -101,6 +108,8 @@ or --capacity). Writes <name>.json, .md, .svg and storm-<name>.json.
   --throughput-duration S  --throughput-rounds N
   fanout: --fanout-subscribers N  --fanout-workers N  --fanout-servers a,b (${FANOUT_SERVERS.join(', ')})
          --fanout-loads burst:N,R/s:SECONDS,...  (quick: ${FANOUT_PRESETS.quick.loads.map(loadSpec).join(',')})
+  work: --work-servers a,b (${WORK_SERVERS.join(', ')})  --work-heavy N  --work-ms MS
+         --work-window K  --work-light N  (quick: ${WORK_PRESETS.quick.heavy} connections x ${WORK_PRESETS.quick.window} messages of ${WORK_PRESETS.quick.workMs} ms, ${WORK_PRESETS.quick.light} echoing)
   Profiling: BENCH_SERVER_NODE_ARGS (wsdrain's node, inherited by its workers) and
   BENCH_CLIENT_NODE_ARGS (client processes), e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof".
   Another build of wsdrain: BENCH_WSDRAIN_CLI=/path/to/dist/cli.js.
@@ -140,7 +149,7 @@ const BENCH_FLAGS = {
   ...strings('healthz-sockets', 'capacity-sockets', 'deflate-sockets', 'storm-clients'),
   ...strings('throughput-windows', 'throughput-connections', 'throughput-duration'),
   ...strings('throughput-rounds', 'fanout-subscribers', 'fanout-workers', 'fanout-servers'),
-  ...strings('fanout-loads'),
+  ...strings('fanout-loads', 'work-servers', 'work-heavy', 'work-ms', 'work-window', 'work-light'),
 } as const;
 
 const STORM_FLAGS = {
@@ -158,6 +167,7 @@ const SCENARIOS = [
   'deflate',
   'storm',
   'fanout',
+  'work',
 ] as const;
 type Scenario = (typeof SCENARIOS)[number];
 
@@ -183,6 +193,8 @@ export interface BenchReport {
   storm?: StormResult;
   /** One publication to many subscribers: wsdrain, socket.io, raw ws. */
   fanout?: FanoutResult;
+  /** CPU-heavy messages beside echoes: wsdrain's pool against a server working inline. */
+  work?: WorkResult;
   /** Scenarios that failed to run (an exception), as "<scenario>: <message>". */
   scenarioFailures?: string[];
   /** Per scenario, mean CPU used by processes outside the bench while it ran, % of one core. */
@@ -341,6 +353,16 @@ async function bench(argv: string[]): Promise<number> {
     }
   }
 
+  const wk = WORK_PRESETS[preset];
+  const work = {
+    ...wk,
+    servers: listFlag(v['work-servers'], 'work-servers', WORK_SERVERS, wk.servers),
+    heavy: intFlag(v['work-heavy'], 'work-heavy', wk.heavy, 1),
+    workMs: intFlag(v['work-ms'], 'work-ms', wk.workMs, 1),
+    window: intFlag(v['work-window'], 'work-window', wk.window, 1),
+    light: intFlag(v['work-light'], 'work-light', wk.light, 1),
+  };
+
   const started = Date.now();
   log(`bench ${name}: scenarios ${[...selected].join(', ')}`);
   const report: BenchReport = {
@@ -432,6 +454,10 @@ async function bench(argv: string[]): Promise<number> {
     report.fanout = await runFanout(fanout);
     return { fanout: report.fanout.misses };
   });
+  await scenario('work', work, async () => {
+    report.work = await runWork(work);
+    return { work: report.work.misses };
+  });
   write();
   log(`bench ${name}: done in ${Math.round((Date.now() - started) / 1000)} s`);
   for (const f of new Set([
@@ -493,6 +519,7 @@ function markdown(r: BenchReport, d: DrainResult): string {
   if (r.deflate) lines.push('', ...deflateSection(r.deflate), ...noise('deflate'));
   if (r.storm) lines.push('', ...stormSection(r.storm), ...noise('storm'));
   if (r.fanout) lines.push('', ...fanoutSection(r.fanout), ...noise('fanout'));
+  if (r.work) lines.push('', ...workSection(r.work), ...noise('work'));
   if (r.scenarioFailures?.length) {
     lines.push(
       '',

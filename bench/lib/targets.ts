@@ -25,6 +25,8 @@ export const TARGETS = {
   serverCpuPerReleaseVsTerminate: 1.5,
   /** Storm: wsdrain's server CPU per accepted connection, at most this many times plain ws's. */
   acceptCpuVsWs: 1,
+  /** Work: wsdrain's echo and /healthz p99 under CPU-heavy messages, at most this many times idle. */
+  workP99VsIdle: 3,
 };
 
 export type TargetName = keyof typeof TARGETS;
