@@ -25,7 +25,6 @@ import {
   closeFrameNow,
   type Frame,
   forgetReceiver,
-  sendCloseFrame,
   startReading,
   stopReading,
   writeFrame,
@@ -526,17 +525,11 @@ export class Connections extends EventEmitter {
     if (conn.closeSent) return;
     conn.closeSent = true;
     conn.closeWhenIdle = undefined;
-    const paused = conn.paused;
-    if (paused) {
+    if (conn.paused) {
       conn.paused = false;
       this.#paused.delete(conn);
     }
-    // The close frame in one write; ws's own close() behind a compression (permessage-deflate
-    // queues frames) or for what it refuses. While a drain runs its deadline bounds the wait
-    // for the peer's answer: no close timer of ws's per socket.
-    if (conn.deflate || !sendCloseFrame(conn.ws, conn.socket, code, reason, !this.watch)) {
-      conn.ws.close(code, reason);
-    }
+    conn.ws.close(code, reason);
     // Half-close right behind the close frame: the peer sees the frame and the FIN together,
     // so its connection is finished as soon as it has answered, without waiting for this
     // process to read that answer and close. The read side stays open: the peer's close
@@ -548,7 +541,7 @@ export class Connections extends EventEmitter {
     // FIN arrives: ws clients end their socket on a FIN at once, losing it. ws sends the FIN
     // itself once both close frames are through.
     if (!conn.deflate) conn.socket.end();
-    if (paused) conn.ws.resume();
+    conn.ws.resume();
     if (this.#held && stopReading(conn.socket)) this.#held.push(conn.socket);
     this.checkBuffered(conn);
   }

@@ -83,31 +83,6 @@ function senderOf(ws: object): SenderInternals | undefined {
     : undefined;
 }
 
-/** A close code a close frame may carry (ws's own check: anything else makes it throw). */
-function validCloseCode(code: number): boolean {
-  return (
-    (code >= 1000 && code <= 1014 && code !== 1004 && code !== 1005 && code !== 1006) ||
-    (code >= 3000 && code <= 4999)
-  );
-}
-
-/**
- * A server's close frame, header and payload in one buffer (unmasked: FIN + opcode 8, the
- * payload length, the code, the reason in UTF-8); undefined when the code is not one a close
- * frame may carry or the reason is over 123 bytes.
- */
-function closeFrame(code: number, reason: string): Buffer | undefined {
-  const n = Buffer.byteLength(reason);
-  if (n > 123 || !Number.isInteger(code) || !validCloseCode(code)) return undefined;
-  const frame = Buffer.allocUnsafe(4 + n);
-  frame[0] = 0x88;
-  frame[1] = 2 + n;
-  frame[2] = code >> 8;
-  frame[3] = code & 0xff;
-  if (n > 0) frame.write(reason, 4);
-  return frame;
-}
-
 /**
  * Puts a close frame on the wire now, synchronously, and half-closes: for the moment before
  * the process exits (its primary died), when there is no time for queued compressions to
@@ -116,58 +91,15 @@ function closeFrame(code: number, reason: string): Buffer | undefined {
  */
 export function closeFrameNow(ws: object, socket: Socket, code: number, reason: string): boolean {
   if (socket.destroyed || !socket.writable) return false;
-  const frame = closeFrame(code, reason);
-  if (!frame) return false;
   const sender = senderOf(ws);
   if (sender) sender._queue.length = 0;
-  socket.write(frame);
+  const text = Buffer.from(reason);
+  const body = Buffer.allocUnsafe(2 + text.length);
+  body.writeUInt16BE(code, 0);
+  text.copy(body, 2);
+  // A server's frames are not masked: FIN + opcode 8, then the payload length (< 126).
+  socket.write(Buffer.concat([Buffer.from([0x88, body.length]), body]));
   socket.end();
-  return true;
-}
-
-/** ws's WebSocket, as far as its close() goes. */
-interface CloseInternals {
-  readyState: number;
-  _readyState: number;
-  _closeFrameSent: boolean;
-  _closeTimeout: number;
-  _closeTimer: NodeJS.Timeout | null;
-}
-
-/** ws's readyState values. */
-const OPEN = 1;
-const CLOSING = 2;
-
-/**
- * What `ws.close(code, reason)` does on an open WebSocket whose sender is idle, for less: the
- * close frame written as one buffer in one write (ws corks the socket, writes the header and
- * the payload apart and uncorks: a writev, its bookkeeping and a callback, per socket), the
- * WebSocket CLOSING with its close frame sent, and ws's close timer (the peer's answer awaited
- * at most its closeTimeout) unless `timer` is false: a drain's deadline bounds the wait
- * already. False when ws must close it itself: not open, frames queued behind a compression,
- * the socket not writable, or a code or reason ws would refuse (it throws).
- */
-export function sendCloseFrame(
-  ws: object,
-  socket: Socket,
-  code: number,
-  reason: string,
-  timer: boolean,
-): boolean {
-  const w = ws as CloseInternals;
-  const sender = senderOf(ws);
-  if (w.readyState !== OPEN || !sender || sender._state !== 0 || sender._queue.length > 0) {
-    return false;
-  }
-  if (socket.destroyed || !socket.writable) return false;
-  const frame = closeFrame(code, reason);
-  if (!frame) return false;
-  w._readyState = CLOSING;
-  socket.write(frame);
-  // In order behind the frame: what ws's write callback records (the socket is ended once
-  // the peer's close frame is in too, see ws's receiverOnConclude).
-  w._closeFrameSent = true;
-  if (timer) w._closeTimer = setTimeout(socket.destroy.bind(socket), w._closeTimeout);
   return true;
 }
 
