@@ -415,7 +415,9 @@ export function drainSection(d: DrainResult): string[] {
           ` ${
             x.serverCpuUsPerRelease === null || x.serverCpuUsPerRelease === undefined
               ? '—'
-              : `${x.serverCpuUsPerRelease}${x.serverCpuExact ? '' : '*'} (${ratio(x.serverCpuUsPerRelease, base?.serverCpuUsPerRelease)})`
+              : x.serverCpuExact
+                ? `${x.serverCpuUsPerRelease} (${ratio(x.serverCpuUsPerRelease, base?.serverCpuUsPerRelease)})`
+                : `≥ ${x.serverCpuUsPerRelease}*`
           } |`,
       );
     }
