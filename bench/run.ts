@@ -56,8 +56,9 @@ import { ROLL_PRESETS, type RollResult, rollSection, runRoll } from './scenarios
 import { runSoak, SOAK_FLAGS } from './scenarios/soak.js';
 import {
   runStorm,
+  STORM_PARTS,
   STORM_PRESETS,
-  type StormCase,
+  type StormPart,
   type StormResult,
   stormSection,
 } from './scenarios/storm.js';
@@ -67,6 +68,13 @@ import {
   type ThroughputResult,
   throughputSection,
 } from './scenarios/throughput.js';
+import {
+  runWork,
+  WORK_PRESETS,
+  WORK_SERVERS,
+  type WorkResult,
+  workSection,
+} from './scenarios/work.js';
 
 const HELP = `Usage:
   npm run bench -- [flags]                 the benchmark (full, or --quick: under 5 minutes)
@@ -86,10 +94,10 @@ Every command (npm run bench and npm run soak build first):
                              .join(', ')}
   --help                   this text
 
-Bench: scenarios drain, roll, healthz, throughput, deflate, storm, fanout (capacity: full run
-or --capacity). Writes <name>.json, .md, .svg and storm-<name>.json.
+Bench: scenarios drain, roll, healthz, throughput, deflate, storm, fanout, work (capacity: full
+run or --capacity). Writes <name>.json, .md, .svg and storm-<name>.json.
   --scenarios a,b          which scenarios (drain, roll, healthz, throughput, capacity, deflate,
-                           storm, fanout)
+                           storm, fanout, work)
   --capacity               add capacity to a quick run
   --no-deflate             leave out the permessage-deflate rows (drain, roll) and the deflate scenario
   drain: --strategies a,b (${STRATEGIES.join(', ')})
@@ -100,11 +108,14 @@ or --capacity). Writes <name>.json, .md, .svg and storm-<name>.json.
   --throughput-duration S  --throughput-rounds N
   fanout: --fanout-subscribers N  --fanout-workers N  --fanout-servers a,b (${FANOUT_SERVERS.join(', ')})
          --fanout-loads burst:N,R/s:SECONDS,...  (quick: ${FANOUT_PRESETS.quick.loads.map(loadSpec).join(',')})
+  work: --work-servers a,b (${WORK_SERVERS.join(', ')})  --work-heavy N  --work-ms MS
+         --work-window K  --work-light N  (quick: ${WORK_PRESETS.quick.heavy} connections x ${WORK_PRESETS.quick.window} messages of ${WORK_PRESETS.quick.workMs} ms, ${WORK_PRESETS.quick.light} echoing)
   Profiling: BENCH_SERVER_NODE_ARGS (wsdrain's node, inherited by its workers) and
   BENCH_CLIENT_NODE_ARGS (client processes), e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof".
+  Another build of wsdrain: BENCH_WSDRAIN_CLI=/path/to/dist/cli.js.
 
 Storm: --clients N  --per-process N  --drain-timeout MS  --drain-window MS
-  --reconnect-window MS  --scenarios roll,failover. Writes storm-<name>.json.
+  --reconnect-window MS  --scenarios accept,roll,failover. Writes storm-<name>.json.
 
 Soak: --sockets N  --minutes M  --workers N (2)  --drain-timeout MS (10000)
   --message-every MS (2000)  --echo-timeout MS (10000)  --per-process N (10000)
@@ -138,7 +149,7 @@ const BENCH_FLAGS = {
   ...strings('healthz-sockets', 'capacity-sockets', 'deflate-sockets', 'storm-clients'),
   ...strings('throughput-windows', 'throughput-connections', 'throughput-duration'),
   ...strings('throughput-rounds', 'fanout-subscribers', 'fanout-workers', 'fanout-servers'),
-  ...strings('fanout-loads'),
+  ...strings('fanout-loads', 'work-servers', 'work-heavy', 'work-ms', 'work-window', 'work-light'),
 } as const;
 
 const STORM_FLAGS = {
@@ -156,6 +167,7 @@ const SCENARIOS = [
   'deflate',
   'storm',
   'fanout',
+  'work',
 ] as const;
 type Scenario = (typeof SCENARIOS)[number];
 
@@ -181,6 +193,8 @@ export interface BenchReport {
   storm?: StormResult;
   /** One publication to many subscribers: wsdrain, socket.io, raw ws. */
   fanout?: FanoutResult;
+  /** CPU-heavy messages beside echoes: wsdrain's pool against a server working inline. */
+  work?: WorkResult;
   /** Scenarios that failed to run (an exception), as "<scenario>: <message>". */
   scenarioFailures?: string[];
   /** Per scenario, mean CPU used by processes outside the bench while it ran, % of one core. */
@@ -339,6 +353,16 @@ async function bench(argv: string[]): Promise<number> {
     }
   }
 
+  const wk = WORK_PRESETS[preset];
+  const work = {
+    ...wk,
+    servers: listFlag(v['work-servers'], 'work-servers', WORK_SERVERS, wk.servers),
+    heavy: intFlag(v['work-heavy'], 'work-heavy', wk.heavy, 1),
+    workMs: intFlag(v['work-ms'], 'work-ms', wk.workMs, 1),
+    window: intFlag(v['work-window'], 'work-window', wk.window, 1),
+    light: intFlag(v['work-light'], 'work-light', wk.light, 1),
+  };
+
   const started = Date.now();
   log(`bench ${name}: scenarios ${[...selected].join(', ')}`);
   const report: BenchReport = {
@@ -430,6 +454,10 @@ async function bench(argv: string[]): Promise<number> {
     report.fanout = await runFanout(fanout);
     return { fanout: report.fanout.misses };
   });
+  await scenario('work', work, async () => {
+    report.work = await runWork(work);
+    return { work: report.work.misses };
+  });
   write();
   log(`bench ${name}: done in ${Math.round((Date.now() - started) / 1000)} s`);
   for (const f of new Set([
@@ -491,6 +519,7 @@ function markdown(r: BenchReport, d: DrainResult): string {
   if (r.deflate) lines.push('', ...deflateSection(r.deflate), ...noise('deflate'));
   if (r.storm) lines.push('', ...stormSection(r.storm), ...noise('storm'));
   if (r.fanout) lines.push('', ...fanoutSection(r.fanout), ...noise('fanout'));
+  if (r.work) lines.push('', ...workSection(r.work), ...noise('work'));
   if (r.scenarioFailures?.length) {
     lines.push(
       '',
@@ -520,14 +549,9 @@ async function stormCommand(argv: string[]): Promise<number> {
   o.drainTimeoutMs = intFlag(v['drain-timeout'], 'drain-timeout', o.drainTimeoutMs, 1);
   o.drainWindowMs = intFlag(v['drain-window'], 'drain-window', o.drainWindowMs);
   o.reconnectWindowMs = intFlag(v['reconnect-window'], 'reconnect-window', o.reconnectWindowMs);
-  const cases = listFlag<StormCase>(
-    v.scenarios,
-    'scenarios',
-    ['roll', 'failover'],
-    ['roll', 'failover'],
-  );
+  const cases = listFlag<StormPart>(v.scenarios, 'scenarios', STORM_PARTS, [...STORM_PARTS]);
   // Bounded: each run is bounded on its own; this is the backstop (children die on exit).
-  const limitMs = preset === 'quick' ? 115_000 : 300_000;
+  const limitMs = preset === 'quick' ? 150_000 : 360_000;
   setTimeout(() => {
     log(`storm: still running after ${limitMs / 1000} s; giving up`);
     process.exit(1);
@@ -538,6 +562,7 @@ async function stormCommand(argv: string[]): Promise<number> {
   log(
     `storm ${name}: peak ratio roll ${result.peakRatio.roll ?? '-'}x, failover ${result.peakRatio.failover ?? '-'}x ` +
       `(busiest second: ${result.peakRatio1s.roll ?? '-'}x, ${result.peakRatio1s.failover ?? '-'}x); ` +
+      `accept CPU vs plain ws ${result.accept?.cpuVsWs ?? '-'}x; ` +
       `${Math.round(result.durationMs / 1000)} s`,
   );
   console.log(file);

@@ -17,6 +17,7 @@ export {
 export { Sequencer } from './app/sequencer.js';
 export * from './drain/budget.js';
 export { summarize, sumReports } from './drain/report.js';
+export { DEFAULT_MAX_WORK_MS, makeEcho } from './handlers/echo.js';
 export * from './options.js';
 export { isOurs, msg } from './protocol.js';
 export { installSignals } from './signals.js';

@@ -9,6 +9,13 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import { WsdrainLog } from '../bench/lib/server.js';
+import { type AcceptResult, acceptMisses } from '../bench/scenarios/accept.js';
+import {
+  DRAIN_PRESETS,
+  type DrainResult,
+  type DrainSummary,
+  drainMisses,
+} from '../bench/scenarios/drain.js';
 import {
   FANOUT_PRESETS,
   type FanoutResult,
@@ -19,6 +26,7 @@ import {
 } from '../bench/scenarios/fanout.js';
 import { P99_FLOOR_MS, p99Ratio } from '../bench/scenarios/healthz.js';
 import { rollWithinBudget } from '../bench/scenarios/storm.js';
+import { WORK_PRESETS, type WorkRun, workMisses } from '../bench/scenarios/work.js';
 import { killAll, type LogLine, ROOT, startWsdrain } from './helpers/process.js';
 
 afterEach(killAll);
@@ -168,6 +176,95 @@ describe('fan-out verdict', () => {
   });
 });
 
+describe('server CPU and work targets', () => {
+  const row = (strategy: DrainSummary['strategy'], us: number | null): DrainSummary =>
+    ({ strategy, stalled: 0, serverCpuUsPerRelease: us }) as DrainSummary;
+  const drain = (rows: DrainSummary[]): DrainResult => ({
+    options: DRAIN_PRESETS.quick,
+    runs: [],
+    drain: rows,
+    skipped: [],
+    failures: [],
+  });
+
+  it('judges wsdrain CPU per socket released against terminate, when both ran', () => {
+    expect(drainMisses(drain([row('wsdrain', 45), row('terminate', 30)]))).toEqual([]);
+    expect(drainMisses(drain([row('wsdrain', 120), row('terminate', 30)]))).toEqual([
+      expect.stringMatching(
+        /120 µs per socket released, ×4 of terminate's 30 µs \(target serverCpuPerReleaseVsTerminate <= 1\.5\)/,
+      ),
+    ]);
+    expect(drainMisses(drain([row('wsdrain', null), row('terminate', 30)]))).toHaveLength(1);
+    expect(drainMisses(drain([row('wsdrain', 120)]))).toEqual([]);
+  });
+
+  it('judges wsdrain CPU per accepted connection against plain ws', () => {
+    const accept = (cpuVsWs: number | null): AcceptResult => ({
+      options: { clients: 10, workers: 2, perProcess: 10, concurrency: 10, rounds: 1 },
+      runs: [],
+      rows: [
+        { server: 'ws', cpuUsPerAccept: 200, perCoreSecond: 5000, perSecond: 1000 },
+        { server: 'wsdrain', cpuUsPerAccept: 240, perCoreSecond: 4167, perSecond: 1000 },
+      ],
+      cpuVsWs,
+      misses: [],
+    });
+    expect(acceptMisses(accept(1))).toEqual([]);
+    expect(acceptMisses(accept(1.2))).toEqual([
+      expect.stringMatching(
+        /240 µs per connection, ×1\.2 of plain ws's 200 µs \(target acceptCpuVsWs <= 1\)/,
+      ),
+    ]);
+    expect(acceptMisses(accept(null))).toHaveLength(1);
+  });
+
+  it('judges the work scenario on wsdrain only: p99s under load, replies, the drain', () => {
+    const lat = (p99Ms: number) => ({ n: 100, p50Ms: p99Ms / 2, p99Ms });
+    const run = (o: Partial<WorkRun> = {}): WorkRun => ({
+      server: 'wsdrain',
+      workers: 2,
+      workPerSec: 300,
+      work: lat(50),
+      echoIdle: lat(2),
+      echoLoad: lat(4),
+      healthzIdle: lat(2),
+      healthzLoad: lat(5),
+      pingIdle: lat(1),
+      pingLoad: lat(9),
+      echoP99VsIdle: 2,
+      healthzP99VsIdle: 2.5,
+      pingP99VsIdle: 9,
+      healthzFailed: 0,
+      mismatched: 0,
+      lost: 0,
+      budgetMs: 3000,
+      exitMs: 200,
+      exitStatus: 'exit 0',
+      lastCloseMs: 150,
+      codes: { '1001': 54 },
+      sockets: 54,
+      stillOpen: 0,
+      ...o,
+    });
+    const judge = (runs: WorkRun[]) =>
+      workMisses({ options: WORK_PRESETS.quick, runs, failures: [], misses: [] });
+    const inline = run({
+      server: 'inline',
+      echoP99VsIdle: 50,
+      healthzP99VsIdle: 100,
+      budgetMs: null,
+    });
+    expect(judge([run(), inline])).toEqual([]);
+    expect(
+      judge([run({ echoP99VsIdle: 4, exitMs: 3500, codes: { '1001': 53, '1006': 1 } })]),
+    ).toEqual([
+      expect.stringMatching(/echo p99 under load .*×4 idle .*\(target workP99VsIdle <= 3\)/),
+      expect.stringMatching(/1 sockets not closed with 1001/),
+      expect.stringMatching(/exit 3500 ms after SIGTERM, budget 3000 ms/),
+    ]);
+  });
+});
+
 /** `tsx bench/run.ts <args>` with tiny parameters: exit status and stderr. */
 async function bench(
   args: string[],
@@ -244,6 +341,15 @@ describe('bench verdict', () => {
     expect(recorded.stderr).toContain('--report-only: not judged');
     expect(recorded.code).toBe(0);
   }, 60_000);
+
+  it('reads the work scenario flags: a bad one exits 2 naming it', async () => {
+    const badServer = await bench(['--scenarios', 'work', '--work-servers', 'wsdrain,nginx']);
+    expect(badServer.stderr).toContain('--work-servers: unknown nginx (known: wsdrain, inline)');
+    expect(badServer.code).toBe(2);
+    const badMs = await bench(['--scenarios', 'work', '--work-ms', '0']);
+    expect(badMs.stderr).toContain('--work-ms must be an integer >= 1, got 0');
+    expect(badMs.code).toBe(2);
+  }, 30_000);
 
   it('exits 0 when the same run meets its targets, and 2 on an unknown target', async () => {
     const met = await bench(tiny);

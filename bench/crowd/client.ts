@@ -6,8 +6,9 @@
  * - stalled (a fraction, spread evenly): stops reading once open ('drop': reads and drops the
  *   bytes, so the server's FIN is seen; 'pause': reads nothing). Never answers a close frame.
  * - traffic (the others): `sendOnOpen` messages at once, one every `messageEveryMs` (random
- *   phase), or `window` outstanding from the first phase on. Every reply is checked: the echo
- *   handler answers in order, so it must be the oldest message still waiting on its socket.
+ *   phase), or `window` outstanding from the first phase on; echoes, or `work` requests
+ *   (`workMs`). Every reply is checked: the echo handler answers in order, so it must be the
+ *   oldest message still waiting on its socket (its echo, or the work's `done`).
  * - closed by the server: nothing more ('none'), a new socket at once ('now') or after the
  *   close reason's retry hint ('hint'); a failed attempt is a refusal, retried after
  *   `retryDelayMs` (±50 %). With `client: 'wsdrain'`, wsdrain/client's WsdrainClient does it.
@@ -136,8 +137,10 @@ const bump = (counts: Record<string, number>, key: string | number, by = 1): voi
 };
 
 const PAD = 'x'.repeat(o.size ?? 0);
-/** The message `seq` of socket `i`, padded to `size` bytes. */
+const workMs = o.workMs ?? 0;
+/** The message `seq` of socket `i`, padded to `size` bytes; a `work` request with workMs. */
 function payload(i: number, seq: number): string {
+  if (workMs > 0) return `{"op":"work","ms":${workMs},"id":"${i}:${seq}"}`;
   const base = `{"op":"echo","s":${i},"n":${seq}`;
   const pad = (o.size ?? 0) - base.length - 10; // ,"pad":""}
   return pad > 0 ? `${base},"pad":"${PAD.slice(0, pad)}"}` : `${base}}`;
@@ -413,9 +416,14 @@ function sendOne(s: Sock, i: number): void {
   n.sent++;
 }
 
+/** The reply the message `seq` of socket `i` must get: its echo, or the work's `done`. */
+function answer(i: number, seq: number): string {
+  return workMs > 0 ? `{"id":"${i}:${seq}","done":true}` : payload(i, seq);
+}
+
 function onReply(s: Sock, i: number, data: Buffer, isBinary: boolean): void {
   const text = isBinary ? '' : data.toString();
-  if (s.pendSeq.length > 0 && text === payload(i, s.pendSeq[0]!)) {
+  if (s.pendSeq.length > 0 && text === answer(i, s.pendSeq[0]!)) {
     s.pendSeq.shift();
     const rtt = now() - s.pendAt.shift()!;
     record(rttSince, rtt);
@@ -426,9 +434,9 @@ function onReply(s: Sock, i: number, data: Buffer, isBinary: boolean): void {
   } else {
     // Not the next echo: wrong socket, wrong order or altered. Drop what it skips over.
     n.mismatched++;
-    const m = /"n":(\d+)/.exec(text);
-    const k = m ? s.pendSeq.indexOf(Number(m[1])) : -1;
-    if (k >= 0 && text === payload(i, s.pendSeq[k]!)) {
+    const m = /"n":(\d+)|"id":"\d+:(\d+)"/.exec(text);
+    const k = m ? s.pendSeq.indexOf(Number(m[1] ?? m[2])) : -1;
+    if (k >= 0 && text === answer(i, s.pendSeq[k]!)) {
       s.pendSeq.splice(0, k + 1);
       s.pendAt.splice(0, k + 1);
     }

@@ -63,6 +63,12 @@ export interface CrowdOptions {
   window?: number;
   /** Bytes per message (at least the message's own, about 30). @default 0 */
   size?: number;
+  /**
+   * Messages are `work` requests of the built-in echo handler instead of echoes: each asks for
+   * this many ms of CPU (`{"op":"work","ms":N,"id":"<socket>:<n>"}`) and its reply must be
+   * `{"id":"<socket>:<n>","done":true}`. @default 0 (echoes)
+   */
+  workMs?: number;
   /** A message unanswered this long on an open socket is timed out. @default 10000 */
   echoTimeoutMs?: number;
   /** After a close by the server: nothing, reconnect at once, or after the hint's delay. */

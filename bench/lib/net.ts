@@ -1,6 +1,8 @@
-/** Loopback HTTP probes and free ports for the servers under test. */
+/** Loopback HTTP probes, ping round trips and free ports for the servers under test. */
 import { get } from 'node:http';
 import { createServer } from 'node:net';
+import { WebSocket } from 'ws';
+import { now } from './proc.js';
 
 /**
  * `GET http://127.0.0.1:<port><path>` on a fresh connection (closed after the answer, as a
@@ -31,4 +33,86 @@ export function freePort(): Promise<number> {
       );
     });
   });
+}
+
+/**
+ * Probes of a server's responsiveness, every `everyMs` until stop(): `GET /healthz` on a fresh
+ * connection (one started every period whether the last has answered or not, so a stalled
+ * server gets as many probes as a quick one) and a ping on each of `sockets` WebSocket
+ * connections (pongs come back in order: each is matched with the oldest ping outstanding).
+ * Round trips in ms, under the label of the current {@link phase}.
+ */
+export class Probes {
+  /** Per phase: /healthz round trips (200 answers), other answers, ping round trips. */
+  readonly healthz: Record<string, number[]> = {};
+  readonly failed: Record<string, number> = {};
+  readonly pings: Record<string, number[]> = {};
+  #label = '';
+  #timer: NodeJS.Timeout | undefined;
+  #sockets: WebSocket[] = [];
+  #inflight = new Set<Promise<void>>();
+
+  constructor(
+    readonly port: number,
+    readonly sockets: number,
+    readonly everyMs: number,
+  ) {}
+
+  /** Opens the ping sockets and starts probing under `label`. */
+  async start(label: string): Promise<void> {
+    this.phase(label);
+    this.#sockets = await Promise.all(Array.from({ length: this.sockets }, () => this.#open()));
+    this.#timer = setInterval(() => this.#tick(), this.everyMs);
+  }
+
+  phase(label: string): void {
+    this.#label = label;
+    this.healthz[label] ??= [];
+    this.pings[label] ??= [];
+    this.failed[label] ??= 0;
+  }
+
+  /** Stops probing, waits for the probes under way and closes the ping sockets. */
+  async stop(): Promise<void> {
+    clearInterval(this.#timer);
+    await Promise.all(this.#inflight);
+    for (const ws of this.#sockets) ws.terminate();
+  }
+
+  #open(): Promise<WebSocket> {
+    return new Promise((resolve, reject) => {
+      const ws = new WebSocket(`ws://127.0.0.1:${this.port}`, { perMessageDeflate: false });
+      const sent: { at: number; label: string }[] = [];
+      (ws as WebSocket & { sent: typeof sent }).sent = sent;
+      ws.on('pong', () => {
+        const p = sent.shift();
+        if (p) this.pings[p.label]?.push(now() - p.at);
+      });
+      ws.on('error', reject);
+      ws.once('open', () => {
+        ws.off('error', reject);
+        ws.on('error', () => {});
+        resolve(ws);
+      });
+    });
+  }
+
+  #tick(): void {
+    for (const ws of this.#sockets) {
+      if (ws.readyState !== WebSocket.OPEN) continue;
+      (ws as WebSocket & { sent: { at: number; label: string }[] }).sent.push({
+        at: now(),
+        label: this.#label,
+      });
+      ws.ping();
+    }
+    const label = this.#label;
+    const at = now();
+    const p = probe(this.port, '/healthz').then((status) => {
+      if (status === '200') this.healthz[label]?.push(now() - at);
+      else this.failed[label] = (this.failed[label] ?? 0) + 1;
+      this.#inflight.delete(p);
+    });
+    this.#inflight.add(p);
+  }
 }

@@ -35,6 +35,90 @@ export function cpuMs(pid: number): number | undefined {
 }
 
 /**
+ * User + system CPU time of one process and of the children it has waited for (cutime +
+ * cstime: the children it reaped, with theirs), ms; undefined when it is gone.
+ */
+export function cpuWithReapedMs(pid: number): number | undefined {
+  const f = statFields(pid); // ... utime(11) stime(12) cutime(13) cstime(14)
+  return f
+    ? ((Number(f[11]) + Number(f[12]) + Number(f[13]) + Number(f[14])) * 1000) / TICKS_PER_SECOND
+    : undefined;
+}
+
+/**
+ * Server CPU from a mark to its exit: user + sys of a server's process tree (its primary,
+ * every worker, threads included) between start() and stop(), counting what they spent up to
+ * the very end although /proc forgets a process once it has gone. The kernel adds the CPU of
+ * a child, with what its own reaped children spent, to its parent's cutime/cstime when the
+ * parent waits for it: a cluster primary waits for its workers, and this process waits for
+ * the primary (its `exit` event). So the tree's CPU at the exit is what this process's
+ * children-CPU grew by, less what the tree had spent at the mark.
+ *
+ * That holds when nothing else of this process's children ends meanwhile and the primary
+ * waited for every worker. Otherwise (a process group SIGKILLed at once, a server that did not
+ * exit) the figure falls back on what sampling the tree every `everyMs` saw, a lower bound,
+ * marked `exact: false`.
+ */
+export class ExitCpu {
+  readonly #pid: number;
+  /** Per process of the tree: own + reaped CPU at the mark. */
+  #atMark = new Map<number, number>();
+  /** Per process: own CPU at the mark (0 for one born later), and the last seen. */
+  #first = new Map<number, number>();
+  #last = new Map<number, number>();
+  #reapedAtMark = 0;
+  #timer: NodeJS.Timeout | undefined;
+
+  constructor(pid: number) {
+    this.#pid = pid;
+  }
+
+  /** The mark: call right before the signal. */
+  start(everyMs = 20): void {
+    for (const p of [this.#pid, ...descendants(this.#pid)]) {
+      const all = cpuWithReapedMs(p);
+      const own = cpuMs(p);
+      if (all === undefined || own === undefined) continue;
+      this.#atMark.set(p, all);
+      this.#first.set(p, own);
+      this.#last.set(p, own);
+    }
+    this.#reapedAtMark = cpuWithReapedMs(process.pid)! - (cpuMs(process.pid) ?? 0);
+    this.#timer = setInterval(() => this.#sample(), everyMs);
+    this.#timer.unref();
+  }
+
+  #sample(): void {
+    for (const p of [this.#pid, ...descendants(this.#pid)]) {
+      const own = cpuMs(p);
+      if (own === undefined) continue;
+      if (!this.#first.has(p)) this.#first.set(p, 0);
+      this.#last.set(p, own);
+    }
+  }
+
+  /**
+   * CPU of the tree since the mark, ms. `exited`: the server's primary has exited and this
+   * process has waited for it (its 'exit' event came).
+   */
+  stop(exited: boolean): { ms: number; exact: boolean } {
+    clearInterval(this.#timer);
+    if (!exited) this.#sample();
+    let sampled = 0;
+    for (const [p, first] of this.#first) sampled += (this.#last.get(p) ?? first) - first;
+    if (exited) {
+      const reaped = cpuWithReapedMs(process.pid)! - (cpuMs(process.pid) ?? 0);
+      let mark = 0;
+      for (const v of this.#atMark.values()) mark += v;
+      const exact = reaped - this.#reapedAtMark - mark;
+      // A clock tick (10 ms) per process of slack: both figures are whole ticks.
+      if (exact >= sampled - 10 * this.#first.size) return { ms: Math.max(0, exact), exact: true };
+    }
+    return { ms: sampled, exact: false };
+  }
+}
+
+/**
  * Direct children of `pid`, ascending: /proc/<pid>/task/<tid>/children where the kernel has
  * it, else a scan of every /proc/<n>/stat for the parent pid.
  */

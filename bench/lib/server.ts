@@ -23,7 +23,7 @@ export interface WsdrainSpec {
   flags?: (string | number)[];
   /** `info` shows the roll and drain reports. @default 'warn' */
   logLevel?: string;
-  /** Another build's cli.js. @default dist/cli.js of this checkout */
+  /** Another build's cli.js. @default $BENCH_WSDRAIN_CLI, else dist/cli.js of this checkout */
   cli?: string;
   /** Every line the server prints is also written to this file. */
   logFile?: string;
@@ -91,7 +91,8 @@ export class Server {
   /** Starts wsdrain on a free port of 127.0.0.1 (call ready() next). */
   static async wsdrain(spec: WsdrainSpec): Promise<Server> {
     const port = await freePort();
-    const args = [spec.cli ?? WSDRAIN_CLI, 'start', '--port', port, '--host', '127.0.0.1']
+    const cli = spec.cli ?? process.env.BENCH_WSDRAIN_CLI ?? WSDRAIN_CLI;
+    const args = [cli, 'start', '--port', port, '--host', '127.0.0.1']
       .concat(['--workers', spec.workers, '--drain-timeout', spec.drainTimeoutMs])
       .concat(['--log-level', spec.logLevel ?? 'warn', ...(spec.flags ?? [])])
       .map(String);

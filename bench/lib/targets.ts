@@ -21,6 +21,12 @@ export const TARGETS = {
   fanoutP99VsSocketio: 0.5,
   /** Fan-out burst: wsdrain server CPU per delivery, µs, at most. */
   fanoutCpuUsPerDelivery: 5,
+  /** Drain: wsdrain's server CPU per socket released, at most this many times terminate-all's. */
+  serverCpuPerReleaseVsTerminate: 1.5,
+  /** Storm: wsdrain's server CPU per accepted connection, at most this many times plain ws's. */
+  acceptCpuVsWs: 1,
+  /** Work: wsdrain's echo and /healthz p99 under CPU-heavy messages, at most this many times idle. */
+  workP99VsIdle: 3,
 };
 
 export type TargetName = keyof typeof TARGETS;

@@ -8,12 +8,18 @@
  * `wsdrain+topics` is wsdrain with an app loaded (baselines/fanout-app.mjs), every socket a
  * wsdrain.v1 client subscribed to a topic of its own, so the drain also ends subscriptions.
  *
+ * Server CPU per socket released: user + sys of the server's own processes (primary and every
+ * worker, threads included; lib/procfs.ts ExitCpu) from the signal to its exit, divided by the
+ * sockets closed after the signal.
+ *
  * Verdict (wsdrain rows): every cooperative socket closed with 1001, every stalled one cut
- * (1006) within the budget, wsdrain exit 0 within drainExitVsBudget x --drain-timeout.
+ * (1006) within the budget, wsdrain exit 0 within drainExitVsBudget x --drain-timeout; with a
+ * terminate row in the run, wsdrain's server CPU per socket released (cooperative peers)
+ * within serverCpuPerReleaseVsTerminate x terminate's.
  */
 import { A_TOPIC_EACH, withLoad } from '../crowd/index.js';
 import { log, now, sleep } from '../lib/proc.js';
-import { machineBusyMs } from '../lib/procfs.js';
+import { ExitCpu, machineBusyMs } from '../lib/procfs.js';
 import { type ChartLine, chart, codesText, ms, pct, ratio } from '../lib/report.js';
 import { FANOUT_APP, Server } from '../lib/server.js';
 import { closedBy, median, openSeries, round1, type SeriesPoint } from '../lib/stats.js';
@@ -79,6 +85,14 @@ export interface DrainRun {
   exitStatus: string;
   /** CPU the whole machine spent (servers and clients) from the signal to the last close, ms. */
   cpuMs: number;
+  /** CPU of the server's processes (primary, workers, threads) from the signal to its exit, ms. */
+  serverCpuMs: number;
+  /** False: the server's exit could not be accounted for (see ExitCpu), a lower bound. */
+  serverCpuExact: boolean;
+  /** Sockets closed after the signal. */
+  released: number;
+  /** serverCpuMs per socket released, µs. */
+  serverCpuUsPerRelease: number | null;
   codes: Record<string, number>;
   clean: number;
   forced: number;
@@ -102,6 +116,11 @@ export interface DrainSummary {
   p90Ms: number | null;
   p99Ms: number | null;
   cpuMs: number | null;
+  /** Server CPU from the signal to the exit, ms, and per socket released, µs (medians). */
+  serverCpuMs: number | null;
+  serverCpuUsPerRelease: number | null;
+  /** Every round's server CPU was accounted to the exit (see DrainRun). */
+  serverCpuExact: boolean;
   codes: Record<string, number>;
   clean: number;
   forced: number;
@@ -190,6 +209,8 @@ async function runOnce(
       server.assertUp();
 
       const busy0 = machineBusyMs();
+      const serverCpu = new ExitCpu(server.pid);
+      serverCpu.start();
       const t0 = crowd.phase('drain');
       server.signal('SIGTERM');
       const pm2Kill =
@@ -205,6 +226,7 @@ async function runOnce(
       } finally {
         clearTimeout(pm2Kill);
       }
+      const own = serverCpu.stop(server.exitAt !== undefined);
       const r = await crowd.results();
       const p = r.phases.drain!;
       const early = r.phases['']?.closeTimes.length ?? 0;
@@ -225,6 +247,10 @@ async function runOnce(
         exitMs: server.exitAt === undefined ? null : round1(server.exitAt - t0),
         exitStatus: server.exitStatus ?? 'still running (killed)',
         cpuMs: Math.round(cpu),
+        serverCpuMs: Math.round(own.ms),
+        serverCpuExact: own.exact,
+        released: sorted.length,
+        serverCpuUsPerRelease: sorted.length > 0 ? round1((own.ms * 1000) / sorted.length) : null,
         codes: p.codes,
         clean: sorted.length - (p.codes['1006'] ?? 0),
         forced: p.codes['1006'] ?? 0,
@@ -259,6 +285,9 @@ function summarize(runs: DrainRun[], opts: DrainOptions): DrainSummary[] {
         p90Ms: m((r) => r.p90Ms),
         p99Ms: m((r) => r.p99Ms),
         cpuMs: m((r) => r.cpuMs),
+        serverCpuMs: m((r) => r.serverCpuMs),
+        serverCpuUsPerRelease: m((r) => r.serverCpuUsPerRelease),
+        serverCpuExact: rs.every((r) => r.serverCpuExact),
         codes: rep.codes,
         clean: rep.clean,
         forced: rep.forced,
@@ -278,7 +307,9 @@ function describe(r: DrainRun): string {
   ].filter(Boolean);
   return (
     `${r.sockets} sockets, p50 ${t(r.p50Ms)}, p99 ${t(r.p99Ms)}, last ${t(r.lastCloseMs)}, ` +
-    `exit ${t(r.exitMs)} (${r.exitStatus}), cpu ${r.cpuMs} ms, codes ${JSON.stringify(r.codes)}` +
+    `exit ${t(r.exitMs)} (${r.exitStatus}), cpu ${r.cpuMs} ms, server cpu ${r.serverCpuMs} ms ` +
+    `(${r.serverCpuUsPerRelease ?? '—'} µs per socket released${r.serverCpuExact ? '' : ', lower bound'}), ` +
+    `codes ${JSON.stringify(r.codes)}` +
     (extra.length ? `, ${extra.join(', ')}` : '')
   );
 }
@@ -317,7 +348,33 @@ export function drainMisses(d: DrainResult): string[] {
       );
     }
   }
+  const cpu = serverCpuVsTerminate(d);
+  if (cpu && (cpu.ratio === null || cpu.ratio > TARGETS.serverCpuPerReleaseVsTerminate)) {
+    misses.push(
+      `wsdrain, 0% stalled: server CPU ${cpu.wsdrain ?? '—'} µs per socket released, ` +
+        `×${cpu.ratio ?? '—'} of terminate's ${cpu.terminate ?? '—'} µs ${target('serverCpuPerReleaseVsTerminate', '<=')}`,
+    );
+  }
   return misses;
+}
+
+/**
+ * wsdrain's server CPU per socket released against terminate's, cooperative peers (medians
+ * over rounds); undefined when the run has no terminate or no wsdrain row to compare.
+ */
+export function serverCpuVsTerminate(
+  d: Pick<DrainResult, 'drain'>,
+): { wsdrain: number | null; terminate: number | null; ratio: number | null } | undefined {
+  const row = (s: Strategy) => d.drain.find((x) => x.strategy === s && x.stalled === 0);
+  const w = row('wsdrain');
+  const t = row('terminate');
+  if (!w || !t) return undefined;
+  const [a, b] = [w.serverCpuUsPerRelease, t.serverCpuUsPerRelease];
+  return {
+    wsdrain: a,
+    terminate: b,
+    ratio: a === null || b === null || b <= 0 ? null : Math.round((a / b) * 100) / 100,
+  };
 }
 
 export function drainSection(d: DrainResult): string[] {
@@ -330,7 +387,10 @@ export function drainSection(d: DrainResult): string[] {
     'machine spent (all cores, servers and clients) from the signal to the last close, ms, and',
     '× the terminate row’s. `wsdrain+deflate`: wsdrain with --per-message-deflate, clients that',
     'negotiate it and send 3 messages each first. `wsdrain+topics`: wsdrain with an app loaded,',
-    'every socket a wsdrain.v1 client subscribed to a topic of its own.',
+    'every socket a wsdrain.v1 client subscribed to a topic of its own. *server µs/socket*:',
+    'CPU (user + sys, /proc) of the server’s own processes, primary and every worker with their',
+    'threads, from the signal to its exit, per socket released (closed after the signal), and ×',
+    'the terminate row’s (* a lower bound: the exit could not be accounted for, e.g. a SIGKILL).',
   ];
   for (const stalled of o.stalled) {
     const rows = d.drain.filter((x) => x.stalled === stalled);
@@ -341,8 +401,8 @@ export function drainSection(d: DrainResult): string[] {
       '',
       `## ${pct(stalled)} stalled peers`,
       '',
-      `| strategy | budget | p50 | p90 | p99 | last close | exit | clean | forced | codes | last / terminate | exit / terminate |${cpu ? ' cpu |' : ''}`,
-      `|---|--:|--:|--:|--:|--:|--:|--:|--:|---|--:|--:|${cpu ? '--:|' : ''}`,
+      `| strategy | budget | p50 | p90 | p99 | last close | exit | clean | forced | codes | last / terminate | exit / terminate |${cpu ? ' cpu |' : ''} server µs/socket |`,
+      `|---|--:|--:|--:|--:|--:|--:|--:|--:|---|--:|--:|${cpu ? '--:|' : ''}--:|`,
     );
     for (const x of rows) {
       lines.push(
@@ -351,9 +411,25 @@ export function drainSection(d: DrainResult): string[] {
           `${ratio(x.lastCloseMs, base?.lastCloseMs)} | ${ratio(x.exitMs, base?.exitMs)} |` +
           (cpu
             ? ` ${x.cpuMs === null ? '—' : `${x.cpuMs} (${ratio(x.cpuMs, base?.cpuMs)})`} |`
-            : ''),
+            : '') +
+          ` ${
+            x.serverCpuUsPerRelease === null || x.serverCpuUsPerRelease === undefined
+              ? '—'
+              : x.serverCpuExact
+                ? `${x.serverCpuUsPerRelease} (${ratio(x.serverCpuUsPerRelease, base?.serverCpuUsPerRelease)})`
+                : `≥ ${x.serverCpuUsPerRelease}*`
+          } |`,
       );
     }
+  }
+  const c = serverCpuVsTerminate(d);
+  if (c) {
+    lines.push(
+      '',
+      `Server CPU per socket released, cooperative peers: wsdrain ${c.wsdrain ?? '—'} µs, ` +
+        `terminate ${c.terminate ?? '—'} µs: ×${c.ratio ?? '—'} (target ≤ ` +
+        `×${TARGETS.serverCpuPerReleaseVsTerminate}).`,
+    );
   }
   if (d.failures.length) lines.push('', '## Failed runs', '', ...d.failures.map((s) => `- ${s}`));
   return lines;

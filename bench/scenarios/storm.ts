@@ -18,6 +18,10 @@
  * until every client is back; per case, baseline peak / paced peak. Verdict per case: peak cut
  * >= stormPeakCut (5), no more refusals paced than not, every drain within its budget (nothing
  * terminated, no "missed its deadline" warning, A's exit 0), and no run failed.
+ *
+ * First, `accept` (./accept.ts): the server CPU a burst of `clients` handshakes costs wsdrain
+ * and a plain ws server of the same shape (`rollWorkers` workers), per connection; target
+ * acceptCpuVsWs.
  */
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { availableParallelism, loadavg, tmpdir } from 'node:os';
@@ -29,8 +33,12 @@ import { codesText, ms, verdict } from '../lib/report.js';
 import { type Report, Server, type WsdrainLog } from '../lib/server.js';
 import { busiest, perBucket, percentile, round1 } from '../lib/stats.js';
 import { TARGETS, target } from '../lib/targets.js';
+import { type AcceptResult, acceptMisses, acceptSection, runAccept } from './accept.js';
 
 export type StormCase = 'roll' | 'failover';
+/** What the storm can run: the two cases, and the accept measurement. */
+export type StormPart = StormCase | 'accept';
+export const STORM_PARTS: readonly StormPart[] = ['accept', 'roll', 'failover'];
 export type Mode = 'baseline' | 'paced';
 
 export interface StormOptions {
@@ -46,8 +54,10 @@ export interface StormOptions {
   drainWindowMs: number;
   /** Paced mode: --reconnect-window. */
   reconnectWindowMs: number;
-  /** Workers of the rolled server. */
+  /** Workers of the rolled server (and of both servers of the accept measurement). */
   rollWorkers: number;
+  /** Rounds of the accept measurement (wsdrain and plain ws alternating). */
+  acceptRounds: number;
   /** Quiet time between the last first connection and the signal. */
   settleMs: number;
   /** How long past the expected end to wait for the reconnects before giving up. */
@@ -62,13 +72,14 @@ const QUICK: StormOptions = {
   drainWindowMs: 2000,
   reconnectWindowMs: 2000,
   rollWorkers: 2,
+  acceptRounds: 2,
   settleMs: 500,
   graceMs: 5000,
 };
 
 export const STORM_PRESETS: Record<'quick' | 'full', StormOptions> = {
   quick: QUICK,
-  full: { ...QUICK, clients: 8000, perProcess: 2000, settleMs: 1000 },
+  full: { ...QUICK, clients: 8000, perProcess: 2000, settleMs: 1000, acceptRounds: 3 },
 };
 
 /** A drain the run saw: a rolled worker's report, or A's --report. */
@@ -144,6 +155,8 @@ export interface StormResult {
   options: StormOptions;
   roll: { baseline: StormRun | null; paced: StormRun | null };
   failover: { baseline: StormRun | null; paced: StormRun | null };
+  /** Server CPU per accepted connection, wsdrain and plain ws (when run). */
+  accept?: AcceptResult;
   /** Baseline peak / paced peak (accepts per second on the survivors, 100 ms buckets). */
   peakRatio: { roll: number | null; failover: number | null };
   /** The same ratio over the survivors' busiest second. */
@@ -166,8 +179,9 @@ const ratioOf = (a: number | null | undefined, b: number | null | undefined): nu
 /** Runs each case, baseline then paced, one after the other (never two at once). */
 export async function runStorm(
   o: StormOptions,
-  cases: readonly StormCase[] = ['roll', 'failover'],
+  parts: readonly StormPart[] = STORM_PARTS,
 ): Promise<StormResult> {
+  const cases = parts.filter((p): p is StormCase => p !== 'accept');
   const started = Date.now();
   const result: StormResult = {
     options: o,
@@ -186,6 +200,19 @@ export async function runStorm(
   };
   if (result.host.loadBefore > 1) {
     log(`storm: load average ${result.host.loadBefore} before starting: figures may be skewed`);
+  }
+  if (parts.includes('accept')) {
+    try {
+      result.accept = await runAccept({
+        clients: o.clients,
+        workers: o.rollWorkers,
+        perProcess: o.perProcess,
+        concurrency: o.concurrency,
+        rounds: o.acceptRounds,
+      });
+    } catch (err) {
+      result.failures.push(`accept: ${(err as Error).message.split('\n')[0]}`);
+    }
   }
   for (const c of cases) {
     for (const mode of ['baseline', 'paced'] as const) {
@@ -213,7 +240,7 @@ export async function runStorm(
 }
 
 export function stormMisses(s: StormResult, cases: readonly StormCase[]): string[] {
-  const misses = [...s.failures];
+  const misses = [...s.failures, ...(s.accept ? acceptMisses(s.accept) : [])];
   for (const c of cases) {
     const k = s.checks[c];
     if (!k.ratio)
@@ -547,5 +574,6 @@ export function stormSection(s: StormResult): string[] {
     `Load average ${s.host.loadBefore} before, ${s.host.loadAfter} after (${s.host.cpus} CPUs); ` +
       `${Math.round(s.durationMs / 1000)} s in all.`,
   );
+  if (s.accept) lines.push('', ...acceptSection(s.accept));
   return lines;
 }
