@@ -237,10 +237,12 @@ describe('the wsdrain.v1 subprotocol', () => {
 
   it('replays, then goes live, with no duplicate while publications keep coming', async () => {
     // The primary publishes to `ticks` every millisecond; `keep` holds the worker's interest,
-    // so publications are on their way to the worker while `sub` asks to recover.
-    const srv = await startWsdrain(['--workers', '1', '--threads', '1', '--app', TICKS_APP], {
-      env: { TICK_MS: '1' },
-    });
+    // so publications are on their way to the worker while `sub` asks to recover. History
+    // for a minute of ticks: a slow round on a busy machine still recovers.
+    const srv = await startWsdrain(
+      ['--workers', '1', '--threads', '1', '--app', TICKS_APP, '--history-size', '60000'],
+      { env: { TICK_MS: '1' } },
+    );
     const keep = await open(srv.port, 'token=k', 'wsdrain.v1');
     const sub = await open(srv.port, 'token=s', 'wsdrain.v1');
     keep.ws.send(JSON.stringify({ type: 'subscribe', topic: 'ticks' }));

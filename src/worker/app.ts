@@ -36,7 +36,7 @@ import {
   TOPIC_RE,
   WireError,
 } from '../wire.js';
-import type { Connection, Connections } from './connection.js';
+import type { Connection, Connections, Slot } from './connection.js';
 import { Kind } from './pool.js';
 import { TopicError, Topics } from './topics.js';
 
@@ -47,8 +47,8 @@ export interface AppRuntimeOptions {
   app: WsdrainApp | undefined;
   broker: Broker;
   conns: Connections;
-  /** Runs work outside any connection in the pool. */
-  runDetached: (data: Uint8Array, isBinary: boolean) => Promise<unknown>;
+  /** Hands a message to the pool (work outside any connection: `slot.conn` undefined). */
+  submit: (data: Uint8Array, isBinary: boolean, slot: Slot) => void;
   hookTimeout: number;
   handshakeTimeout: number;
   maxTopics: number;
@@ -111,10 +111,7 @@ export class AppRuntime {
     this.api = {
       publish: (topic, data) => this.publish(topic, data),
       run: (data) =>
-        o.runDetached(
-          typeof data === 'string' ? Buffer.from(data) : data,
-          typeof data !== 'string',
-        ),
+        this.#run(typeof data === 'string' ? Buffer.from(data) : data, typeof data !== 'string'),
       log: o.log,
       worker: o.worker,
     };
@@ -388,6 +385,23 @@ export class AppRuntime {
         this.#error(c, /over --max-payload/.test(msg) ? 'too_large' : 'unavailable', msg, id);
       })
       .finally(release);
+  }
+
+  /** `api.run()`: work in the pool outside any connection; its reply or its failure. */
+  #run(data: Uint8Array, isBinary: boolean): Promise<unknown> {
+    return new Promise((resolve, reject) => {
+      const slot: Slot = {
+        conn: undefined,
+        kind: -1,
+        data: null,
+        take: (kind, out) => {
+          if (kind === Kind.ERROR) reject(new Error(String(out)));
+          else if (kind === Kind.TEXT) resolve((out as Buffer).toString());
+          else resolve(kind === Kind.BINARY ? out : undefined);
+        },
+      };
+      this.#o.submit(data, isBinary, slot);
+    });
   }
 
   #error(c: Connection, code: string, message: string, id?: number | string): void {

@@ -1,6 +1,7 @@
 /**
  * The server of one worker and its lifecycle. The rooms it is built from:
  *
+ *     transport.ts   the HTTP(S) server, the WebSocket server's options, binding the port
  *     http.ts        /healthz, /readyz, 426, answers to broken requests
  *     admission.ts   who gets in: descriptors, idle eviction, per-IP caps, upgrade checks
  *     connection.ts  each connection: ordering, backpressure, buffer limits, closing
@@ -15,28 +16,25 @@
  *
  * Every socket, raw or WebSocket, gets an 'error' listener before anything else can happen.
  */
-import { readFileSync } from 'node:fs';
-import { createServer, type IncomingMessage, type Server } from 'node:http';
-import { createServer as createHttpsServer } from 'node:https';
+import type { IncomingMessage, Server } from 'node:http';
 import { type AddressInfo, Server as NetServer, type Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
-import { type PerMessageDeflateOptions, type WebSocket, WebSocketServer } from 'ws';
+import type { WebSocket, WebSocketServer } from 'ws';
 import { type Broker, LocalBroker } from '../app/broker.js';
 import { Sequencer } from '../app/sequencer.js';
 import type { WsdrainApp } from '../app/types.js';
 import { CloseCode } from '../codes.js';
-import { ListenError } from '../errors.js';
 import { hintReason } from '../hint.js';
 import type { Logger } from '../log.js';
 import { defaultThreads, type WsdrainOptions } from '../options.js';
-import { PROTOCOL_V1 } from '../wire.js';
 import { Admission, type AdmissionStats } from './admission.js';
 import { AppRuntime } from './app.js';
 import { type Connection, type ConnectionStats, Connections, type Slot } from './connection.js';
 import { Heartbeat } from './heartbeat.js';
 import { answerClientError, answerRequest, refuse } from './http.js';
-import { Kind, MessagePool } from './pool.js';
+import { MessagePool } from './pool.js';
 import { idempotentEnds } from './socket.js';
+import { bind, createHttp, createWss, usesTls } from './transport.js';
 
 export type ServerState = 'starting' | 'running' | 'draining' | 'closed';
 
@@ -60,19 +58,6 @@ export interface ServerStats extends ConnectionStats, AdmissionStats {
 }
 
 function noop(): void {}
-
-/** ws's permessage-deflate options from ours: memory per connection bounded by them. */
-function deflateOptions(o: WsdrainOptions): PerMessageDeflateOptions {
-  return {
-    serverMaxWindowBits: o.deflateWindowBits,
-    // Applied when the client offers client_max_window_bits (browsers do).
-    clientMaxWindowBits: o.deflateWindowBits,
-    // ws sets each direction's windowBits from what was negotiated.
-    zlibDeflateOptions: { memLevel: o.deflateMemLevel },
-    threshold: o.deflateThreshold,
-    concurrencyLimit: o.deflateConcurrency,
-  };
-}
 
 /**
  * One worker's server: `listen()`, then to stop, `drainServer()` (graceful, see ./drain.ts)
@@ -164,20 +149,7 @@ export class WsdrainServer {
       app: options.application,
       broker,
       conns: this.conns,
-      runDetached: (data, isBinary) =>
-        new Promise((resolve, reject) => {
-          const slot: Slot = {
-            conn: undefined,
-            kind: -1,
-            data: null,
-            take: (kind, out) => {
-              if (kind === Kind.ERROR) reject(new Error(String(out)));
-              else if (kind === Kind.TEXT) resolve((out as Buffer).toString());
-              else resolve(kind === Kind.BINARY ? out : undefined);
-            },
-          };
-          this.pool.submit(data, isBinary, slot);
-        }),
+      submit: (data, isBinary, slot) => this.pool.submit(data, isBinary, slot),
       hookTimeout: options.hookTimeout,
       handshakeTimeout: options.handshakeTimeout,
       maxTopics: options.maxTopics,
@@ -196,42 +168,9 @@ export class WsdrainServer {
       origin: options.origin,
       webSockets: () => this.conns.size + this.#upgrading,
     });
-    const handshake = options.handshakeTimeout;
-    const http = {
-      headersTimeout: handshake,
-      requestTimeout: handshake * 2,
-      connectionsCheckingInterval: Math.min(5000, Math.max(100, Math.floor(handshake / 4))),
-      keepAliveTimeout: 5000,
-    };
-    const tls = options.tlsCert !== undefined && options.tlsKey !== undefined;
-    // With TLS, the files are read now: a worker forked by a roll takes renewed certificates.
-    this.http = tls
-      ? createHttpsServer({
-          ...http,
-          cert: readFileSync(options.tlsCert!),
-          key: readFileSync(options.tlsKey!),
-          ...(options.tlsCa
-            ? { ca: readFileSync(options.tlsCa), requestCert: true, rejectUnauthorized: true }
-            : {}),
-          // A TLS handshake has the same time as an HTTP one.
-          handshakeTimeout: handshake,
-        })
-      : createServer(http);
-    this.wss = new WebSocketServer({
-      noServer: true,
-      maxPayload: options.maxPayload,
-      maxFragments: options.maxFragments,
-      perMessageDeflate: options.perMessageDeflate ? deflateOptions(options) : false,
-      clientTracking: false,
-      // ws would pick the first subprotocol a client offers; wsdrain selects only its own
-      // (a client that requires another one then fails the handshake, as RFC 6455 says).
-      handleProtocols: (offered: Set<string>) => (offered.has(PROTOCOL_V1) ? PROTOCOL_V1 : false),
-      // ws would terminate (no close code) a peer with 60 unanswered pings; wsdrain limits
-      // the ping rate itself and answers a flood with 1008.
-      maxPendingAutoPongs: 0,
-      // Bound ws's own per-socket close timer (30 s by default) by the drain budget.
-      closeTimeout: options.drainTimeout,
-    } as ConstructorParameters<typeof WebSocketServer>[0]);
+    const tls = usesTls(options);
+    this.http = createHttp(options);
+    this.wss = createWss(options);
     const probe = {
       ready: () => this.ready,
       state: () =>
@@ -295,7 +234,7 @@ export class WsdrainServer {
     await this.pool.ready();
     // With the threads up, the descriptors in use are known: derive the default limit now.
     this.admission.configure();
-    await this.#bind();
+    await bind(this.http, this.options);
     // From now on errors are accept() failures (EMFILE, ENFILE): the server keeps
     // listening and accepts again once descriptors free up.
     this.http.on('error', (err: NodeJS.ErrnoException) => {
@@ -310,21 +249,6 @@ export class WsdrainServer {
       this.#sweep.unref();
     }
     return this.http.address() as AddressInfo;
-  }
-
-  /** Binds the configured port and host; rejects with a ListenError. */
-  #bind(): Promise<void> {
-    const { port, host } = this.options;
-    return new Promise<void>((resolve, reject) => {
-      const onError = (err: NodeJS.ErrnoException): void => {
-        reject(new ListenError(`cannot listen on ${host}:${port}: ${err.code ?? err.message}`));
-      };
-      this.http.once('error', onError);
-      this.http.listen({ port, host, backlog: 4096 }, () => {
-        this.http.off('error', onError);
-        resolve();
-      });
-    });
   }
 
   #onUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void {
@@ -422,7 +346,7 @@ export class WsdrainServer {
     if (this.#listening || this.#state !== 'running') return;
     this.#listening = true;
     try {
-      await this.#bind();
+      await bind(this.http, this.options);
     } catch (err) {
       this.#listening = false;
       throw err;
