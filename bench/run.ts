@@ -52,6 +52,13 @@ import {
   healthzSection,
   runHealthz,
 } from './scenarios/healthz.js';
+import {
+  RECOVERY_PRESETS,
+  RECOVERY_RUNS,
+  type RecoveryResult,
+  recoverySection,
+  runRecovery,
+} from './scenarios/recovery.js';
 import { ROLL_PRESETS, type RollResult, rollSection, runRoll } from './scenarios/roll.js';
 import { runSoak, SOAK_FLAGS } from './scenarios/soak.js';
 import {
@@ -86,10 +93,10 @@ Every command (npm run bench and npm run soak build first):
                              .join(', ')}
   --help                   this text
 
-Bench: scenarios drain, roll, healthz, throughput, deflate, storm, fanout (capacity: full run
-or --capacity). Writes <name>.json, .md, .svg and storm-<name>.json.
+Bench: scenarios drain, roll, healthz, throughput, deflate, storm, fanout, recovery (capacity:
+full run or --capacity). Writes <name>.json, .md, .svg and storm-<name>.json.
   --scenarios a,b          which scenarios (drain, roll, healthz, throughput, capacity, deflate,
-                           storm, fanout)
+                           storm, fanout, recovery)
   --capacity               add capacity to a quick run
   --no-deflate             leave out the permessage-deflate rows (drain, roll) and the deflate scenario
   drain: --strategies a,b (${STRATEGIES.join(', ')})
@@ -100,6 +107,8 @@ or --capacity). Writes <name>.json, .md, .svg and storm-<name>.json.
   --throughput-duration S  --throughput-rounds N
   fanout: --fanout-subscribers N  --fanout-workers N  --fanout-servers a,b (${FANOUT_SERVERS.join(', ')})
          --fanout-loads burst:N,R/s:SECONDS,...  (quick: ${FANOUT_PRESETS.quick.loads.map(loadSpec).join(',')})
+  recovery: --recovery-clients N (quick ${RECOVERY_PRESETS.quick.clients}, full ${RECOVERY_PRESETS.full.clients})  --recovery-runs a,b (${RECOVERY_RUNS.join(', ')})
+         --recovery-rate N (publications/s; quick ${RECOVERY_PRESETS.quick.perSecond}, full ${RECOVERY_PRESETS.full.perSecond})  --recovery-window MS (--reconnect-window; 0)
   Profiling: BENCH_SERVER_NODE_ARGS (wsdrain's node, inherited by its workers) and
   BENCH_CLIENT_NODE_ARGS (client processes), e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof".
 
@@ -138,7 +147,8 @@ const BENCH_FLAGS = {
   ...strings('healthz-sockets', 'capacity-sockets', 'deflate-sockets', 'storm-clients'),
   ...strings('throughput-windows', 'throughput-connections', 'throughput-duration'),
   ...strings('throughput-rounds', 'fanout-subscribers', 'fanout-workers', 'fanout-servers'),
-  ...strings('fanout-loads'),
+  ...strings('fanout-loads', 'recovery-clients', 'recovery-runs', 'recovery-rate'),
+  ...strings('recovery-window'),
 } as const;
 
 const STORM_FLAGS = {
@@ -156,6 +166,7 @@ const SCENARIOS = [
   'deflate',
   'storm',
   'fanout',
+  'recovery',
 ] as const;
 type Scenario = (typeof SCENARIOS)[number];
 
@@ -181,6 +192,8 @@ export interface BenchReport {
   storm?: StormResult;
   /** One publication to many subscribers: wsdrain, socket.io, raw ws. */
   fanout?: FanoutResult;
+  /** Recovery during a roll (embedded broker, Redis), and the storm with and without it. */
+  recovery?: RecoveryResult;
   /** Scenarios that failed to run (an exception), as "<scenario>: <message>". */
   scenarioFailures?: string[];
   /** Per scenario, mean CPU used by processes outside the bench while it ran, % of one core. */
@@ -331,6 +344,14 @@ async function bench(argv: string[]): Promise<number> {
     workers: intFlag(v['fanout-workers'], 'fanout-workers', fo.workers, 1),
     loads: fo.loads,
   };
+  const rc = RECOVERY_PRESETS[preset];
+  const recovery = {
+    ...rc,
+    runs: listFlag(v['recovery-runs'], 'recovery-runs', RECOVERY_RUNS, rc.runs),
+    clients: intFlag(v['recovery-clients'], 'recovery-clients', rc.clients, 1),
+    perSecond: intFlag(v['recovery-rate'], 'recovery-rate', rc.perSecond, 1),
+    reconnectWindowMs: intFlag(v['recovery-window'], 'recovery-window', rc.reconnectWindowMs),
+  };
   if (v['fanout-loads'] !== undefined) {
     try {
       fanout.loads = parseLoads(v['fanout-loads']);
@@ -430,6 +451,10 @@ async function bench(argv: string[]): Promise<number> {
     report.fanout = await runFanout(fanout);
     return { fanout: report.fanout.misses };
   });
+  await scenario('recovery', recovery, async () => {
+    report.recovery = await runRecovery(recovery);
+    return { recovery: report.recovery.misses };
+  });
   write();
   log(`bench ${name}: done in ${Math.round((Date.now() - started) / 1000)} s`);
   for (const f of new Set([
@@ -491,6 +516,7 @@ function markdown(r: BenchReport, d: DrainResult): string {
   if (r.deflate) lines.push('', ...deflateSection(r.deflate), ...noise('deflate'));
   if (r.storm) lines.push('', ...stormSection(r.storm), ...noise('storm'));
   if (r.fanout) lines.push('', ...fanoutSection(r.fanout), ...noise('fanout'));
+  if (r.recovery) lines.push('', ...recoverySection(r.recovery), ...noise('recovery'));
   if (r.scenarioFailures?.length) {
     lines.push(
       '',
