@@ -105,7 +105,7 @@ export const RECOVERY_PRESETS: Record<'quick' | 'full', RecoveryOptions> = {
     ...QUICK,
     clients: 10_000,
     perProcess: 2500,
-    perSecond: 10,
+    perSecond: 5,
     settleMs: 1000,
     steadyMs: 2000,
     tailMs: 2000,
@@ -371,7 +371,7 @@ async function roll(run: RecoveryRun, o: RecoveryOptions, stops: (() => unknown)
       ...(redis ? ['--broker', redis.url] : []),
     ],
   });
-  stops.push(() => server.kill());
+  stops.push(() => server.stop()); // SIGTERM first under BENCH_SERVER_NODE_ARGS (profiles)
   await server.ready();
   const url = `ws://127.0.0.1:${server.port}`;
   const topic = 'recovery';
