@@ -108,7 +108,7 @@ full run or --capacity). Writes <name>.json, .md, .svg and storm-<name>.json.
   fanout: --fanout-subscribers N  --fanout-workers N  --fanout-servers a,b (${FANOUT_SERVERS.join(', ')})
          --fanout-loads burst:N,R/s:SECONDS,...  (quick: ${FANOUT_PRESETS.quick.loads.map(loadSpec).join(',')})
   recovery: --recovery-clients N (quick ${RECOVERY_PRESETS.quick.clients}, full ${RECOVERY_PRESETS.full.clients})  --recovery-runs a,b (${RECOVERY_RUNS.join(', ')})
-         --recovery-rate N (publications/s; quick ${RECOVERY_PRESETS.quick.perSecond}, full ${RECOVERY_PRESETS.full.perSecond})  --recovery-window MS (--reconnect-window; 0)
+         --recovery-rate N (publications/s; quick ${RECOVERY_PRESETS.quick.perSecond}, full ${RECOVERY_PRESETS.full.perSecond})  --recovery-window MS (--reconnect-window and --drain-window; quick 0, full 2000)
   Profiling: BENCH_SERVER_NODE_ARGS (wsdrain's node, inherited by its workers) and
   BENCH_CLIENT_NODE_ARGS (client processes), e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof".
 
@@ -350,8 +350,12 @@ async function bench(argv: string[]): Promise<number> {
     runs: listFlag(v['recovery-runs'], 'recovery-runs', RECOVERY_RUNS, rc.runs),
     clients: intFlag(v['recovery-clients'], 'recovery-clients', rc.clients, 1),
     perSecond: intFlag(v['recovery-rate'], 'recovery-rate', rc.perSecond, 1),
-    reconnectWindowMs: intFlag(v['recovery-window'], 'recovery-window', rc.reconnectWindowMs),
   };
+  if (v['recovery-window'] !== undefined) {
+    // Both windows, as the storm's paced mode sets them (0: unpaced).
+    const w = intFlag(v['recovery-window'], 'recovery-window', 0);
+    Object.assign(recovery, { reconnectWindowMs: w, drainWindowMs: w });
+  }
   if (v['fanout-loads'] !== undefined) {
     try {
       fanout.loads = parseLoads(v['fanout-loads']);
