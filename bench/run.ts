@@ -52,6 +52,13 @@ import {
   healthzSection,
   runHealthz,
 } from './scenarios/healthz.js';
+import {
+  RECOVERY_PRESETS,
+  RECOVERY_RUNS,
+  type RecoveryResult,
+  recoverySection,
+  runRecovery,
+} from './scenarios/recovery.js';
 import { ROLL_PRESETS, type RollResult, rollSection, runRoll } from './scenarios/roll.js';
 import { runSoak, SOAK_FLAGS } from './scenarios/soak.js';
 import {
@@ -94,10 +101,10 @@ Every command (npm run bench and npm run soak build first):
                              .join(', ')}
   --help                   this text
 
-Bench: scenarios drain, roll, healthz, throughput, deflate, storm, fanout, work (capacity: full
-run or --capacity). Writes <name>.json, .md, .svg and storm-<name>.json.
+Bench: scenarios drain, roll, healthz, throughput, deflate, storm, fanout, work, recovery
+(capacity: full run or --capacity). Writes <name>.json, .md, .svg and storm-<name>.json.
   --scenarios a,b          which scenarios (drain, roll, healthz, throughput, capacity, deflate,
-                           storm, fanout, work)
+                           storm, fanout, work, recovery)
   --capacity               add capacity to a quick run
   --no-deflate             leave out the permessage-deflate rows (drain, roll) and the deflate scenario
   drain: --strategies a,b (${STRATEGIES.join(', ')})
@@ -110,6 +117,8 @@ run or --capacity). Writes <name>.json, .md, .svg and storm-<name>.json.
          --fanout-loads burst:N,R/s:SECONDS,...  (quick: ${FANOUT_PRESETS.quick.loads.map(loadSpec).join(',')})
   work: --work-servers a,b (${WORK_SERVERS.join(', ')})  --work-heavy N  --work-ms MS
          --work-window K  --work-light N  (quick: ${WORK_PRESETS.quick.heavy} connections x ${WORK_PRESETS.quick.window} messages of ${WORK_PRESETS.quick.workMs} ms, ${WORK_PRESETS.quick.light} echoing)
+  recovery: --recovery-clients N (quick ${RECOVERY_PRESETS.quick.clients}, full ${RECOVERY_PRESETS.full.clients})  --recovery-runs a,b (${RECOVERY_RUNS.join(', ')})
+         --recovery-rate N (publications/s; quick ${RECOVERY_PRESETS.quick.perSecond}, full ${RECOVERY_PRESETS.full.perSecond})  --recovery-window MS (--reconnect-window and --drain-window; quick 0, full 2000)
   Profiling: BENCH_SERVER_NODE_ARGS (wsdrain's node, inherited by its workers) and
   BENCH_CLIENT_NODE_ARGS (client processes), e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof".
   Another build of wsdrain: BENCH_WSDRAIN_CLI=/path/to/dist/cli.js.
@@ -150,6 +159,8 @@ const BENCH_FLAGS = {
   ...strings('throughput-windows', 'throughput-connections', 'throughput-duration'),
   ...strings('throughput-rounds', 'fanout-subscribers', 'fanout-workers', 'fanout-servers'),
   ...strings('fanout-loads', 'work-servers', 'work-heavy', 'work-ms', 'work-window', 'work-light'),
+  ...strings('fanout-loads', 'recovery-clients', 'recovery-runs', 'recovery-rate'),
+  ...strings('recovery-window'),
 } as const;
 
 const STORM_FLAGS = {
@@ -168,6 +179,7 @@ const SCENARIOS = [
   'storm',
   'fanout',
   'work',
+  'recovery',
 ] as const;
 type Scenario = (typeof SCENARIOS)[number];
 
@@ -195,6 +207,8 @@ export interface BenchReport {
   fanout?: FanoutResult;
   /** CPU-heavy messages beside echoes: wsdrain's pool against a server working inline. */
   work?: WorkResult;
+  /** Recovery during a roll (embedded broker, Redis), and the storm with and without it. */
+  recovery?: RecoveryResult;
   /** Scenarios that failed to run (an exception), as "<scenario>: <message>". */
   scenarioFailures?: string[];
   /** Per scenario, mean CPU used by processes outside the bench while it ran, % of one core. */
@@ -345,6 +359,18 @@ async function bench(argv: string[]): Promise<number> {
     workers: intFlag(v['fanout-workers'], 'fanout-workers', fo.workers, 1),
     loads: fo.loads,
   };
+  const rc = RECOVERY_PRESETS[preset];
+  const recovery = {
+    ...rc,
+    runs: listFlag(v['recovery-runs'], 'recovery-runs', RECOVERY_RUNS, rc.runs),
+    clients: intFlag(v['recovery-clients'], 'recovery-clients', rc.clients, 1),
+    perSecond: intFlag(v['recovery-rate'], 'recovery-rate', rc.perSecond, 1),
+  };
+  if (v['recovery-window'] !== undefined) {
+    // Both windows, as the storm's paced mode sets them (0: unpaced).
+    const w = intFlag(v['recovery-window'], 'recovery-window', 0);
+    Object.assign(recovery, { reconnectWindowMs: w, drainWindowMs: w });
+  }
   if (v['fanout-loads'] !== undefined) {
     try {
       fanout.loads = parseLoads(v['fanout-loads']);
@@ -458,6 +484,10 @@ async function bench(argv: string[]): Promise<number> {
     report.work = await runWork(work);
     return { work: report.work.misses };
   });
+  await scenario('recovery', recovery, async () => {
+    report.recovery = await runRecovery(recovery);
+    return { recovery: report.recovery.misses };
+  });
   write();
   log(`bench ${name}: done in ${Math.round((Date.now() - started) / 1000)} s`);
   for (const f of new Set([
@@ -520,6 +550,7 @@ function markdown(r: BenchReport, d: DrainResult): string {
   if (r.storm) lines.push('', ...stormSection(r.storm), ...noise('storm'));
   if (r.fanout) lines.push('', ...fanoutSection(r.fanout), ...noise('fanout'));
   if (r.work) lines.push('', ...workSection(r.work), ...noise('work'));
+  if (r.recovery) lines.push('', ...recoverySection(r.recovery), ...noise('recovery'));
   if (r.scenarioFailures?.length) {
     lines.push(
       '',

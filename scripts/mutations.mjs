@@ -447,6 +447,14 @@ export const mutations = [
     tests: ['test/fuzz/broker.test.ts', 'test/app.test.ts'],
   },
   {
+    id: 'interest-uncounted',
+    why: 'a worker that asks for a topic again before its earlier drop arrived keeps getting it',
+    file: 'src/app/sequencer.ts',
+    find: 'if (n > 1) interested!.set(party, n - 1);',
+    replace: 'if (n > 1) interested!.delete(party);',
+    tests: ['test/fuzz/broker.test.ts'],
+  },
+  {
     id: 'client-forgets-position',
     why: 'the client resubscribes since its position after every reconnect',
     file: 'src/client/index.ts',

@@ -157,6 +157,24 @@ describe('topics across workers', () => {
     for (const p of peers) if (p !== bob) expect(p.got.some(is({ text: 'psst' }))).toBe(false);
   });
 
+  for (const workers of ['2', '0']) {
+    it(`a room left and joined again at once still gets its publications (--workers ${workers})`, async () => {
+      const srv = await startWsdrain(['--workers', workers, '--threads', '1', '--app', APP]);
+      if (workers !== '0') await workersListening(srv, Number(workers));
+      const bob = await open(srv.port, 'token=t2');
+      const ann = await open(srv.port, 'token=t1');
+      await whoami(bob);
+      await whoami(ann);
+      // bob is the only subscriber of user:bob on his worker: the unsubscribe ends the
+      // worker's interest in it and the subscribe that follows asks for it again.
+      bob.ws.send('rejoin');
+      await bob.next(is({ rejoined: 'bob' }), 'rejoined');
+      await sleep(100);
+      ann.ws.send('dm bob psst');
+      await bob.next(is({ text: 'psst' }), 'the direct message after the rejoin');
+    });
+  }
+
   it('pushes from the primary to every subscriber', async () => {
     const srv = await start([], { APP_CLOCK_MS: '50' });
     const p = await open(srv.port, 'token=t1', 'wsdrain.v1');

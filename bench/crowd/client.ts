@@ -15,7 +15,10 @@
  *
  * - fan-out (`fanout`, see index.ts FanoutOptions): a subscriber subscribes as soon as it
  *   opens (a stalled one too, without reading the answer) and counts the publications it
- *   receives; a publisher sends publications when the parent says so.
+ *   receives; a publisher sends publications when the parent says so. With `client:
+ *   'wsdrain'`, a subscriber is a WsdrainClient subscription that recovers across reconnects:
+ *   its handler checks the offsets, and after each reconnect the replay of what it missed is
+ *   timed (index.ts TopicCounts, PhaseResults.replayMs).
  *
  * Recorded under the phase the parent last started: closes (when, code, reason), messages
  * unanswered at each close, reconnects and refusals, echoes and their round trips,
@@ -32,6 +35,7 @@ import {
   type CrowdOptions,
   type CrowdResults,
   emptyPhase,
+  emptyTopics,
   type FromClient,
   type PhaseResults,
   type ToClient,
@@ -77,6 +81,20 @@ interface Sock {
   joinedOnce: boolean;
   /** Fan-out: the number of the last publication received. */
   lastN: number;
+  /** Recovering subscriber: offsets where it started and of the last publication handled. */
+  start: number;
+  pos: number;
+  /** The last offset received on the current connection (the wire check). */
+  wireLast: number;
+  /** Opens and subscription answers (more answers than opens: resubscriptions). */
+  opens: number;
+  answers: number;
+  /** After a reconnect: replaying what was missed, since when, how many, the last at. */
+  replaying: boolean;
+  closedAtForReplay: number;
+  reopenAt: number;
+  replayed: number;
+  replayLastAt: number;
 }
 
 const socks: Sock[] = Array.from({ length: count }, (_, i) => ({
@@ -94,6 +112,16 @@ const socks: Sock[] = Array.from({ length: count }, (_, i) => ({
   subscribed: false,
   joinedOnce: false,
   lastN: -1,
+  start: -1,
+  pos: -1,
+  wireLast: -1,
+  opens: 0,
+  answers: 0,
+  replaying: false,
+  closedAtForReplay: Number.NaN,
+  reopenAt: Number.NaN,
+  replayed: 0,
+  replayLastAt: Number.NaN,
 }));
 
 const phases: Record<string, PhaseResults> = { '': emptyPhase() };
@@ -126,7 +154,9 @@ const n = {
   delivered: 0,
   duplicates: 0,
   foreign: 0,
+  replaying: 0,
 };
+const topics = emptyTopics();
 let rttSince = newHist();
 let nextAddr = 0;
 
@@ -310,7 +340,16 @@ function onFanout(s: Sock, i: number, ws: WebSocket, data: Buffer, isBinary: boo
   } else {
     if (text.startsWith('{"type":"pub"')) return receive(s, i, text);
     if (text.startsWith('{"type":"subscribed"')) return joined(s);
-    if (text.startsWith('{"type":"published"')) return;
+    if (text.startsWith('{"type":"published"')) {
+      topics.acked++;
+      const offset = numberAfter(text, '"offset":');
+      if (offset > (topics.lastAcked ?? 0)) topics.lastAcked = offset;
+      return;
+    }
+    if (text.startsWith('{"type":"error"') && fanout!.role === 'publish') {
+      topics.publishErrors++;
+      return;
+    }
   }
   n.foreign++;
 }
@@ -319,6 +358,20 @@ function onFanout(s: Sock, i: number, ws: WebSocket, data: Buffer, isBinary: boo
 function numberAfter(text: string, key: string): number {
   const j = text.indexOf(key);
   return j < 0 ? Number.NaN : Number.parseFloat(text.slice(j + key.length, j + key.length + 24));
+}
+
+/** Counts a delivery received at `at` of a publication sent at `sentAt`. */
+function delivery(at: number, sentAt: number): void {
+  n.delivered++;
+  P.deliveries++;
+  P.firstDeliveryAt ??= at;
+  P.lastDeliveryAt = at;
+  let t = latencies.get(P);
+  if (!t) {
+    t = new Map();
+    latencies.set(P, t);
+  }
+  tally(t, at - sentAt);
 }
 
 /** A publication arrived on socket `i`. */
@@ -330,16 +383,7 @@ function receive(s: Sock, i: number, text: string): void {
     n.foreign++;
     return;
   }
-  n.delivered++;
-  P.deliveries++;
-  P.firstDeliveryAt ??= at;
-  P.lastDeliveryAt = at;
-  let t = latencies.get(P);
-  if (!t) {
-    t = new Map();
-    latencies.set(P, t);
-  }
-  tally(t, at - sentAt);
+  delivery(at, sentAt);
   const k = i * maxPubs + num;
   if (received[k]! > 0) n.duplicates++;
   if (received[k]! < 255) received[k]!++;
@@ -356,15 +400,25 @@ function publication(num: number, sentAt: number, size: number, topic: string): 
     : `{"type":"publish","topic":${JSON.stringify(topic)},"data":${data}}`;
 }
 
-/** Sends what the parent asked for from socket 0, paced, stamping each with its send time. */
+let stopPublishing = false;
+
+/**
+ * Sends what the parent asked for from socket 0 (the socket it has now: one reopened after a
+ * close too), paced, stamping each with its send time, until done or stopped.
+ */
 async function publish(m: Extract<ToClient, { type: 'publish' }>): Promise<void> {
-  const ws = socks[0]?.ws;
   let sent = 0;
+  let skipped = 0;
   let firstAt = Number.NaN;
   let lastAt = Number.NaN;
   const topic = topicOf(0);
+  stopPublishing = false;
   const one = (num: number): void => {
-    if (ws?.readyState !== WebSocket.OPEN) return;
+    const ws = socks[0]?.ws;
+    if (ws?.readyState !== WebSocket.OPEN) {
+      skipped++;
+      return;
+    }
     const t = now();
     ws.send(publication(num, t, m.size, topic));
     sent++;
@@ -372,14 +426,15 @@ async function publish(m: Extract<ToClient, { type: 'publish' }>): Promise<void>
     lastAt = t;
   };
   const t0 = now();
-  for (let k = 0; k < m.count; k++) {
+  for (let k = 0; k < m.count && !stopPublishing; k++) {
     if (m.perSecond > 0) {
       const wait = t0 + (k * 1000) / m.perSecond - now();
       if (wait > 1) await sleep(wait);
+      if (stopPublishing) break;
     }
     one(m.first + k);
   }
-  send({ type: 'published', sent, firstAt, lastAt });
+  send({ type: 'published', sent, firstAt, lastAt, skipped });
 }
 
 /**
@@ -534,16 +589,95 @@ class StampedWebSocket extends WebSocket {
   }
 }
 
-/** wsdrain/client's reconnecting client for socket `i`: true once it opened. */
+// ---------------------------------------------------------------- recovering subscribers
+
+/** Subscribers that are WsdrainClient subscriptions (recovering across reconnects). */
+const recovering = o.client === 'wsdrain' && fanout?.role === 'subscribe';
+
+/** The wire check: what the server sent on socket `s`'s current connection, in order. */
+function onWire(s: Sock, data: Buffer, isBinary: boolean): void {
+  if (isBinary) return;
+  const text = data.toString('latin1', 0, 300);
+  if (text.startsWith('{"type":"pub"')) {
+    const offset = numberAfter(text, '"offset":');
+    if (offset <= s.wireLast) topics.wireDuplicates++;
+    else if (offset > s.wireLast + 1) topics.wireHoles++;
+    s.wireLast = Math.max(s.wireLast, offset);
+  } else if (text.startsWith('{"type":"subscribed"')) {
+    // From here the server sends what follows this offset (the client's `since`, recovered).
+    s.wireLast = numberAfter(text, '"offset":');
+  }
+}
+
+/** The answer to a subscription (the first, or one after a reconnect or a hole). */
+function onSubscribed(s: Sock, offset: number, recovered: boolean | undefined): void {
+  s.answers++;
+  if (s.answers > s.opens) topics.resubscribes++;
+  if (recovered === undefined) topics.fresh++;
+  else if (recovered) topics.recovered++;
+  else {
+    topics.unrecovered++;
+    // What lies between is lost to this client; it goes on from the topic's last offset.
+    if (s.pos >= 0 && offset > s.pos) topics.missing += offset - s.pos;
+    s.pos = offset;
+  }
+  if (s.start < 0) {
+    s.start = offset;
+    s.pos = offset;
+    topics.subscribers++;
+  }
+  if (!s.subscribed) {
+    s.subscribed = true;
+    n.subscribed++;
+  }
+  s.joined?.(true);
+}
+
+/** A publication handed to the handler of socket `s`'s subscription. */
+function onHandled(s: Sock, data: unknown, offset: number): void {
+  const at = now();
+  const sentAt = Number((data as { t?: unknown } | null)?.t);
+  if (offset <= s.pos) topics.duplicates++;
+  else if (offset > s.pos + 1) topics.missing += offset - s.pos - 1;
+  s.pos = Math.max(s.pos, offset);
+  topics.handled++;
+  if (sentAt > 0) delivery(at, sentAt);
+  if (!s.replaying) return;
+  if (sentAt < s.reopenAt) {
+    s.replayed++;
+    s.replayLastAt = at;
+  } else caughtUp(s);
+}
+
+/** The reconnect of `s` is over: everything published before it opened is handled. */
+function caughtUp(s: Sock): void {
+  if (!s.replaying) return;
+  s.replaying = false;
+  n.replaying--;
+  P.replayed.push(s.replayed);
+  topics.replayed += s.replayed;
+  const done = s.replayed > 0 ? s.replayLastAt : s.reopenAt;
+  if (s.replayed > 0) P.replayMs.push(round2(done - s.reopenAt));
+  P.caughtUpTimes.push(rel(done));
+  if (!Number.isNaN(s.closedAtForReplay)) P.catchUpMs.push(round2(done - s.closedAtForReplay));
+}
+
+/** wsdrain/client's reconnecting client for socket `i`: true once it opened (subscribed). */
 function startClient(i: number): Promise<boolean> {
   const s = socks[i]!;
   const client = new WsdrainClient(url, {
     WebSocket: StampedWebSocket as unknown as WebSocketConstructorLike,
     hintJitter: o.hintJitter,
     maxRetries: o.maxRetries ?? 50,
+    ...(recovering ? { protocol: PROTOCOL_V1 } : {}),
   });
   let isOpen = false;
   let first = true;
+  if (recovering) {
+    client.subscribe(topicOf(i), (data, info) => onHandled(s, data, info.offset), {
+      onSubscribed: (e) => onSubscribed(s, e.offset, e.recovered),
+    });
+  }
   client.on('open', () => {
     const t = now();
     const socket = client.socket as unknown as StampedWebSocket | null;
@@ -551,9 +685,22 @@ function startClient(i: number): Promise<boolean> {
     n.open++;
     if (first && socket?.extensions.includes('permessage-deflate')) n.deflated++;
     first = false;
+    if (recovering) {
+      s.opens++;
+      s.wireLast = Number.POSITIVE_INFINITY; // until the subscription's answer
+      socket?.on('message', (data: Buffer, isBinary: boolean) => onWire(s, data, isBinary));
+    }
     if (!Number.isNaN(s.closedAt)) {
       n.reconnecting--;
       recordReopen(s, t, socket?.startedAt ?? t);
+      if (recovering && marked) {
+        caughtUp(s); // a reconnect before the last one caught up
+        s.replaying = true;
+        n.replaying++;
+        s.closedAtForReplay = s.closedAt;
+        s.reopenAt = t;
+        s.replayed = 0;
+      }
       s.closedAt = Number.NaN;
     }
   });
@@ -562,6 +709,10 @@ function startClient(i: number): Promise<boolean> {
     if (isOpen) {
       isOpen = false;
       n.open--;
+      if (s.subscribed) {
+        s.subscribed = false;
+        n.subscribed--;
+      }
       recordClose(s, t, code, reason);
       if (willReconnect && !final) {
         n.reconnecting++;
@@ -582,7 +733,8 @@ function startClient(i: number): Promise<boolean> {
     if (marked) P.delays[reason]++;
   });
   return new Promise((resolve) => {
-    client.once('open', () => resolve(true));
+    if (recovering) s.joined = (ok) => resolve(ok);
+    else client.once('open', () => resolve(true));
     client.on('close', ({ willReconnect }) => {
       if (!willReconnect) resolve(false);
     });
@@ -611,13 +763,13 @@ function checkTimeouts(): void {
 
 function status(): void {
   const { open, reconnecting, closedOnce, gaveUp, sent, echoed, mismatched, timedOut } = n;
-  const { subscribed, delivered, duplicates } = n;
+  const { subscribed, delivered, duplicates, replaying } = n;
   send({
     type: 'status',
     status: {
       at: now(),
       ...{ open, reconnecting, closedOnce, gaveUp, sent, echoed, mismatched, timedOut },
-      ...{ subscribed, delivered, duplicates },
+      ...{ subscribed, delivered, duplicates, replaying },
       lostOnOtherClose: n.lostOnOtherClose,
       closes: P.closeTimes.length,
       reopens: P.reopenTimes.length,
@@ -640,8 +792,17 @@ function results(): CrowdResults {
   const rtt = newHist();
   for (const p of Object.values(phases)) mergeHist(rtt, p.rtt);
   fanoutResults();
-  const { reconnecting: _, duplicates: __, ...counts } = n;
-  return { ...counts, pendingOpen, closesPerSocket, phases, rtt };
+  // Where the recovering subscribers stand (those still replaying count as they are).
+  for (const s of socks) {
+    caughtUp(s);
+    if (s.start < 0) continue;
+    topics.startMin = Math.min(topics.startMin ?? s.start, s.start);
+    topics.startMax = Math.max(topics.startMax ?? s.start, s.start);
+    topics.endMin = Math.min(topics.endMin ?? s.pos, s.pos);
+    topics.endMax = Math.max(topics.endMax ?? s.pos, s.pos);
+  }
+  const { reconnecting: _, duplicates: __, replaying: ___, ...counts } = n;
+  return { ...counts, pendingOpen, closesPerSocket, phases, rtt, topics: { ...topics } };
 }
 
 onParent<ToClient>((m) => {
@@ -673,6 +834,9 @@ onParent<ToClient>((m) => {
       break;
     case 'publish':
       void publish(m);
+      break;
+    case 'stopPublish':
+      stopPublishing = true;
       break;
     case 'stop':
       stopping = true;

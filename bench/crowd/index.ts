@@ -5,7 +5,8 @@
  * TIME_WAIT leftovers of one run never collide with the next). One client family; what a
  * socket does is set by {@link CrowdOptions}: idle, stalled, echo traffic, reconnect at once
  * or after the server's hint, wsdrain's own reconnecting client, or topics (subscribers and
- * a publisher, see {@link FanoutOptions}).
+ * a publisher, see {@link FanoutOptions}; with `client: 'wsdrain'`, subscribers that recover
+ * what they missed across reconnects, see {@link TopicCounts}).
  *
  *   const crowd = new Crowd({ url, reconnect: 'now' });
  *   await crowd.connect(4000);
@@ -91,8 +92,9 @@ export interface CrowdOptions {
  * A fan-out client. Subscribers subscribe to `topic` as soon as they open (connect() resolves
  * once every socket is subscribed), then count every publication they receive, per phase: the
  * latency from the publisher's stamp, each publication's number per socket (exactly once, in
- * order). The publisher sends publications on {@link Crowd.publish}. One code path for every
- * server; only the framing of `dialect` differs:
+ * order). The publisher sends publications on {@link Crowd.publish} (on its current socket:
+ * with `reconnect`, the one it reopened; those due while it has none are skipped) and counts
+ * the server's acks. One code path for every server; only the framing of `dialect` differs:
  *
  * - `wsdrain.v1` (wsdrain, and the raw ws reference): subprotocol wsdrain.v1,
  *   `{"type":"subscribe","topic":T}` until `{"type":"subscribed"...}`; publications arrive as
@@ -104,6 +106,11 @@ export interface CrowdOptions {
  *
  * D is `{"n":<number>,"t":<epoch ms when sent>,"p":"xx..."}`, padded to `size` bytes. The
  * publisher and the subscribers share the machine's clock (see ../lib/proc.ts `now()`).
+ *
+ * With `client: 'wsdrain'` (wsdrain.v1 only), a subscriber is wsdrain/client's WsdrainClient
+ * with one `subscribe(topic)`: it reconnects by itself and resubscribes `since` the last
+ * publication it handled, and the handler checks offsets instead of numbers (see
+ * {@link TopicCounts}); after each reconnect it times the replay of what it missed.
  */
 export interface FanoutOptions {
   role: 'subscribe' | 'publish';
@@ -139,6 +146,8 @@ export type ToClient =
       expect?: { first: number; count: number } | undefined;
     }
   | { type: 'publish'; first: number; count: number; perSecond: number; size: number }
+  /** The publisher stops the publications under way (publish then answers `published`). */
+  | { type: 'stopPublish' }
   | { type: 'results' }
   | { type: 'stop' };
 
@@ -148,8 +157,11 @@ export type FromClient =
   /** No socket open and none reconnecting, after a phase began: epoch ms of the last close. */
   | { type: 'allClosed'; at: number }
   | { type: 'results'; results: CrowdResults }
-  /** A publisher sent what it was asked to: how many, the first and last send (epoch ms). */
-  | { type: 'published'; sent: number; firstAt: number; lastAt: number };
+  /**
+   * A publisher sent what it was asked to (or was stopped): how many, the first and last send
+   * (epoch ms), and how many were due while it had no open socket (skipped).
+   */
+  | { type: 'published'; sent: number; firstAt: number; lastAt: number; skipped: number };
 
 /** Counters are cumulative; closes, reopens, refusals and lastReopenAt: this phase's. */
 export interface Status {
@@ -177,6 +189,8 @@ export interface Status {
   subscribed: number;
   delivered: number;
   duplicates: number;
+  /** Recovering subscribers reconnected that have not caught up yet (see TopicCounts). */
+  replaying: number;
   /** Echo round trips since the previous status (stats.ts histogram). */
   rtt: number[];
 }
@@ -229,6 +243,101 @@ export interface PhaseResults {
   missing: number;
   duplicates: number;
   reordered: number;
+  /**
+   * Recovering subscribers, per reconnect that ended in this phase: publications replayed
+   * (published before the new connection opened, handled after it), and, for those that
+   * missed some, from the open to the last of them handled (the replay); from the close to
+   * caught up (the open when nothing was missed).
+   */
+  replayed: number[];
+  replayMs: number[];
+  catchUpMs: number[];
+  /** When each of those reconnects had caught up. */
+  caughtUpTimes: number[];
+}
+
+/**
+ * Topics seen by recovering subscribers (`client: 'wsdrain'`), over the whole run, and by a
+ * publisher. Offsets are the server's: a subscriber must handle every offset after the one
+ * its first subscription started at, once, in order, up to the topic's last.
+ */
+export interface TopicCounts {
+  /** Subscribers that ever subscribed. */
+  subscribers: number;
+  /** Answers to subscriptions: from now (the first), recovered, not recovered. */
+  fresh: number;
+  recovered: number;
+  unrecovered: number;
+  /** Subscription answers beyond one per connection (a hole or a resubscription asked). */
+  resubscribes: number;
+  /** Publications handed to the handlers. */
+  handled: number;
+  /** Offsets the handlers never got (skipped over, or lost to `recovered: false`). */
+  missing: number;
+  /** Offsets handled again, or after a later one. */
+  duplicates: number;
+  /** On the wire: `pub`s at or below the last on that connection, and jumps over offsets. */
+  wireDuplicates: number;
+  wireHoles: number;
+  /** Publications replayed, over every reconnect. */
+  replayed: number;
+  /** Where subscribers started (the first answer's offset) and ended (the last handled). */
+  startMin: number | null;
+  startMax: number | null;
+  endMin: number | null;
+  endMax: number | null;
+  /** Publisher: acks (`published`), the highest offset acked, `error` answers. */
+  acked: number;
+  lastAcked: number | null;
+  publishErrors: number;
+}
+
+export function emptyTopics(): TopicCounts {
+  return {
+    subscribers: 0,
+    fresh: 0,
+    recovered: 0,
+    unrecovered: 0,
+    resubscribes: 0,
+    handled: 0,
+    missing: 0,
+    duplicates: 0,
+    wireDuplicates: 0,
+    wireHoles: 0,
+    replayed: 0,
+    startMin: null,
+    startMax: null,
+    endMin: null,
+    endMax: null,
+    acked: 0,
+    lastAcked: null,
+    publishErrors: 0,
+  };
+}
+
+/** Adds `b` into `a`: counts summed, starts and ends as the extremes of both. */
+export function mergeTopics(a: TopicCounts, b: TopicCounts): void {
+  const sums = [
+    'subscribers',
+    'fresh',
+    'recovered',
+    'unrecovered',
+    'resubscribes',
+    'handled',
+    'missing',
+    'duplicates',
+    'wireDuplicates',
+    'wireHoles',
+    'replayed',
+    'acked',
+    'publishErrors',
+  ] as const;
+  for (const k of sums) a[k] += b[k];
+  a.startMin = minOrNull([a.startMin, b.startMin]);
+  a.endMin = minOrNull([a.endMin, b.endMin]);
+  a.startMax = maxOrNull([a.startMax, b.startMax]);
+  a.endMax = maxOrNull([a.endMax, b.endMax]);
+  a.lastAcked = maxOrNull([a.lastAcked, b.lastAcked]);
 }
 
 export interface CrowdResults {
@@ -256,6 +365,7 @@ export interface CrowdResults {
   closesPerSocket: Record<string, number>;
   phases: Record<string, PhaseResults>;
   rtt: number[];
+  topics: TopicCounts;
 }
 
 export function emptyPhase(): PhaseResults {
@@ -288,6 +398,10 @@ export function emptyPhase(): PhaseResults {
     missing: 0,
     duplicates: 0,
     reordered: 0,
+    replayed: [],
+    replayMs: [],
+    catchUpMs: [],
+    caughtUpTimes: [],
   };
 }
 
@@ -321,6 +435,10 @@ const LISTS = [
   'hintMs',
   'beyondHintMs',
   'rttSamples',
+  'replayed',
+  'replayMs',
+  'catchUpMs',
+  'caughtUpTimes',
 ] as const;
 
 /** Sums the results of the processes; lists are sorted ascending. */
@@ -330,12 +448,14 @@ export function mergeResults(all: CrowdResults[]): CrowdResults {
     closesPerSocket: {},
     phases: {},
     rtt: newHist(),
+    topics: emptyTopics(),
   };
   const latency = new Map<string, Tally>();
   for (const r of all) {
     for (const k of SUMMED) total[k] += r[k];
     addCounts(total.closesPerSocket, r.closesPerSocket);
     mergeHist(total.rtt, r.rtt);
+    mergeTopics(total.topics, r.topics);
     for (const [label, p] of Object.entries(r.phases)) {
       total.phases[label] ??= emptyPhase();
       const t = total.phases[label]!;
@@ -460,7 +580,7 @@ export class Crowd {
     count: number,
     perSecond: number,
     size: number,
-  ): Promise<{ sent: number; firstAt: number; lastAt: number }> {
+  ): Promise<{ sent: number; firstAt: number; lastAt: number; skipped: number }> {
     for (const m of this.#members) {
       m.published = undefined;
       m.proc.send({ type: 'publish', first, count, perSecond, size });
@@ -475,9 +595,15 @@ export class Crowd {
     const all = this.#members.map((m) => m.published!);
     return {
       sent: all.reduce((n, p) => n + p.sent, 0),
+      skipped: all.reduce((n, p) => n + p.skipped, 0),
       firstAt: Math.min(...all.map((p) => p.firstAt)),
       lastAt: Math.max(...all.map((p) => p.lastAt)),
     };
+  }
+
+  /** Ends the publications under way: the pending publish() resolves with what was sent. */
+  stopPublishing(): void {
+    for (const m of this.#members) m.proc.send({ type: 'stopPublish' });
   }
 
   /** The latest status of every process, summed; undefined until each has sent one. */

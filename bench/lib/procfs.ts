@@ -154,6 +154,19 @@ export function treeCpuMs(pid: number): number {
   return [pid, ...descendants(pid)].reduce((s, p) => s + (cpuMs(p) ?? 0), 0);
 }
 
+/**
+ * CPU time of `pid` and its descendants, ms, with that of the children they have waited for
+ * (cutime + cstime): workers that exited during a roll still count, as they did while alive.
+ */
+export function treeCpuWithExitedMs(pid: number): number {
+  return [pid, ...descendants(pid)].reduce((sum, p) => {
+    const f = statFields(p); // utime(11) stime(12) cutime(13) cstime(14)
+    if (!f) return sum;
+    const ticks = Number(f[11]) + Number(f[12]) + Number(f[13]) + Number(f[14]);
+    return sum + (ticks * 1000) / TICKS_PER_SECOND;
+  }, 0);
+}
+
 /** VmRSS of `pid` and every descendant: the sum, and pid -> bytes. */
 export function treeRss(pid: number): { total: number; byPid: Record<number, number> } {
   const byPid: Record<number, number> = {};

@@ -5,6 +5,9 @@
  *
  * - `wsdrain`: `wsdrain start --app baselines/fanout-app.mjs`; subscribers speak wsdrain.v1,
  *   the publisher is a wsdrain.v1 client its `canPublish` allows.
+ * - `wsdrain+redis`: the same with `--broker redis://...`, a redis-server the bench starts on a
+ *   free port (lib/redis.ts; skipped, with a note, when `redis-server` is missing). Its CPU is
+ *   counted apart from the server's.
  * - `socket.io`: socket.io 4 + `@socket.io/cluster-adapter` on as many workers
  *   (baselines/fanout-socketio.ts), WebSocket transport only; rooms for topics.
  * - `raw-ws`: one process, ws's broadcast loop (baselines/fanout-raw.ts): the per-core
@@ -21,21 +24,31 @@
  * (user + sys of the primary and every worker, /proc, from the first send until the last
  * delivery was seen), and the CPU the clients and other processes used meanwhile.
  *
- * Verdict: every wsdrain subscriber receives every publication exactly once, in order. Targets
- * (wsdrain against socket.io at the same load): deliveries/s >= fanoutVsSocketio (1.5) x
- * socket.io's on a burst; p99 <= fanoutP99VsSocketio (0.5) x socket.io's at every load; server
- * CPU per delivery <= fanoutCpuUsPerDelivery (5) µs on a burst.
+ * Verdict: every wsdrain subscriber (either broker) receives every publication exactly once, in
+ * order. Targets (wsdrain against socket.io at the same load): deliveries/s >= fanoutVsSocketio
+ * (1.5) x socket.io's on a burst; p99 <= fanoutP99VsSocketio (0.5) x socket.io's at every load;
+ * server CPU per delivery <= fanoutCpuUsPerDelivery (5) µs on a burst. wsdrain+redis against
+ * wsdrain is reported, not judged.
  */
+import { rmSync } from 'node:fs';
 import { Crowd, type FanoutDialect } from '../crowd/index.js';
-import { log, now, sleep } from '../lib/proc.js';
-import { machineBusyMs, treeCpuMs } from '../lib/procfs.js';
+import { log, now, sleep, track } from '../lib/proc.js';
+import { cpuMs, machineBusyMs, treeCpuMs } from '../lib/procfs.js';
+import { type RedisServer, redisServerPath, startRedis } from '../lib/redis.js';
 import { cell, ms, verdict } from '../lib/report.js';
 import { FANOUT_APP, Server } from '../lib/server.js';
 import { round1, round2, tallyQuantile } from '../lib/stats.js';
 import { TARGETS, target } from '../lib/targets.js';
 
-export const FANOUT_SERVERS = ['wsdrain', 'socket.io', 'raw-ws'] as const;
+export const FANOUT_SERVERS = ['wsdrain', 'wsdrain+redis', 'socket.io', 'raw-ws'] as const;
 export type FanoutServer = (typeof FANOUT_SERVERS)[number];
+
+/** The wsdrain servers, whose subscribers must each get every publication once, in order. */
+const WSDRAIN = new Set<FanoutServer>(['wsdrain', 'wsdrain+redis']);
+
+/** Why a Redis row is left out: `redis-server` is not installed. */
+export const NO_REDIS =
+  'skipped: redis-server is not installed (scripts/ci-prereqs.sh redis installs it)';
 
 /** One load: `count` publications, `perSecond` a second (0: a burst, all at once). */
 export interface FanoutLoad {
@@ -134,10 +147,15 @@ export interface FanoutRun {
   maxMs: number | null;
   serverCpuMs: number;
   cpuUsPerDelivery: number | null;
+  /** wsdrain+redis: redis-server's CPU over the same time, in all and per delivery. */
+  brokerCpuMs?: number;
+  brokerCpuUsPerDelivery?: number | null;
   /** Mean CPU use over the load, % of one core: server, clients, other processes. */
   serverCpuPct: number;
   clientCpuPct: number;
   otherCpuPct: number;
+  /** wsdrain+redis: redis-server (not among the other processes). */
+  brokerCpuPct?: number;
 }
 
 /** wsdrain against socket.io (and raw ws) at one load. */
@@ -151,6 +169,12 @@ export interface FanoutComparison {
   /** wsdrain / raw ws CPU per delivery. */
   cpuVsRaw: number | null;
   cpuVsSocketio: number | null;
+  /** wsdrain+redis / wsdrain: deliveries per second, p99, server CPU per delivery (wsdrain's
+   * processes), and the same with redis-server's CPU added. */
+  redisRate?: number | null;
+  redisP99?: number | null;
+  redisCpu?: number | null;
+  redisCpuWithBroker?: number | null;
 }
 
 export interface FanoutResult {
@@ -169,6 +193,11 @@ export async function runFanout(opts: FanoutOptions): Promise<FanoutResult> {
   const failures: string[] = [];
   const notes: string[] = [];
   for (const server of opts.servers) {
+    if (server === 'wsdrain+redis' && redisServerPath() === undefined) {
+      notes.push(`wsdrain+redis: ${NO_REDIS}`);
+      log(`fanout ${notes.at(-1)}`);
+      continue;
+    }
     try {
       for (const run of await runServer(server, opts, notes)) {
         runs.push(run);
@@ -192,7 +221,12 @@ export async function runFanout(opts: FanoutOptions): Promise<FanoutResult> {
     log(
       `fanout ${c.load}: wsdrain / socket.io deliveries/s ×${c.rateVsSocketio ?? '—'}, ` +
         `p99 ×${c.p99VsSocketio ?? '—'}; CPU per delivery ×${c.cpuVsSocketio ?? '—'} of ` +
-        `socket.io's, ×${c.cpuVsRaw ?? '—'} of raw ws's`,
+        `socket.io's, ×${c.cpuVsRaw ?? '—'} of raw ws's` +
+        (c.redisRate === undefined
+          ? ''
+          : `; wsdrain+redis / wsdrain deliveries/s ×${c.redisRate ?? '—'}, p99 ` +
+            `×${c.redisP99 ?? '—'}, CPU per delivery ×${c.redisCpu ?? '—'} ` +
+            `(×${c.redisCpuWithBroker ?? '—'} with redis-server's)`),
     );
   }
   return result;
@@ -206,10 +240,16 @@ async function runServer(
   const raw = server === 'raw-ws';
   const wanted = raw ? Math.min(opts.subscribers, opts.rawMaxSubscribers) : opts.subscribers;
   const workers = raw ? 1 : opts.workers;
-  const started =
-    server === 'wsdrain'
-      ? await Server.wsdrain({ workers, drainTimeoutMs: 2000, flags: ['--app', FANOUT_APP] })
-      : await Server.baseline(raw ? 'fanout-raw' : 'fanout-socketio', raw ? 0 : workers);
+  let redis: RedisServer | undefined;
+  if (server === 'wsdrain+redis') redis = await startRedis({ detached: true, spawned: track });
+  const started = WSDRAIN.has(server)
+    ? await Server.wsdrain({
+        workers,
+        drainTimeoutMs: 2000,
+        flags: ['--app', FANOUT_APP, ...(redis ? ['--broker', redis.url] : [])],
+      })
+    : await Server.baseline(raw ? 'fanout-raw' : 'fanout-socketio', raw ? 0 : workers);
+  const brokerCpu = (): number => (redis?.pid === undefined ? 0 : (cpuMs(redis.pid) ?? 0));
   const dialect: FanoutDialect = server === 'socket.io' ? 'socket.io' : 'wsdrain.v1';
   const path = dialect === 'socket.io' ? '/socket.io/?EIO=4&transport=websocket' : '/';
   const url = `ws://127.0.0.1:${started.port}`;
@@ -239,7 +279,7 @@ async function runServer(
       // wsdrain must take every subscriber; a baseline is measured with what it took, if
       // that is nearly all of them (said in the report).
       const short = `${wanted - subscribers} of ${wanted} subscribers never subscribed`;
-      if (server === 'wsdrain' || subscribers < 0.99 * wanted) throw new Error(short);
+      if (WSDRAIN.has(server) || subscribers < 0.99 * wanted) throw new Error(short);
       notes.push(`${server}: ${short}; measured with the ${subscribers} that did`);
       log(`fanout ${notes.at(-1)}`);
     }
@@ -258,6 +298,7 @@ async function runServer(
       await sleep(100); // the phase reaches every client before the first publication
       const delivered0 = subs.status()?.delivered ?? 0;
       const cpu0 = treeCpuMs(started.pid);
+      const broker0 = brokerCpu();
       const client0 = clientPids().reduce((n, p) => n + treeCpuMs(p), 0);
       const busy0 = machineBusyMs();
       const self0 = process.cpuUsage();
@@ -267,11 +308,17 @@ async function runServer(
       const allowMs = 30_000 + (load.perSecond > 0 ? 0 : (subscribers * load.count) / 10);
       const complete = await subs.waitFor((s) => s.delivered >= want, allowMs);
       const serverCpuMs = treeCpuMs(started.pid) - cpu0;
+      const brokerCpuMs = brokerCpu() - broker0;
       const clientCpuMs = clientPids().reduce((n, p) => n + treeCpuMs(p), 0) - client0;
       const self = process.cpuUsage(self0);
       const elapsed = now() - t0;
       const otherMs =
-        machineBusyMs() - busy0 - serverCpuMs - clientCpuMs - (self.user + self.system) / 1000;
+        machineBusyMs() -
+        busy0 -
+        serverCpuMs -
+        brokerCpuMs -
+        clientCpuMs -
+        (self.user + self.system) / 1000;
       const pctOf = (v: number): number => Math.max(0, Math.round((100 * v) / elapsed));
       started.assertUp();
       const run: FanoutRun = {
@@ -298,6 +345,9 @@ async function runServer(
         serverCpuPct: pctOf(serverCpuMs),
         clientCpuPct: pctOf(clientCpuMs),
         otherCpuPct: pctOf(otherMs),
+        ...(redis
+          ? { brokerCpuMs: Math.round(brokerCpuMs), brokerCpuPct: pctOf(brokerCpuMs) }
+          : {}),
       };
       windows.push({ run, firstSendAt: sent.firstAt });
       await sleep(opts.settleMs);
@@ -323,6 +373,12 @@ async function runServer(
         p99Ms: tallyQuantile(p?.latency ?? [], 0.99),
         maxMs: tallyQuantile(p?.latency ?? [], 1),
         cpuUsPerDelivery: delivered > 0 ? round2((w.serverCpuMs * 1000) / delivered) : null,
+        ...(w.brokerCpuMs === undefined
+          ? {}
+          : {
+              brokerCpuUsPerDelivery:
+                delivered > 0 ? Number(((w.brokerCpuMs * 1000) / delivered).toPrecision(2)) : null,
+            }),
       });
     }
     if (r.foreign > 0) log(`fanout ${server}: ${r.foreign} messages not understood by clients`);
@@ -331,6 +387,10 @@ async function runServer(
     await subs.stop();
     await pub.stop();
     await started.stop();
+    if (redis) {
+      await redis.kill();
+      rmSync(redis.dir, { recursive: true, force: true });
+    }
   }
 }
 
@@ -342,8 +402,11 @@ export function fanoutComparisons(runs: FanoutRun[], opts: FanoutOptions): Fanou
     const of = (s: FanoutServer): FanoutRun | undefined =>
       runs.find((r) => r.server === s && r.load === l.name);
     const w = of('wsdrain');
+    const r = of('wsdrain+redis');
     const io = of('socket.io');
     const raw = of('raw-ws');
+    const withBroker = (x: FanoutRun | undefined): number | null =>
+      x?.cpuUsPerDelivery == null ? null : x.cpuUsPerDelivery + (x.brokerCpuUsPerDelivery ?? 0);
     return {
       load: l.name,
       burst: l.perSecond === 0,
@@ -351,6 +414,14 @@ export function fanoutComparisons(runs: FanoutRun[], opts: FanoutOptions): Fanou
       p99VsSocketio: ratio(w?.p99Ms, io?.p99Ms),
       cpuVsRaw: ratio(w?.cpuUsPerDelivery, raw?.cpuUsPerDelivery),
       cpuVsSocketio: ratio(w?.cpuUsPerDelivery, io?.cpuUsPerDelivery),
+      ...(opts.servers.includes('wsdrain+redis')
+        ? {
+            redisRate: ratio(r?.deliveriesPerSec, w?.deliveriesPerSec),
+            redisP99: ratio(r?.p99Ms, w?.p99Ms),
+            redisCpu: ratio(r?.cpuUsPerDelivery, w?.cpuUsPerDelivery),
+            redisCpuWithBroker: ratio(withBroker(r), w?.cpuUsPerDelivery),
+          }
+        : {}),
     };
   });
 }
@@ -362,10 +433,10 @@ export function fanoutComparisons(runs: FanoutRun[], opts: FanoutOptions): Fanou
  */
 export function fanoutMisses(f: FanoutResult): string[] {
   const misses = f.failures.map((s) => `failed to run: ${s}`);
-  for (const r of f.runs.filter((x) => x.server === 'wsdrain')) {
+  for (const r of f.runs.filter((x) => WSDRAIN.has(x.server))) {
     if (r.missing + r.duplicates + r.reordered > 0 || r.delivered !== r.expected) {
       misses.push(
-        `${r.load}: wsdrain delivered ${r.delivered} of ${r.expected} (${r.missing} missing, ` +
+        `${r.load}: ${r.server} delivered ${r.delivered} of ${r.expected} (${r.missing} missing, ` +
           `${r.duplicates} duplicated, ${r.reordered} out of order): every subscriber must ` +
           'receive every publication exactly once, in order',
       );
@@ -405,8 +476,11 @@ function describe(r: FanoutRun): string {
       ? ` (${r.missing} missing, ${r.duplicates} duplicated, ${r.reordered} out of order)`
       : '') +
     `, ${r.deliveriesPerSec ?? '—'} deliveries/s, latency p50 ${r.p50Ms ?? '—'} ms p99 ` +
-    `${r.p99Ms ?? '—'} ms, server CPU ${r.cpuUsPerDelivery ?? '—'} µs per delivery; CPU ` +
-    `server ${r.serverCpuPct}%, clients ${r.clientCpuPct}%, other processes ${r.otherCpuPct}%`
+    `${r.p99Ms ?? '—'} ms, server CPU ${r.cpuUsPerDelivery ?? '—'} µs per delivery` +
+    (r.brokerCpuMs === undefined ? '' : ` (+ ${r.brokerCpuUsPerDelivery ?? '—'} µs redis-server)`) +
+    `; CPU server ${r.serverCpuPct}%, ` +
+    (r.brokerCpuPct === undefined ? '' : `redis-server ${r.brokerCpuPct}%, `) +
+    `clients ${r.clientCpuPct}%, other processes ${r.otherCpuPct}%`
   );
 }
 
@@ -423,24 +497,28 @@ export function fanoutSection(f: FanoutResult): string[] {
       'Latency: from the publisher’s send to the subscriber’s receipt, every delivery, on the ' +
       'machine’s one clock. *deliveries/s*: deliveries / (first send → last delivery). ' +
       '*CPU µs*: server CPU (user + sys of the primary and every worker) from the first send ' +
-      'until the last delivery was seen, per delivery. *CPU %*: mean use over that time, % of ' +
-      'one core: server / clients / other processes on the machine.',
+      'until the last delivery was seen, per delivery; for wsdrain+redis, redis-server’s own ' +
+      'CPU follows it (*+ redis*). *CPU %*: mean use over that time, % of one core: server / ' +
+      'clients / other processes on the machine (redis-server apart).',
     '',
     '| load | server | subscribers | delivered | deliveries/s | p50 | p99 | max | CPU µs / delivery | CPU % server / clients / other |',
     '|---|---|--:|---|--:|--:|--:|--:|--:|---|',
   ];
+  const bold = (s: FanoutServer): string => (WSDRAIN.has(s) ? `**${s}**` : s);
   for (const l of o.loads) {
     for (const r of f.runs.filter((y) => y.load === l.name)) {
       const bad = r.missing + r.duplicates + r.reordered > 0 || r.delivered !== r.expected;
       lines.push(
-        `| ${r.load} | ${r.server === 'wsdrain' ? '**wsdrain**' : r.server} | ${r.subscribers} | ` +
+        `| ${r.load} | ${bold(r.server)} | ${r.subscribers} | ` +
           `${r.delivered} of ${r.expected}${bad ? ` (${r.missing} missing, ${r.duplicates} dup., ${r.reordered} out of order)` : ''} | ` +
           `${cell(r.deliveriesPerSec)} | ${ms(r.p50Ms)} | ${ms(r.p99Ms)} | ${ms(r.maxMs)} | ` +
-          `${cell(r.cpuUsPerDelivery)} | ${r.serverCpuPct} / ${r.clientCpuPct} / ${r.otherCpuPct} |`,
+          `${cell(r.cpuUsPerDelivery)}${r.brokerCpuMs === undefined ? '' : ` + ${cell(r.brokerCpuUsPerDelivery)} redis`} | ` +
+          `${r.serverCpuPct}${r.brokerCpuPct === undefined ? '' : ` + ${r.brokerCpuPct} redis`} / ${r.clientCpuPct} / ${r.otherCpuPct} |`,
       );
     }
   }
-  if (f.comparisons.some((c) => Object.values(c).some((v) => typeof v === 'number'))) {
+  const vsOthers = ['rateVsSocketio', 'p99VsSocketio', 'cpuVsRaw', 'cpuVsSocketio'] as const;
+  if (f.comparisons.some((c) => vsOthers.some((k) => c[k] !== null))) {
     lines.push(
       '',
       '| load | wsdrain / socket.io deliveries/s | wsdrain / socket.io p99 | wsdrain / socket.io CPU per delivery | wsdrain / raw ws CPU per delivery |',
@@ -451,12 +529,28 @@ export function fanoutSection(f: FanoutResult): string[] {
       ),
     );
   }
+  if (f.comparisons.some((c) => typeof c.redisRate === 'number')) {
+    lines.push(
+      '',
+      'The Redis broker against the embedded one (wsdrain+redis / wsdrain, same load; CPU: ' +
+        'wsdrain’s processes, then with redis-server’s added):',
+      '',
+      '| load | deliveries/s | p99 | server CPU per delivery | with redis-server |',
+      '|---|--:|--:|--:|--:|',
+      ...f.comparisons.map(
+        (c) =>
+          `| ${c.load} | ${x(c.redisRate ?? null)} | ${x(c.redisP99 ?? null)} | ` +
+          `${x(c.redisCpu ?? null)} | ${x(c.redisCpuWithBroker ?? null)} |`,
+      ),
+    );
+  }
   if (f.failures.length) lines.push('', ...f.failures.map((s) => `- failed to run: ${s}`));
   if (f.notes?.length) lines.push('', ...f.notes.map((s) => `- ${s}`));
   const judged = o.servers.includes('wsdrain') && o.servers.includes('socket.io');
   lines.push(
     '',
-    'Verdict: every wsdrain subscriber receives every publication exactly once, in order. ' +
+    'Verdict: every wsdrain subscriber (either broker) receives every publication exactly ' +
+      'once, in order. ' +
       `Targets: on a burst, wsdrain deliveries/s ≥ ${TARGETS.fanoutVsSocketio} × socket.io's ` +
       `and ≤ ${TARGETS.fanoutCpuUsPerDelivery} µs of server CPU per delivery; at every load, ` +
       `wsdrain p99 ≤ ${TARGETS.fanoutP99VsSocketio} × socket.io's` +

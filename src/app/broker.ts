@@ -22,6 +22,8 @@ export type { Publication, Recovery };
  *   worker); a new epoch means the stream was lost and restarted.
  * - After `interest(topic)` resolves with a position, `onPublication` receives every later
  *   publication of that topic, in offset order, each once: none at or below the position.
+ *   Interests are counted: each `interest` call is ended by one `drop`, and publications keep
+ *   coming while any is left (a worker may ask again before the drop of an earlier one).
  * - `recover(topic, since)` is all or nothing: every publication after `since` (up to the
  *   position it returns), or `recovered: false`.
  * - When a broker cannot keep the second promise (it lost its connection and publications

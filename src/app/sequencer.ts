@@ -13,7 +13,9 @@
  *   the client's; otherwise `recovered: false` and no publications.
  * - Interest: who gets a topic's publications (cluster workers, by id). A worker registers
  *   its interest before its first local subscriber and gets the topic's position back: every
- *   later publication reaches it, in order.
+ *   later publication reaches it, in order. Interests are counted: each `interest` is ended
+ *   by one `drop`, so a worker that asks again before the drop of its previous interest has
+ *   arrived (its last subscriber left and a new one came at once) keeps getting them.
  */
 import { randomBytes } from 'node:crypto';
 import type { StreamPosition } from '../wire.js';
@@ -53,7 +55,8 @@ interface Topic {
   offset: number;
   /** The last publications, oldest first. */
   history: Publication[];
-  interested: Set<number>;
+  /** Interested parties: how many interests each holds (one per `interest` not dropped). */
+  interested: Map<number, number>;
   lastPublished: number;
 }
 
@@ -86,7 +89,7 @@ export class Sequencer {
         epoch: randomBytes(6).toString('base64url'),
         offset: 0,
         history: [],
-        interested: new Set(),
+        interested: new Map(),
         lastPublished: this.#now(),
       };
       this.#topics.set(name, t);
@@ -105,20 +108,23 @@ export class Sequencer {
       t.history.push(pub);
       if (t.history.length > this.#o.historySize) t.history.shift();
     }
-    for (const to of t.interested) this.#o.deliver(to, pub);
+    for (const to of t.interested.keys()) this.#o.deliver(to, pub);
     return pub;
   }
 
   /** `party` wants `topic`'s publications from now on; returns the position now. */
   interest(topic: string, party: number): StreamPosition {
     const t = this.#topic(topic);
-    t.interested.add(party);
+    t.interested.set(party, (t.interested.get(party) ?? 0) + 1);
     return { offset: t.offset, epoch: t.epoch };
   }
 
-  /** `party` no longer wants `topic`. */
+  /** Ends one interest of `party` in `topic` (it gets nothing more once it has none left). */
   drop(topic: string, party: number): void {
-    this.#topics.get(topic)?.interested.delete(party);
+    const interested = this.#topics.get(topic)?.interested;
+    const n = interested?.get(party) ?? 0;
+    if (n > 1) interested!.set(party, n - 1);
+    else interested?.delete(party);
   }
 
   /** `party` is gone (a worker exited): every interest of it ends. */

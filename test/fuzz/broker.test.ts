@@ -1,7 +1,8 @@
 /**
  * Property tests of the embedded broker's sequencer: whatever the publications, interests and
  * recoveries, offsets rise by one per topic, interested parties get every later publication
- * once and in order, and a recovery is all or nothing.
+ * once and in order while they hold an interest (interests are counted: each drop ends one),
+ * and a recovery is all or nothing.
  */
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
@@ -41,7 +42,8 @@ describe('the sequencer', () => {
         (list, size, ttl) => {
           let now = 0;
           const got = new Map<string, number[]>(); // `${party}/${topic}` -> offsets
-          const from = new Map<string, number>(); // where each interest started
+          const from = new Map<string, { offset: number; epoch: string }>(); // where it started
+          const held = new Map<string, number>(); // interests not dropped
           const seq = new Sequencer({
             historySize: size,
             historyTtl: ttl,
@@ -62,14 +64,22 @@ describe('the sequencer', () => {
             } else if (o.op === 'interest') {
               const at = seq.interest(topic, o.party);
               const key = `${o.party}/${topic}`;
+              held.set(key, (held.get(key) ?? 0) + 1);
               if (!from.has(key)) {
-                from.set(key, at.offset);
+                from.set(key, at);
                 got.set(key, []);
               }
             } else if (o.op === 'drop') {
               seq.drop(topic, o.party);
-              from.delete(`${o.party}/${topic}`);
-              got.delete(`${o.party}/${topic}`);
+              const key = `${o.party}/${topic}`;
+              const n = (held.get(key) ?? 0) - 1;
+              if (n > 0) held.set(key, n);
+              else {
+                // The last interest ended: nothing more reaches this party.
+                held.delete(key);
+                from.delete(key);
+                got.delete(key);
+              }
             } else if (o.op === 'recover') {
               const t = top.get(topic) ?? { offset: 0, epoch: 'never published' };
               const since = {
@@ -96,14 +106,34 @@ describe('the sequencer', () => {
               seq.sweep();
             }
           }
-          // Every interest got every later publication of its topic, once, in order.
+          // Every interest got every later publication of its topic, once, in order, up to the
+          // last (a topic someone is interested in keeps its epoch), and nothing after it ended.
           for (const [key, offsets] of got) {
+            const start = from.get(key)!;
             for (let i = 1; i < offsets.length; i++) expect(offsets[i]).toBe(offsets[i - 1]! + 1);
-            if (offsets.length > 0) expect(offsets[0]).toBe(from.get(key)! + 1);
+            if (offsets.length > 0) expect(offsets[0]).toBe(start.offset + 1);
+            const t = top.get(key.slice(key.indexOf('/') + 1));
+            const last = t?.epoch === start.epoch ? t.offset : start.offset;
+            expect(offsets.length).toBe(last - start.offset);
           }
         },
       ),
-      { numRuns: RUNS },
+      {
+        numRuns: RUNS,
+        examples: [
+          // Found once: a party that asked twice and dropped once still gets the publication.
+          [
+            [
+              { op: 'interest', topic: 2, party: 0 },
+              { op: 'interest', topic: 2, party: 0 },
+              { op: 'drop', topic: 2, party: 0 },
+              { op: 'publish', topic: 2 },
+            ],
+            0,
+            500,
+          ],
+        ],
+      },
     );
   });
 });
