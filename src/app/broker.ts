@@ -10,7 +10,7 @@
  * a gap and switch to live delivery without a hole or a duplicate.
  */
 import type { StreamPosition } from '../wire.js';
-import type { Publication, Recovery, Sequencer } from './sequencer.js';
+import { type Publication, type Recovery, Sequencer } from './sequencer.js';
 import type { PublishAck, PublishData } from './types.js';
 
 export type { Publication, Recovery };
@@ -76,6 +76,14 @@ export class LocalBroker implements Broker {
 
   constructor(seq: Sequencer) {
     this.#seq = seq;
+  }
+
+  /** A broker with a sequencer of its own (a single process: nothing is shared). */
+  static standalone(history: { historySize: number; historyTtl: number }): LocalBroker {
+    const local: LocalBroker = new LocalBroker(
+      new Sequencer({ ...history, deliver: (_to, pub) => local.deliver(pub) }),
+    );
+    return local;
   }
 
   get sequencer(): Sequencer {

@@ -151,6 +151,16 @@ export class Sequencer {
     };
   }
 
+  /**
+   * Sweeps now and then (a quarter of --history-ttl, at most every 10 s) without keeping the
+   * process alive; returns what stops it.
+   */
+  sweeping(): () => void {
+    const timer = setInterval(() => this.sweep(), Math.min(10_000, this.#o.historyTtl / 4));
+    timer.unref();
+    return () => clearInterval(timer);
+  }
+
   /** Drops expired history, and topics nobody wants whose stream went quiet long ago. */
   sweep(): void {
     const now = this.#now();

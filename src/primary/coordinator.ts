@@ -70,7 +70,6 @@ export class Coordinator {
   readonly #seq: Sequencer;
   /** With --broker, the primary publishes through Redis (its workers talk to Redis too). */
   #remote: RedisBroker | undefined;
-  #sweep: NodeJS.Timeout | undefined;
 
   readonly #app: WsdrainApp | undefined;
 
@@ -122,8 +121,7 @@ export class Coordinator {
     });
     // 'advanced': publications may carry bytes (Uint8Array) to the workers as they are.
     cluster.setupPrimary({ silent: false, serialization: 'advanced' });
-    this.#sweep = setInterval(() => this.#seq.sweep(), Math.min(10_000, this.#opts.historyTtl / 4));
-    this.#sweep.unref();
+    this.#seq.sweeping();
     try {
       const o = this.#opts;
       if (o.brokerUrl)

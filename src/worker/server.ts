@@ -21,7 +21,7 @@ import { type AddressInfo, Server as NetServer, type Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import type { WebSocket, WebSocketServer } from 'ws';
 import { type Broker, LocalBroker } from '../app/broker.js';
-import { Sequencer } from '../app/sequencer.js';
+import type { Sequencer } from '../app/sequencer.js';
 import type { WsdrainApp } from '../app/types.js';
 import { CloseCode } from '../codes.js';
 import { hintReason } from '../hint.js';
@@ -31,10 +31,10 @@ import { Admission, type AdmissionStats } from './admission.js';
 import { AppRuntime } from './app.js';
 import { type Connection, type ConnectionStats, Connections, type Slot } from './connection.js';
 import { Heartbeat } from './heartbeat.js';
-import { answerClientError, answerRequest, refuse } from './http.js';
+import { refuse } from './http.js';
 import { MessagePool } from './pool.js';
 import { idempotentEnds } from './socket.js';
-import { bind, createHttp, createWss, usesTls } from './transport.js';
+import { bind, createHttp, createWss, serve, usesTls } from './transport.js';
 
 export type ServerState = 'starting' | 'running' | 'draining' | 'closed';
 
@@ -86,7 +86,7 @@ export class WsdrainServer {
   readonly sequencer: Sequencer | undefined;
   /** @internal The broker of publications (its health is part of readiness). */
   readonly broker: Broker;
-  #sweep: NodeJS.Timeout | undefined;
+  #stopSweeping: (() => void) | undefined;
   #state: ServerState = 'starting';
   #clusterReady = true;
   #listening = false;
@@ -130,24 +130,14 @@ export class WsdrainServer {
       this.admission.closed(conn.socket);
       this.app.closed(conn, code, reason);
     });
-    let broker = options.broker;
-    if (!broker) {
-      const local = new LocalBroker(
-        new Sequencer({
-          historySize: options.historySize,
-          historyTtl: options.historyTtl,
-          deliver: (_to, pub) => local.deliver(pub),
-        }),
-      );
-      this.sequencer = local.sequencer;
-      broker = local;
-    }
-    this.broker = broker;
+    const own = options.broker ? undefined : LocalBroker.standalone(options);
+    this.sequencer = own?.sequencer;
+    this.broker = options.broker ?? own!;
     this.app = new AppRuntime({
       log: this.log,
       worker: options.workerId ?? 0,
       app: options.application,
-      broker,
+      broker: this.broker,
       conns: this.conns,
       submit: (data, isBinary, slot) => this.pool.submit(data, isBinary, slot),
       hookTimeout: options.hookTimeout,
@@ -179,23 +169,13 @@ export class WsdrainServer {
           : this.#state,
       closing: () => this.#state === 'draining' || this.#state === 'closed',
     };
-    this.http.on('request', (req, res) => answerRequest(probe, req, res));
-    this.http.on('upgrade', (req, socket, head) => this.#onUpgrade(req, socket, head));
-    // Admission follows the sockets that carry HTTP: with TLS, those of completed handshakes
-    // (the TLS handshake itself is bounded by --handshake-timeout).
-    this.http.on(tls ? 'secureConnection' : 'connection', (socket: Socket) => {
-      socket.on('error', noop);
-      this.admission.onConnection(socket);
+    serve(this.http, {
+      tls,
+      log: this.log,
+      probe,
+      upgrade: (req, socket, head) => this.#onUpgrade(req, socket, head),
+      accepted: (socket) => this.admission.onConnection(socket),
     });
-    if (tls) {
-      this.http.on('connection', (socket: Socket) => socket.on('error', noop));
-      this.http.on('tlsClientError', (err: Error & { code?: string }) => {
-        this.log.debug({ err: err.code ?? err.message }, 'TLS handshake failed');
-      });
-    }
-    this.http.on('clientError', (err: NodeJS.ErrnoException, socket: Duplex) =>
-      answerClientError(this.log, err, socket),
-    );
   }
 
   /** starting, running, draining or closed. */
@@ -243,11 +223,7 @@ export class WsdrainServer {
     this.#state = 'running';
     this.#listening = true;
     this.heartbeat.start();
-    if (this.sequencer) {
-      const seq = this.sequencer;
-      this.#sweep = setInterval(() => seq.sweep(), Math.min(10_000, this.options.historyTtl / 4));
-      this.#sweep.unref();
-    }
+    this.#stopSweeping = this.sequencer?.sweeping();
     return this.http.address() as AddressInfo;
   }
 
@@ -365,7 +341,7 @@ export class WsdrainServer {
     if (this.#state === 'closed') return;
     this.#state = 'closed';
     this.heartbeat.stop();
-    if (this.#sweep) clearInterval(this.#sweep);
+    this.#stopSweeping?.();
     this.admission.stop();
     this.#listening = false;
     this.http.close();

@@ -4,12 +4,18 @@
  * subprotocol selected, ws's own timers bounded), and binding the port.
  */
 import { readFileSync } from 'node:fs';
-import { createServer, type Server } from 'node:http';
+import { createServer, type IncomingMessage, type Server } from 'node:http';
 import { createServer as createHttpsServer } from 'node:https';
+import type { Socket } from 'node:net';
+import type { Duplex } from 'node:stream';
 import { type PerMessageDeflateOptions, WebSocketServer } from 'ws';
 import { ListenError } from '../errors.js';
+import type { Logger } from '../log.js';
 import type { WsdrainOptions } from '../options.js';
 import { PROTOCOL_V1 } from '../wire.js';
+import { answerClientError, answerRequest, type ProbeState } from './http.js';
+
+function noop(): void {}
 
 /** ws's permessage-deflate options from ours: memory per connection bounded by them. */
 function deflateOptions(o: WsdrainOptions): PerMessageDeflateOptions {
@@ -85,4 +91,36 @@ export function bind(http: Server, { port, host }: WsdrainOptions): Promise<void
       resolve();
     });
   });
+}
+
+/**
+ * Wires `http`: probes and plain requests, upgrades, and every accepted socket (an 'error'
+ * listener first, then `accepted`): with TLS, the sockets of completed handshakes (the TLS
+ * handshake itself is bounded by --handshake-timeout); broken requests get their answer.
+ */
+export function serve(
+  http: Server,
+  o: {
+    tls: boolean;
+    log: Logger;
+    probe: ProbeState;
+    upgrade: (req: IncomingMessage, socket: Duplex, head: Buffer) => void;
+    accepted: (socket: Socket) => void;
+  },
+): void {
+  http.on('request', (req, res) => answerRequest(o.probe, req, res));
+  http.on('upgrade', o.upgrade);
+  http.on(o.tls ? 'secureConnection' : 'connection', (socket: Socket) => {
+    socket.on('error', noop);
+    o.accepted(socket);
+  });
+  if (o.tls) {
+    http.on('connection', (socket: Socket) => socket.on('error', noop));
+    http.on('tlsClientError', (err: Error & { code?: string }) => {
+      o.log.debug({ err: err.code ?? err.message }, 'TLS handshake failed');
+    });
+  }
+  http.on('clientError', (err: NodeJS.ErrnoException, socket: Duplex) =>
+    answerClientError(o.log, err, socket),
+  );
 }
