@@ -5,12 +5,13 @@
  */
 import { execFileSync, spawnSync } from 'node:child_process';
 import { X509Certificate } from 'node:crypto';
-import { mkdtempSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, renameSync, rmSync } from 'node:fs';
 import { get } from 'node:https';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import { WebSocket } from 'ws';
+import { certificate as makeCertificate } from '../bench/lib/tls.js';
 import { CLI, killAll, startWsdrain } from './helpers/process.js';
 
 afterEach(killAll);
@@ -18,82 +19,8 @@ afterEach(killAll);
 const dir = mkdtempSync(join(tmpdir(), 'wsdrain-tls-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
-/** A key and a certificate for 127.0.0.1 (self-signed, or signed by `ca`). */
-function certificate(
-  name: string,
-  ca?: { cert: string; key: string },
-): { cert: string; key: string } {
-  const key = join(dir, `${name}.key`);
-  const cert = join(dir, `${name}.crt`);
-  const common = ['-days', '2', '-subj', `/CN=${name}`];
-  if (!ca) {
-    execFileSync(
-      'openssl',
-      [
-        'req',
-        '-x509',
-        '-newkey',
-        'ec',
-        '-pkeyopt',
-        'ec_paramgen_curve:prime256v1',
-        '-nodes',
-        '-keyout',
-        key,
-        '-out',
-        cert,
-        ...common,
-        '-addext',
-        'subjectAltName=IP:127.0.0.1',
-      ],
-      { stdio: 'pipe' },
-    );
-  } else {
-    const csr = join(dir, `${name}.csr`);
-    execFileSync(
-      'openssl',
-      [
-        'req',
-        '-new',
-        '-newkey',
-        'ec',
-        '-pkeyopt',
-        'ec_paramgen_curve:prime256v1',
-        '-nodes',
-        '-keyout',
-        key,
-        '-out',
-        csr,
-        '-subj',
-        `/CN=${name}`,
-      ],
-      { stdio: 'pipe' },
-    );
-    const ext = join(dir, `${name}.ext`);
-    writeFileSync(ext, 'subjectAltName=IP:127.0.0.1\n');
-    execFileSync(
-      'openssl',
-      [
-        'x509',
-        '-req',
-        '-extfile',
-        ext,
-        '-in',
-        csr,
-        '-CA',
-        ca.cert,
-        '-CAkey',
-        ca.key,
-        '-CAcreateserial',
-        '-days',
-        '2',
-        '-out',
-        cert,
-      ],
-      { stdio: 'pipe' },
-    );
-  }
-  return { cert, key };
-}
+const certificate = (name: string, ca?: { cert: string; key: string }) =>
+  makeCertificate(dir, name, ca);
 
 function fingerprintOf(file: string): string {
   return new X509Certificate(readFileSync(file)).fingerprint256;

@@ -716,7 +716,7 @@ export class Crowd {
 
 /**
  * Waits until `server` is ready, then runs `body` with a crowd against it (ws://127.0.0.1:
- * <port>); the crowd and the server are stopped afterwards, whatever happens.
+ * <port>, or wss:// when it serves TLS); the crowd and the server are stopped afterwards, whatever happens.
  */
 export async function withLoad<R>(
   start: Promise<Server>,
@@ -724,7 +724,10 @@ export async function withLoad<R>(
   body: (server: Server, crowd: Crowd) => Promise<R>,
 ): Promise<R> {
   const server = await start;
-  const crowd = new Crowd({ ...options, url: `ws://127.0.0.1:${server.port}` });
+  const crowd = new Crowd({
+    ...options,
+    url: `${server.tls ? 'wss' : 'ws'}://127.0.0.1:${server.port}`,
+  });
   try {
     await server.ready();
     return await body(server, crowd);

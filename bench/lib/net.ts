@@ -1,21 +1,26 @@
 /** Loopback HTTP probes, ping round trips and free ports for the servers under test. */
-import { get } from 'node:http';
+import { get, type IncomingMessage } from 'node:http';
+import { get as getTls } from 'node:https';
 import { createServer } from 'node:net';
 import { WebSocket } from 'ws';
 import { now } from './proc.js';
 
 /**
- * `GET http://127.0.0.1:<port><path>` on a fresh connection (closed after the answer, as a
- * kubelet probe): the status code as a string, or the error code (`ECONNREFUSED`, ...) when no
- * answer came within 1 s.
+ * `GET http://127.0.0.1:<port><path>` (https with `tls`, any certificate) on a fresh
+ * connection (closed after the answer, as a kubelet probe): the status code as a string, or
+ * the error code (`ECONNREFUSED`, ...) when no answer came within 1 s.
  */
-export function probe(port: number, path: string): Promise<string> {
+export function probe(port: number, path: string, tls = false): Promise<string> {
   return new Promise((resolve) => {
-    const req = get({ host: '127.0.0.1', port, path, agent: false, timeout: 1000 }, (res) => {
+    const opts = { host: '127.0.0.1', port, path, agent: false, timeout: 1000 };
+    const answered = (res: IncomingMessage): void => {
       res.on('error', () => {});
       res.resume();
       resolve(String(res.statusCode));
-    });
+    };
+    const req = tls
+      ? getTls({ ...opts, rejectUnauthorized: false }, answered)
+      : get(opts, answered);
     req.on('error', (err: NodeJS.ErrnoException) => resolve(err.code ?? 'error'));
     req.on('timeout', () => req.destroy(Object.assign(new Error('timeout'), { code: 'TIMEOUT' })));
   });

@@ -27,6 +27,8 @@ export interface WsdrainSpec {
   cli?: string;
   /** Every line the server prints is also written to this file. */
   logFile?: string;
+  /** Serve wss:// and https with this key and certificate (bench/lib/tls.ts). */
+  tls?: { cert: string; key: string };
 }
 
 /** A drain report as wsdrain logs it and writes it to `--report` (the primary's adds totals). */
@@ -95,8 +97,9 @@ export class Server {
     const args = [cli, 'start', '--port', port, '--host', '127.0.0.1']
       .concat(['--workers', spec.workers, '--drain-timeout', spec.drainTimeoutMs])
       .concat(['--log-level', spec.logLevel ?? 'warn', ...(spec.flags ?? [])])
+      .concat(spec.tls ? ['--tls-cert', spec.tls.cert, '--tls-key', spec.tls.key] : [])
       .map(String);
-    return new Server('wsdrain', port, args, spec.logFile);
+    return new Server('wsdrain', port, args, spec.logFile, spec.tls !== undefined);
   }
 
   /** Starts a baseline of baselines/ (`raw-echo`, `terminate`, ...) on a free port. */
@@ -120,6 +123,8 @@ export class Server {
     /** Node's arguments (the CLI or script first). */
     readonly args: string[],
     logFile?: string,
+    /** It serves wss:// and https. */
+    readonly tls = false,
   ) {
     const nodeArgs =
       name === 'wsdrain' ? (process.env.BENCH_SERVER_NODE_ARGS?.split(' ') ?? []) : [];
@@ -178,7 +183,7 @@ export class Server {
     while (now() < deadline && this.exitAt === undefined) {
       const ok =
         this.name === 'wsdrain'
-          ? (await probe(this.port, '/readyz')) === '200'
+          ? (await probe(this.port, '/readyz', this.tls)) === '200'
           : this.#tail.includes(`READY ${this.port}`);
       if (ok) return;
       await sleep(20);

@@ -11,8 +11,15 @@
  * inverse (connections a second of one core takes). The wall-clock rate is reported too; on a
  * machine the clients share it is theirs as much as the server's. Medians over rounds.
  *
+ * wsdrain with TLS (`wsdrain+tls`: --tls-cert/--tls-key, a self-signed P-256 certificate, the
+ * clients on wss://) runs in the same rounds: what TLS adds to each handshake, reported next to
+ * the plain one (not judged).
+ *
  * Target: wsdrain's CPU per accepted connection <= acceptCpuVsWs (1.0) x the plain ws server's.
  */
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { withLoad } from '../crowd/index.js';
 import { log, now, sleep } from '../lib/proc.js';
 import { treeCpuMs } from '../lib/procfs.js';
@@ -20,8 +27,9 @@ import { cell, verdict } from '../lib/report.js';
 import { Server } from '../lib/server.js';
 import { median, round1, round2 } from '../lib/stats.js';
 import { TARGETS, target } from '../lib/targets.js';
+import { certificate } from '../lib/tls.js';
 
-export type AcceptServer = 'wsdrain' | 'ws';
+export type AcceptServer = 'wsdrain' | 'ws' | 'wsdrain+tls';
 
 export interface AcceptOptions {
   clients: number;
@@ -58,24 +66,38 @@ export interface AcceptResult {
   rows: AcceptSummary[];
   /** wsdrain / ws CPU per accepted connection. */
   cpuVsWs: number | null;
+  /** wsdrain+tls / wsdrain CPU per accepted connection (null when TLS did not run). */
+  tlsVsPlain?: number | null;
   misses: string[];
 }
 
 export async function runAccept(o: AcceptOptions): Promise<AcceptResult> {
   const runs: AcceptRun[] = [];
-  const servers: AcceptServer[] = ['ws', 'wsdrain'];
-  for (let round = 1; round <= o.rounds; round++) {
-    for (const server of round % 2 === 1 ? servers : [...servers].reverse()) {
-      const run = await acceptOnce(server, round, o);
-      runs.push(run);
-      log(
-        `accept [round ${round}/${o.rounds}] ${server}: ${run.accepted} connections in ` +
-          `${run.wallMs} ms, server CPU ${run.serverCpuMs} ms (${run.cpuUsPerAccept ?? '—'} µs ` +
-          `per connection, ${run.perCoreSecond ?? '—'} handshakes/s per core)`,
-      );
-    }
+  const servers: AcceptServer[] = ['ws', 'wsdrain', 'wsdrain+tls'];
+  const dir = mkdtempSync(join(tmpdir(), 'wsdrain-bench-tls-'));
+  let tls: { cert: string; key: string } | undefined;
+  try {
+    tls = certificate(dir, 'bench');
+  } catch (err) {
+    log(`accept: no TLS row (openssl: ${(err as Error).message.split('\n')[0]})`);
   }
-  const rows = servers.map((server): AcceptSummary => {
+  const order = servers.filter((s) => s !== 'wsdrain+tls' || tls);
+  try {
+    for (let round = 1; round <= o.rounds; round++) {
+      for (const server of round % 2 === 1 ? order : [...order].reverse()) {
+        const run = await acceptOnce(server, round, o, tls);
+        runs.push(run);
+        log(
+          `accept [round ${round}/${o.rounds}] ${server}: ${run.accepted} connections in ` +
+            `${run.wallMs} ms, server CPU ${run.serverCpuMs} ms (${run.cpuUsPerAccept ?? '—'} µs ` +
+            `per connection, ${run.perCoreSecond ?? '—'} handshakes/s per core)`,
+        );
+      }
+    }
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+  const rows = order.map((server): AcceptSummary => {
     const of = runs.filter((r) => r.server === server);
     const cpu = median(of.map((r) => r.cpuUsPerAccept));
     return {
@@ -85,12 +107,16 @@ export async function runAccept(o: AcceptOptions): Promise<AcceptResult> {
       perSecond: median(of.map((r) => r.perSecond)),
     };
   });
-  const [ws, wsdrain] = rows;
+  const [ws, wsdrain, withTls] = rows;
   const cpuVsWs =
     wsdrain?.cpuUsPerAccept && ws?.cpuUsPerAccept
       ? round2(wsdrain.cpuUsPerAccept / ws.cpuUsPerAccept)
       : null;
-  const result: AcceptResult = { options: o, runs, rows, cpuVsWs, misses: [] };
+  const tlsVsPlain =
+    withTls?.cpuUsPerAccept && wsdrain?.cpuUsPerAccept
+      ? round2(withTls.cpuUsPerAccept / wsdrain.cpuUsPerAccept)
+      : null;
+  const result: AcceptResult = { options: o, runs, rows, cpuVsWs, tlsVsPlain, misses: [] };
   result.misses = acceptMisses(result);
   log(
     `accept: wsdrain ${wsdrain?.cpuUsPerAccept ?? '—'} µs per connection, ws ` +
@@ -99,11 +125,20 @@ export async function runAccept(o: AcceptOptions): Promise<AcceptResult> {
   return result;
 }
 
-function acceptOnce(server: AcceptServer, round: number, o: AcceptOptions): Promise<AcceptRun> {
+function acceptOnce(
+  server: AcceptServer,
+  round: number,
+  o: AcceptOptions,
+  tls: { cert: string; key: string } | undefined,
+): Promise<AcceptRun> {
   const start =
-    server === 'wsdrain'
-      ? Server.wsdrain({ workers: o.workers, drainTimeoutMs: 1000 })
-      : Server.baseline('raw-echo', o.workers);
+    server === 'ws'
+      ? Server.baseline('raw-echo', o.workers)
+      : Server.wsdrain({
+          workers: o.workers,
+          drainTimeoutMs: 1000,
+          ...(server === 'wsdrain+tls' ? { tls } : {}),
+        });
   return withLoad(
     start,
     { perProcess: o.perProcess, concurrency: o.concurrency, connectTimeoutMs: 60_000 },
@@ -161,10 +196,18 @@ export function acceptSection(a: AcceptResult): string[] {
     '|---|--:|--:|--:|',
     ...a.rows.map(
       (r) =>
-        `| ${r.server === 'wsdrain' ? '**wsdrain**' : 'plain ws'} | ${cell(r.cpuUsPerAccept)} | ` +
+        `| ${r.server === 'wsdrain' ? '**wsdrain**' : r.server === 'ws' ? 'plain ws' : 'wsdrain, TLS (wss://, P-256)'} | ${cell(r.cpuUsPerAccept)} | ` +
         `${cell(r.perCoreSecond)} | ${cell(r.perSecond)} |`,
     ),
     '',
     `wsdrain / plain ws CPU per connection: ×${a.cpuVsWs ?? '—'}; target ≤ ×${TARGETS.acceptCpuVsWs} — ${verdict(a.misses)}.`,
+    ...(a.tlsVsPlain
+      ? [
+          '',
+          `TLS: ×${a.tlsVsPlain} the CPU of a plain handshake (reported, not judged). A storm's ` +
+            'peak accepts/s times this CPU per connection is what the survivors pay at its ' +
+            'peak; the storm table below gives the peak cut that pacing makes.',
+        ]
+      : []),
   ];
 }
