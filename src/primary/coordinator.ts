@@ -65,6 +65,8 @@ export class Coordinator {
   #port = 0;
   #exitCode = 0;
   #respawnTimers = new Set<NodeJS.Timeout>();
+  /** Workers stopped while starting because --workers serve without them. */
+  readonly #calledOff = new Set<WorkerRecord>();
   #forced = false;
   /** The embedded broker: topics' offsets, epochs and history, outside the workers. */
   readonly #seq: Sequencer;
@@ -94,6 +96,8 @@ export class Coordinator {
       fork: (forRoll) => this.#fork(forRoll),
       draining: () => this.#phase === 'draining',
       onRolled: () => this.#metrics.restarts.inc({ reason: 'roll' }),
+      startTimeout: timings.startTimeout,
+      ended: () => this.#trim(),
     });
   }
 
@@ -192,6 +196,7 @@ export class Coordinator {
         listening: (r, port) => {
           this.#port = port;
           if (this.#phase === 'running') r.setClusterReady(true);
+          this.#roll.changed();
         },
         selfDrain: () => this.#roll.keepAccepting(),
         report: (_r, report) => this.#metrics.observeDrain(report),
@@ -214,6 +219,7 @@ export class Coordinator {
 
   #onExit(r: WorkerRecord, was: WorkerState): void {
     this.#roll.keepAccepting();
+    if (this.#calledOff.delete(r)) return; // stopped by #trim: not a crash
     const { code, signal } = r.exitInfo ?? { code: null, signal: null };
     if (this.#phase === 'running' && r.selfDrained) {
       // Someone signalled this worker alone: it drained; keep the capacity.
@@ -230,10 +236,10 @@ export class Coordinator {
         'replacement worker exited while starting',
       );
     } else if (was !== 'draining' && this.#phase === 'running' && this.#roll.covers(r)) {
-      // An old worker the roll has replaced already: nothing to respawn.
+      // An old worker the roll has forked a replacement for: nothing to respawn.
       this.#log.error(
         { workerPid: r.pid, code, signal },
-        `old worker ${r.pid} died during the roll (${signal ?? `code ${code}`}); its replacement serves`,
+        `old worker ${r.pid} died during the roll (${signal ?? `code ${code}`}); not respawned: the roll forked its replacement`,
       );
     } else if (was !== 'draining' && this.#phase === 'running') {
       this.#onCrash(r, code, signal);
@@ -266,11 +272,44 @@ export class Coordinator {
 
   #replace(reason: 'crash' | 'signal'): void {
     if (this.#phase === 'draining') return;
+    // Outside a roll, never more than --workers: a roll that stopped waiting for a respawned
+    // replacement left an old worker serving in its place.
+    const serving = this.#live().filter((r) => r.state !== 'draining').length;
+    if (reason === 'crash' && !this.#roll.active && serving >= this.#opts.workers) {
+      this.#log.info(
+        { workers: serving },
+        `not respawned: ${serving} workers serve already (--workers ${this.#opts.workers})`,
+      );
+      return;
+    }
     const fresh = this.#fork();
     this.#metrics.restarts.inc({ reason });
     fresh.listening.then((ok) => {
       if (ok) this.#log.info({ workerPid: fresh.pid }, `worker ${fresh.pid} respawned`);
     });
+  }
+
+  /**
+   * Outside a roll, never more than --workers workers: a roll that stopped waiting for a
+   * respawned replacement left an old worker serving in its place, so respawns still starting
+   * beyond the count are stopped (they hold no sockets); those not forked yet are not made
+   * (see #replace).
+   */
+  #trim(): void {
+    if (this.#phase !== 'running') return;
+    const serving = this.#live().filter((r) => r.state !== 'draining');
+    let surplus = serving.length - this.#opts.workers;
+    for (const r of serving.reverse()) {
+      if (surplus <= 0) break;
+      if (r.state !== 'starting') continue;
+      surplus--;
+      this.#calledOff.add(r);
+      this.#log.warn(
+        { workerPid: r.pid },
+        `worker ${r.pid} stopped while starting: ${this.#opts.workers} workers serve without it`,
+      );
+      r.kill();
+    }
   }
 
   /** SIGHUP: replace every worker, one at a time; repeated SIGHUPs coalesce. */

@@ -246,6 +246,13 @@ export class Admission {
     return this.#pending.size;
   }
 
+  /** Connections accepted that have not sent a byte yet: a request may be on its way. */
+  get silent(): number {
+    let n = 0;
+    for (const socket of this.#pending.keys()) if (socket.bytesRead === 0) n++;
+    return n;
+  }
+
   /** Stops the sweep (the server is closing). */
   stop(): void {
     if (this.#sweep) clearInterval(this.#sweep);

@@ -14,6 +14,10 @@
  *                         peers' answers are read once every frame is out) or paced over a
  *                         window; messages after a socket's close frame are `late`, counted
  *                         and never answered (RFC 6455)
+ *                         once the listener has closed, connections it accepted just before
+ *                         whose request is still on its way get up to ARRIVAL_GRACE_MS (to
+ *                         the last call at most) to send it: completed and closed with the
+ *                         drain code (late upgrades), not reset by the shutdown
  *   5. bounded wait       for the peers' close frames: `clean` when the handshake completed
  *                         both ways, `dropped` when the peer went without one
  *   6. terminate          what is left at the deadline (`terminated`); stop the pool; report
@@ -73,6 +77,9 @@ export interface DrainOptions {
 }
 
 const drains = new WeakMap<WsdrainServer, Promise<DrainReport>>();
+
+/** Longest a drain waits for a request on its way to a closed listener's last connections, ms. */
+export const ARRIVAL_GRACE_MS = 1000;
 
 /**
  * Drains `server`. A second call returns the running drain's promise (a drain command after
@@ -167,7 +174,8 @@ async function runDrain(server: WsdrainServer, opts: DrainOptions): Promise<Drai
     Math.min(opts.delayMs ?? server.options.drainDelay, opts.deadline - Date.now()),
     deadline.signal,
   );
-  if (!(opts.keepListening ?? code === CloseCode.GOING_AWAY)) server.closeListener();
+  const listening = opts.keepListening ?? code === CloseCode.GOING_AWAY;
+  if (!listening) server.closeListener();
 
   // 3 + 4. Close frames, each after its socket's in-flight replies; all at once, or paced:
   // socket i of n goes at start + window * (i + jitter) / n, the window ending MIN_ANSWER_MS
@@ -204,6 +212,15 @@ async function runDrain(server: WsdrainServer, opts: DrainOptions): Promise<Drai
     if (window === 0 && (i + 1) % chunk === 0) await new Promise<void>((r) => setImmediate(r));
   }
   conns.releaseReads();
+  // A connection the listener accepted just before it closed may not have sent its upgrade
+  // yet (a drain of few sockets ends within a millisecond): wait for it, or the shutdown would
+  // reset it. It is completed and closed with the drain code at once, and awaited below.
+  if (!listening) {
+    const until = Math.min(Date.now() + ARRIVAL_GRACE_MS, opts.deadline - MIN_ANSWER_MS);
+    while (server.arriving > 0 && Date.now() < until && !deadline.signal.aborted) {
+      await sleep(5, deadline.signal);
+    }
+  }
   if (conns.size === 0) allClosed();
 
   // 3, the last call: sockets still owed replies get their close frame now, their work

@@ -331,6 +331,14 @@ export class WsdrainServer {
     if (!this.#listening) NetServer.prototype.close.call(this.http);
   }
 
+  /**
+   * @internal Connections that may still become WebSocket connections: upgrades under way, and
+   * connections accepted that have not sent their request yet.
+   */
+  get arriving(): number {
+    return this.#upgrading + this.admission.silent;
+  }
+
   /** Terminates every WebSocket connection now (no closing handshake); returns how many. */
   terminateAll(): number {
     return this.conns.terminateAll();

@@ -19,6 +19,14 @@ export interface Crowd {
   waitOpen: (n: number, timeoutMs?: number) => Promise<void>;
   /** Sends `message` on every open connection; resolves with each one's first reply. */
   ask: (message: string, timeoutMs?: number) => Promise<string[]>;
+  /**
+   * Starts no new connection attempt (a client closed meanwhile waits) and resolves once those
+   * under way are over: keeps the crowd out of a moment the test makes on purpose, such as a
+   * worker SIGKILLed (the connections being handed to it at that instant are lost with it).
+   */
+  hold: () => Promise<void>;
+  /** Connection attempts go on, the waiting ones first. */
+  release: () => void;
   /** Stops reconnecting and closes everything. */
   stop: () => Promise<void>;
 }
@@ -38,9 +46,18 @@ export async function crowd(
   /** What each client is doing, for failure messages. */
   const state: string[] = Array.from({ length: n }, () => 'connecting');
   const reconnectOn = opts.reconnectOn ?? [1001, 1012, 1013];
+  let held = false;
+  const parked: number[] = [];
+  let connecting = 0;
   const open = (i: number): void => {
     if (stopped) return;
+    if (held) {
+      state[i] = 'held';
+      parked.push(i);
+      return;
+    }
     state[i] = 'connecting';
+    connecting++;
     const ws = new WebSocket(`ws://127.0.0.1:${port}`, {
       localAddress: `127.0.${1 + (i % 200)}.${1 + ((i >> 8) % 250)}`,
       // A handshake that never completes fails (and counts as a refusal) instead of hanging.
@@ -52,6 +69,7 @@ export async function crowd(
       error = e.message;
     });
     ws.on('open', () => {
+      connecting--;
       opened = true;
       state[i] = 'open';
       sockets.add(ws);
@@ -59,6 +77,7 @@ export async function crowd(
     ws.on('close', (code) => {
       sockets.delete(ws);
       if (!opened) {
+        connecting--;
         refused.push(`client ${i} at ${Date.now() - born} ms: ${error || 'closed'}`);
         state[i] = `refused (${error}), retrying`;
         if (!stopped) setTimeout(() => open(i), 20);
@@ -110,6 +129,18 @@ export async function crowd(
             }),
         ),
       );
+    },
+    hold: async () => {
+      held = true;
+      const t0 = Date.now();
+      while (connecting > 0) {
+        if (Date.now() - t0 > 10_000) throw new Error(`${connecting} attempts still under way`);
+        await new Promise((r) => setTimeout(r, 5));
+      }
+    },
+    release: () => {
+      held = false;
+      for (const i of parked.splice(0)) open(i);
     },
     stop: async () => {
       stopped = true;
