@@ -129,8 +129,13 @@ Storm: --clients N  --per-process N  --drain-timeout MS  --drain-window MS
 Soak: --sockets N  --minutes M  --workers N (2)  --drain-timeout MS (10000)
   --message-every MS (2000)  --echo-timeout MS (10000)  --per-process N (10000)
   --concurrency N (200)  --sample-every MS (2000)  --settle-timeout MS (60000)
-  --log-level L (info)  --ignore-hints (reconnect at once, not after the hint's delay)
-  --build (build again)  --cli PATH (another build's cli.js). Writes soak-<name>.json, .md.
+  --log-level L (info)  --ignore-hints (echoing sockets reconnect at once, not after the
+  hint's delay; subscribers, wsdrain/client's, always follow the hints)
+  --build (build again)  --cli PATH (another build's cli.js)
+  Topics (on by default; the server runs baselines/fanout-app.mjs): --topic-share F (0.5: that
+  share of the sockets are wsdrain.v1 subscribers recovering across the rolls, the rest echo)
+  --topics N (8)  --publish-rate N (20 publications/s in all, from one publisher)
+  --no-topics (every socket echoes, no app). Writes soak-<name>.json, .md.
 
 Exit status: 0 every target met (or --report-only), 1 a target missed or a scenario failed
 (the report says which), 2 a bad flag.

@@ -8,6 +8,7 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
+import { emptyTopics, sumStatus, type TopicCounts, type TopicRange } from '../bench/crowd/index.js';
 import { WsdrainLog } from '../bench/lib/server.js';
 import { type AcceptResult, acceptMisses } from '../bench/scenarios/accept.js';
 import {
@@ -30,6 +31,7 @@ import {
   type RecoveryResult,
   type RecoveryRun,
   recoveryProblems,
+  topicProblems,
 } from '../bench/scenarios/recovery.js';
 import { rollWithinBudget } from '../bench/scenarios/storm.js';
 import { WORK_PRESETS, type WorkRun, workMisses } from '../bench/scenarios/work.js';
@@ -282,8 +284,8 @@ describe('server CPU and work targets', () => {
 });
 
 describe('recovery checks', () => {
-  /** A recovering run of 100 clients in which every check holds; `o` changes it. */
-  const run = (o: Partial<RecoveryRun> = {}, t: Partial<RecoveryRun['topics']> = {}) =>
+  /** A recovering run of 100 clients in which every check holds; `o` and `t` change it. */
+  const run = (o: Partial<RecoveryRun> = {}, t: Partial<TopicCounts> = {}) =>
     ({
       run: 'embedded',
       broker: 'embedded',
@@ -329,50 +331,141 @@ describe('recovery checks', () => {
         startMax: 0,
         endMin: 60,
         endMax: 60,
-        acked: 0,
-        lastAcked: null,
+        acked: 60,
+        lastAcked: 60,
         publishErrors: 0,
+        byTopic: {},
         ...t,
       },
       problems: [],
       ...o,
     }) satisfies RecoveryRun;
+  /** The run with its topic's range: where the subscribers started and ended, the last ack. */
+  const withRange = (x: RecoveryRun, r: Partial<TopicRange> = {}): RecoveryRun => {
+    const { startMin, startMax, endMin, endMax, lastAcked } = x.topics!;
+    const range = { subscribers: 100, startMin, startMax, endMin, endMax, lastAcked, ...r };
+    return { ...x, topics: { ...x.topics!, byTopic: { recovery: range } } };
+  };
+  /** The checks of run(o, t), its topic's range from its counts, changed by `r`. */
+  const check = (o: Partial<RecoveryRun> = {}, t: Partial<TopicCounts> = {}, r = {}) =>
+    recoveryProblems(withRange(run(o, t), r));
 
   it('passes a run in which every subscriber handled every offset once and came back', () => {
-    expect(recoveryProblems(run())).toEqual([]);
+    expect(check()).toEqual([]);
     // A plain run has no topics to check.
     expect(recoveryProblems(run({ run: 'plain', recovery: false, topics: undefined }))).toEqual([]);
   });
 
   it('fails a publication lost, handled twice, sent twice, skipped or not recovered', () => {
-    expect(recoveryProblems(run({}, { missing: 3 }))).toEqual([
+    expect(check({}, { missing: 3 })).toEqual([
       expect.stringMatching(/missed 3 publications .*once, in order/),
     ]);
-    expect(recoveryProblems(run({}, { duplicates: 1 }))).toEqual([
+    expect(check({}, { duplicates: 1 })).toEqual([
       expect.stringMatching(/got 1 twice or out of order/),
     ]);
-    expect(recoveryProblems(run({}, { wireDuplicates: 2, wireHoles: 1 }))).toEqual([
+    expect(check({}, { wireDuplicates: 2, wireHoles: 1 })).toEqual([
       expect.stringMatching(/sent 2 publications .* skipped offsets 1 times/),
     ]);
-    expect(recoveryProblems(run({}, { unrecovered: 4 }))).toEqual([
+    expect(check({}, { unrecovered: 4 })).toEqual([
       expect.stringMatching(/4 resubscriptions answered recovered: false/),
     ]);
-    expect(recoveryProblems(run({}, { endMin: 59 }))).toEqual([
-      expect.stringMatching(/ended at offsets 59 to 60/),
-    ]);
-    expect(recoveryProblems(run({ lastAcked: 61 }))).toEqual([
+    expect(check({}, { endMin: 59 })).toEqual([expect.stringMatching(/ended at offsets 59 to 60/)]);
+    expect(check({}, {}, { lastAcked: 61 })).toEqual([
       expect.stringMatching(/the last acked was 61/),
     ]);
   });
 
   it('fails a client not back, a roll not done, a worker not replaced', () => {
-    expect(recoveryProblems(run({ allBackMs: null, gaveUp: 1 }))).toEqual([
+    expect(check({ allBackMs: null, gaveUp: 1 })).toEqual([
       expect.stringMatching(/not every client came back and caught up \(1 gave up\)/),
     ]);
-    expect(recoveryProblems(run({ rollDoneMs: null, workersReplaced: false }))).toEqual([
+    expect(check({ rollDoneMs: null, workersReplaced: false })).toEqual([
       'no "rolling restart done"',
       'not every worker was replaced',
     ]);
+  });
+});
+
+describe('exactly-once checks over several topics (the soak)', () => {
+  /** Subscribers and publisher merged: `n` topics, 10 subscribers each, 0 -> 50, all handled. */
+  const counts = (n: number, change: (t: TopicCounts) => void = () => {}): TopicCounts => {
+    const t = { ...emptyTopics(), subscribers: 10 * n, handled: 10 * n * 50, recovered: 20 * n };
+    for (let k = 0; k < n; k++) {
+      t.byTopic[`soak-${k}`] = {
+        subscribers: 10,
+        startMin: 0,
+        startMax: 0,
+        endMin: 50,
+        endMax: 50,
+        lastAcked: 50,
+      };
+    }
+    change(t);
+    return t;
+  };
+
+  it('passes when every subscriber of every topic reached the last offset of its topic', () => {
+    expect(topicProblems(counts(8), 80)).toEqual([]);
+    // Topics end at different offsets: each is judged against its own last ack.
+    expect(
+      topicProblems(
+        counts(2, (t) => {
+          Object.assign(t.byTopic['soak-1']!, { endMin: 49, endMax: 49, lastAcked: 49 });
+        }),
+        20,
+      ),
+    ).toEqual([]);
+  });
+
+  it('names the topic whose subscribers fell short, started apart or had no subscriber', () => {
+    expect(
+      topicProblems(
+        counts(3, (t) => {
+          t.byTopic['soak-1']!.endMin = 48;
+        }),
+        30,
+      ),
+    ).toEqual([expect.stringMatching(/^subscribers of soak-1 ended at offsets 48 to 50/)]);
+    expect(
+      topicProblems(
+        counts(3, (t) => {
+          t.byTopic['soak-2']!.lastAcked = 51;
+          t.byTopic['soak-0']!.startMax = 2;
+        }),
+        30,
+      ),
+    ).toEqual([
+      'subscribers of soak-0 started at offsets 0 to 2, not all at one',
+      expect.stringMatching(/^subscribers of soak-2 ended .* the last acked was 51/),
+    ]);
+    // Published to a topic nobody subscribed to (subscribers on fewer topics than published).
+    expect(
+      topicProblems(
+        counts(2, (t) => {
+          t.byTopic['soak-2'] = { ...t.byTopic['soak-1']!, subscribers: 0 };
+        }),
+        20,
+      ),
+    ).toEqual(['no subscriber of soak-2, published up to offset 50']);
+    expect(topicProblems(counts(2), 21)).toEqual(['20 of 21 clients subscribed']);
+    expect(topicProblems(emptyTopics(), 0)).toEqual(['no topic subscribed to']);
+  });
+
+  it('sums the statuses of several crowds, or waits for all of them', () => {
+    const st = (open: number, at: number, lastReopenAt: number | null) => ({
+      ...{ at, open, reconnecting: 0, closedOnce: 0, gaveUp: 0, sent: 0, echoed: 0 },
+      ...{ mismatched: 0, timedOut: 0, lostOnOtherClose: 0, closes: 1, reopens: 0, refusals: 0 },
+      ...{ lastReopenAt, subscribed: 1, delivered: 5, duplicates: 0, replaying: 0 },
+    });
+    expect(sumStatus([st(10, 5, null), st(1, 3, 7)])).toMatchObject({
+      at: 3,
+      open: 11,
+      closes: 2,
+      delivered: 10,
+      lastReopenAt: 7,
+    });
+    expect(sumStatus([st(10, 5, null), undefined])).toBeUndefined();
+    expect(sumStatus([])).toBeUndefined();
   });
 });
 

@@ -39,6 +39,7 @@ import {
   type FromClient,
   type PhaseResults,
   type ToClient,
+  topicRange,
 } from './index.js';
 
 const o = JSON.parse(process.argv[2] ?? '{}') as CrowdOptions & {
@@ -62,7 +63,11 @@ const send: (m: FromClient) => void = toParent;
 interface Sock {
   ws: WebSocket | undefined;
   stalled: boolean;
-  /** Next sequence number (per socket index, across reconnects); messages not answered yet. */
+  /**
+   * Next sequence number (per socket index, across reconnects); messages not answered yet:
+   * echoes, and wsdrain.v1 requests (a publisher's `publish`, a recovering subscriber's
+   * `subscribe`) by their id.
+   */
   seq: number;
   pendSeq: number[];
   pendAt: number[];
@@ -266,7 +271,9 @@ const received = new Uint8Array(fanout?.role === 'subscribe' ? count * maxPubs :
 const latencies = new Map<PhaseResults, Tally>();
 const expects = new Map<PhaseResults, { first: number; count: number }>();
 
-const topicOf = (i: number): string => fanout!.topic.replace('{i}', String(o.first + i));
+/** The topic of socket `i` (a subscriber), or of publication `i` (a publisher, with `topics`). */
+const topicOf = (i: number, index = o.first + i): string =>
+  fanout!.topic.replace('{i}', String(fanout!.topics ? index % fanout!.topics : index));
 
 /**
  * Opens socket `i` and waits for its subscription (or, for a publisher, its readiness); a
@@ -343,17 +350,29 @@ function onFanout(s: Sock, i: number, ws: WebSocket, data: Buffer, isBinary: boo
     if (text.startsWith('{"type":"pub"')) return receive(s, i, text);
     if (text.startsWith('{"type":"subscribed"')) return joined(s);
     if (text.startsWith('{"type":"published"')) {
+      const ack = JSON.parse(text) as { topic: string; offset: number; id?: number };
       topics.acked++;
-      const offset = numberAfter(text, '"offset":');
-      if (offset > (topics.lastAcked ?? 0)) topics.lastAcked = offset;
+      if (ack.offset > (topics.lastAcked ?? 0)) topics.lastAcked = ack.offset;
+      const r = topicRange(topics, ack.topic);
+      if (ack.offset > (r.lastAcked ?? 0)) r.lastAcked = ack.offset;
+      answered(s, ack.id);
       return;
     }
     if (text.startsWith('{"type":"error"') && fanout!.role === 'publish') {
       topics.publishErrors++;
+      answered(s, (JSON.parse(text) as { id?: number }).id);
       return;
     }
   }
   n.foreign++;
+}
+
+/** The request `id` of socket `s` got its answer (an ack or an error). */
+function answered(s: Sock, id: number | undefined): void {
+  const k = id === undefined ? -1 : s.pendSeq.indexOf(id);
+  if (k < 0) return;
+  s.pendSeq.splice(k, 1);
+  s.pendAt.splice(k, 1);
 }
 
 /** The number after `key` in `text` (NaN when absent). */
@@ -393,36 +412,46 @@ function receive(s: Sock, i: number, text: string): void {
   s.lastN = num;
 }
 
-/** One publication's text: data `{"n":..,"t":..,"p":"x.."}` of `size` bytes, framed. */
+/**
+ * One publication's text: data `{"n":..,"t":..,"p":"x.."}` of `size` bytes, framed (wsdrain.v1:
+ * with the publication's number as the request's `id`).
+ */
 function publication(num: number, sentAt: number, size: number, topic: string): string {
   const head = `{"n":${num},"t":${sentAt},"p":"`;
   const data = `${head}${'x'.repeat(Math.max(0, size - head.length - 2))}"}`;
   return fanout!.dialect === 'socket.io'
     ? `42["publish",${JSON.stringify(topic)},${data}]`
-    : `{"type":"publish","topic":${JSON.stringify(topic)},"data":${data}}`;
+    : `{"type":"publish","topic":${JSON.stringify(topic)},"data":${data},"id":${num}}`;
 }
 
 let stopPublishing = false;
 
 /**
  * Sends what the parent asked for from socket 0 (the socket it has now: one reopened after a
- * close too), paced, stamping each with its send time, until done or stopped.
+ * close too), paced, stamping each with its send time, until done or stopped. With `topics`,
+ * publication n goes to topic n mod `topics`. A wsdrain.v1 publication waits for its ack as
+ * an echo waits for its reply (unanswered at a close, timed out).
  */
 async function publish(m: Extract<ToClient, { type: 'publish' }>): Promise<void> {
   let sent = 0;
   let skipped = 0;
   let firstAt = Number.NaN;
   let lastAt = Number.NaN;
-  const topic = topicOf(0);
+  const topic = (num: number): string => (fanout!.topics ? topicOf(0, num) : topicOf(0));
+  const s = socks[0]!;
   stopPublishing = false;
   const one = (num: number): void => {
-    const ws = socks[0]?.ws;
+    const ws = s.ws;
     if (ws?.readyState !== WebSocket.OPEN) {
       skipped++;
       return;
     }
     const t = now();
-    ws.send(publication(num, t, m.size, topic));
+    if (fanout!.dialect === 'wsdrain.v1') {
+      s.pendSeq.push(num);
+      s.pendAt.push(t);
+    }
+    ws.send(publication(num, t, m.size, topic(num)));
     sent++;
     if (Number.isNaN(firstAt)) firstAt = t;
     lastAt = t;
@@ -501,6 +530,22 @@ function onReply(s: Sock, i: number, data: Buffer, isBinary: boolean): void {
   if (running && s.ws?.readyState === WebSocket.OPEN) sendOne(s, i);
 }
 
+/**
+ * What socket `s` was still waiting for when its connection closed with `code`: the server
+ * answers everything it read before its close frame (1012, 1001), so these crossed that frame
+ * and the server counts them late; after any other close they are lost.
+ */
+function unansweredAtClose(s: Sock, t: number, code: number): void {
+  if (s.pendSeq.length === 0) return;
+  bump(P.unanswered, code, s.pendSeq.length);
+  for (const at of s.pendAt) {
+    if (P.unansweredAgeMs.length < MAX_KEPT) P.unansweredAgeMs.push(round2(t - at));
+  }
+  if (code !== 1012 && code !== 1001) n.lostOnOtherClose += s.pendSeq.length;
+  s.pendSeq = [];
+  s.pendAt = [];
+}
+
 /** Records a close of an open socket of index `i`. */
 function recordClose(s: Sock, t: number, code: number, reason: string): void {
   lastCloseAt = t;
@@ -526,15 +571,7 @@ function onClose(i: number, ws: WebSocket, code: number, reason: string): void {
   clearTimeout(s.timer);
   s.timer = undefined;
   recordClose(s, t, code, reason);
-  if (s.pendSeq.length > 0) {
-    bump(P.unanswered, code, s.pendSeq.length);
-    for (const at of s.pendAt) {
-      if (P.unansweredAgeMs.length < MAX_KEPT) P.unansweredAgeMs.push(round2(t - at));
-    }
-    if (code !== 1012 && code !== 1001) n.lostOnOtherClose += s.pendSeq.length;
-    s.pendSeq = [];
-    s.pendAt = [];
-  }
+  unansweredAtClose(s, t, code);
   if (stopping) return;
   if (final || reconnectMode === 'none') {
     checkAllClosed();
@@ -577,10 +614,14 @@ async function reconnect(i: number): Promise<void> {
   checkAllClosed();
 }
 
-/** `ws`, stamped with the time each attempt started, from the rotating source addresses. */
+/**
+ * `ws`, stamped with the time each attempt started, from the rotating source addresses. With
+ * `owner`, the `subscribe` and `publish` requests it sends wait for their answers in the
+ * owner's pending list (see {@link onWire}).
+ */
 class StampedWebSocket extends WebSocket {
   readonly startedAt: number;
-  constructor(address: string, protocols?: string | string[]) {
+  constructor(address: string, protocols?: string | string[], owner?: Sock) {
     const t = now();
     super(address, protocols, {
       localAddress: localAddress(),
@@ -588,6 +629,18 @@ class StampedWebSocket extends WebSocket {
     });
     this.startedAt = t;
     this.on('error', () => {}); // the client listens too; never unhandled
+    if (!owner) return;
+    const send = this.send.bind(this);
+    this.send = ((data: unknown, ...rest: unknown[]) => {
+      if (typeof data === 'string' && /^\{"type":"(subscribe|publish)"/.test(data)) {
+        const id = numberAfter(data, '"id":');
+        if (Number.isInteger(id)) {
+          owner.pendSeq.push(id);
+          owner.pendAt.push(now());
+        }
+      }
+      (send as (...a: unknown[]) => void)(data, ...rest);
+    }) as WebSocket['send'];
   }
 }
 
@@ -596,7 +649,10 @@ class StampedWebSocket extends WebSocket {
 /** Subscribers that are WsdrainClient subscriptions (recovering across reconnects). */
 const recovering = o.client === 'wsdrain' && fanout?.role === 'subscribe';
 
-/** The wire check: what the server sent on socket `s`'s current connection, in order. */
+/**
+ * The wire check: what the server sent on socket `s`'s current connection, in order; and the
+ * answers to its requests.
+ */
 function onWire(s: Sock, data: Buffer, isBinary: boolean): void {
   if (isBinary) return;
   const text = data.toString('latin1', 0, 300);
@@ -608,6 +664,9 @@ function onWire(s: Sock, data: Buffer, isBinary: boolean): void {
   } else if (text.startsWith('{"type":"subscribed"')) {
     // From here the server sends what follows this offset (the client's `since`, recovered).
     s.wireLast = numberAfter(text, '"offset":');
+    answered(s, numberAfter(text, '"id":'));
+  } else if (text.startsWith('{"type":"error"')) {
+    answered(s, (JSON.parse(data.toString()) as { id?: number }).id);
   }
 }
 
@@ -667,8 +726,14 @@ function caughtUp(s: Sock): void {
 /** wsdrain/client's reconnecting client for socket `i`: true once it opened (subscribed). */
 function startClient(i: number): Promise<boolean> {
   const s = socks[i]!;
+  // Its requests wait for their answers (unanswered at a close: see unansweredAtClose).
+  const Socket = class extends StampedWebSocket {
+    constructor(address: string, protocols?: string | string[]) {
+      super(address, protocols, recovering ? s : undefined);
+    }
+  };
   const client = new WsdrainClient(url, {
-    WebSocket: StampedWebSocket as unknown as WebSocketConstructorLike,
+    WebSocket: Socket as unknown as WebSocketConstructorLike,
     hintJitter: o.hintJitter,
     maxRetries: o.maxRetries ?? 50,
     ...(recovering ? { protocol: PROTOCOL_V1 } : {}),
@@ -685,6 +750,7 @@ function startClient(i: number): Promise<boolean> {
     const socket = client.socket as unknown as StampedWebSocket | null;
     isOpen = true;
     n.open++;
+    s.ws = socket ?? undefined;
     if (first && socket?.extensions.includes('permessage-deflate')) n.deflated++;
     first = false;
     if (recovering) {
@@ -706,19 +772,30 @@ function startClient(i: number): Promise<boolean> {
       s.closedAt = Number.NaN;
     }
   });
+  /** Closed for good by this process (in the final phase), not given up. */
+  let ended = false;
   client.on('close', ({ code, reason, willReconnect }) => {
     const t = now();
+    if (ended) return;
     if (isOpen) {
       isOpen = false;
       n.open--;
+      s.ws = undefined;
       if (s.subscribed) {
         s.subscribed = false;
         n.subscribed--;
       }
       recordClose(s, t, code, reason);
+      unansweredAtClose(s, t, code);
       if (willReconnect && !final) {
         n.reconnecting++;
         s.closedAt = t;
+      } else if (willReconnect) {
+        // The final phase: no reconnect, as for the crowd's own sockets.
+        ended = true;
+        client.close();
+        checkAllClosed();
+        return;
       }
     } else if (marked) bump(P.refusals, code);
     if (!willReconnect) {
@@ -794,15 +871,23 @@ function results(): CrowdResults {
   const rtt = newHist();
   for (const p of Object.values(phases)) mergeHist(rtt, p.rtt);
   fanoutResults();
-  // Where the recovering subscribers stand (those still replaying count as they are).
-  for (const s of socks) {
-    caughtUp(s);
-    if (s.start < 0) continue;
-    topics.startMin = Math.min(topics.startMin ?? s.start, s.start);
-    topics.startMax = Math.max(topics.startMax ?? s.start, s.start);
-    topics.endMin = Math.min(topics.endMin ?? s.pos, s.pos);
-    topics.endMax = Math.max(topics.endMax ?? s.pos, s.pos);
+  // Where the recovering subscribers stand (those still replaying count as they are), in all
+  // and per topic.
+  for (const r of [topics, ...Object.values(topics.byTopic)]) {
+    r.startMin = r.startMax = r.endMin = r.endMax = null;
   }
+  for (const r of Object.values(topics.byTopic)) r.subscribers = 0;
+  socks.forEach((s, i) => {
+    caughtUp(s);
+    if (s.start < 0) return;
+    for (const r of [topics, topicRange(topics, topicOf(i))]) {
+      r.startMin = Math.min(r.startMin ?? s.start, s.start);
+      r.startMax = Math.max(r.startMax ?? s.start, s.start);
+      r.endMin = Math.min(r.endMin ?? s.pos, s.pos);
+      r.endMax = Math.max(r.endMax ?? s.pos, s.pos);
+    }
+    topicRange(topics, topicOf(i)).subscribers++;
+  });
   const { reconnecting: _, duplicates: __, replaying: ___, ...counts } = n;
   return { ...counts, pendingOpen, closesPerSocket, phases, rtt, topics: { ...topics } };
 }

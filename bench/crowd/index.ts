@@ -115,8 +115,17 @@ export interface CrowdOptions {
 export interface FanoutOptions {
   role: 'subscribe' | 'publish';
   dialect: FanoutDialect;
-  /** The topic; `{i}` is replaced by the socket's index in the crowd (a topic per socket). */
+  /**
+   * The topic; `{i}` is replaced by the socket's index in the crowd (a topic per socket), or
+   * with `topics`, by that index modulo `topics`.
+   */
   topic: string;
+  /**
+   * With `{i}` in `topic`: that many topics, subscriber k on topic k mod `topics`, and the
+   * publisher's publication n to topic n mod `topics`. @default a topic per socket; the
+   * publisher's is topic 0's
+   */
+  topics?: number;
   /** Publications are numbered 0 .. maxPublications - 1 (each subscriber counts each one). */
   maxPublications: number;
 }
@@ -256,6 +265,16 @@ export interface PhaseResults {
   caughtUpTimes: number[];
 }
 
+/** One topic: where its subscribers started and ended, and the publisher's last ack. */
+export interface TopicRange {
+  subscribers: number;
+  startMin: number | null;
+  startMax: number | null;
+  endMin: number | null;
+  endMax: number | null;
+  lastAcked: number | null;
+}
+
 /**
  * Topics seen by recovering subscribers (`client: 'wsdrain'`), over the whole run, and by a
  * publisher. Offsets are the server's: a subscriber must handle every offset after the one
@@ -290,6 +309,8 @@ export interface TopicCounts {
   acked: number;
   lastAcked: number | null;
   publishErrors: number;
+  /** The same starts, ends and last ack, per topic. */
+  byTopic: Record<string, TopicRange>;
 }
 
 export function emptyTopics(): TopicCounts {
@@ -312,7 +333,30 @@ export function emptyTopics(): TopicCounts {
     acked: 0,
     lastAcked: null,
     publishErrors: 0,
+    byTopic: {},
   };
+}
+
+/** The range of `topic` in `t`, made empty the first time. */
+export function topicRange(t: TopicCounts, topic: string): TopicRange {
+  t.byTopic[topic] ??= {
+    subscribers: 0,
+    startMin: null,
+    startMax: null,
+    endMin: null,
+    endMax: null,
+    lastAcked: null,
+  };
+  return t.byTopic[topic]!;
+}
+
+/** Adds the range `b` into `a`: subscribers summed, starts, ends and acks as the extremes. */
+function mergeRange(a: TopicRange | TopicCounts, b: TopicRange | TopicCounts): void {
+  a.startMin = minOrNull([a.startMin, b.startMin]);
+  a.endMin = minOrNull([a.endMin, b.endMin]);
+  a.startMax = maxOrNull([a.startMax, b.startMax]);
+  a.endMax = maxOrNull([a.endMax, b.endMax]);
+  a.lastAcked = maxOrNull([a.lastAcked, b.lastAcked]);
 }
 
 /** Adds `b` into `a`: counts summed, starts and ends as the extremes of both. */
@@ -333,11 +377,12 @@ export function mergeTopics(a: TopicCounts, b: TopicCounts): void {
     'publishErrors',
   ] as const;
   for (const k of sums) a[k] += b[k];
-  a.startMin = minOrNull([a.startMin, b.startMin]);
-  a.endMin = minOrNull([a.endMin, b.endMin]);
-  a.startMax = maxOrNull([a.startMax, b.startMax]);
-  a.endMax = maxOrNull([a.endMax, b.endMax]);
-  a.lastAcked = maxOrNull([a.lastAcked, b.lastAcked]);
+  mergeRange(a, b);
+  for (const [topic, r] of Object.entries(b.byTopic ?? {})) {
+    const into = topicRange(a, topic);
+    into.subscribers += r.subscribers;
+    mergeRange(into, r);
+  }
 }
 
 export interface CrowdResults {
@@ -493,6 +538,24 @@ function minOrNull(values: (number | null)[]): number | null {
   return xs.length > 0 ? Math.min(...xs) : null;
 }
 
+/**
+ * Statuses summed: counters added, `at` the oldest, `lastReopenAt` the latest; undefined
+ * when there are none or one is still missing.
+ */
+export function sumStatus(
+  all: (Omit<Status, 'rtt'> | undefined)[],
+): Omit<Status, 'rtt'> | undefined {
+  if (all.length === 0 || all.some((s) => s === undefined)) return undefined;
+  const ss = all as Omit<Status, 'rtt'>[];
+  const sums = Object.fromEntries(
+    Object.keys(ss[0] ?? {})
+      .filter((k) => !['at', 'lastReopenAt', 'rtt'].includes(k))
+      .map((k) => [k, ss.reduce((n, x) => n + (x[k as keyof typeof x] as number), 0)]),
+  ) as Omit<Status, 'rtt' | 'at' | 'lastReopenAt'>;
+  const lastReopenAt = maxOrNull(ss.map((x) => x.lastReopenAt));
+  return { ...sums, at: Math.min(...ss.map((x) => x.at)), lastReopenAt };
+}
+
 let nextBlock = 0;
 
 interface Member {
@@ -608,16 +671,7 @@ export class Crowd {
 
   /** The latest status of every process, summed; undefined until each has sent one. */
   status(): Omit<Status, 'rtt'> | undefined {
-    const all = this.#members.map((m) => m.status);
-    if (all.length === 0 || all.some((s) => s === undefined)) return undefined;
-    const ss = all as Status[];
-    const sums = Object.fromEntries(
-      Object.keys(ss[0] ?? {})
-        .filter((k) => !['at', 'lastReopenAt', 'rtt'].includes(k))
-        .map((k) => [k, ss.reduce((n, x) => n + (x[k as keyof Status] as number), 0)]),
-    ) as Omit<Status, 'rtt' | 'at' | 'lastReopenAt'>;
-    const lastReopenAt = maxOrNull(ss.map((x) => x.lastReopenAt));
-    return { ...sums, at: Math.min(...ss.map((x) => x.at)), lastReopenAt };
+    return sumStatus(this.#members.map((m) => m.status));
   }
 
   /** Echo round trips reported since the previous call (stats.ts histogram). */
@@ -711,6 +765,52 @@ export class Crowd {
       nodeArgs,
     );
     this.#members.push(m);
+  }
+}
+
+/**
+ * Crowds of different kinds (echoing sockets, recovering subscribers, a publisher) driven as
+ * one: the same phases, their statuses summed, their results merged. Each connects on its own.
+ */
+export class Crowds {
+  constructor(readonly all: Crowd[]) {}
+
+  get pids(): number[] {
+    return this.all.flatMap((c) => c.pids);
+  }
+
+  dead(): string | undefined {
+    return this.all.map((c) => c.dead()).find(Boolean);
+  }
+
+  /** Starts phase `label` in every crowd; returns its time zero (the first crowd's). */
+  phase(label: string, final = false): number {
+    const [t] = this.all.map((c) => c.phase(label, final));
+    return t ?? performance.timeOrigin + performance.now();
+  }
+
+  status(): Omit<Status, 'rtt'> | undefined {
+    return sumStatus(this.all.map((c) => c.status()));
+  }
+
+  takeRtt(): number[] {
+    const h = newHist();
+    for (const c of this.all) mergeHist(h, c.takeRtt());
+    return h;
+  }
+
+  /** Resolves with the epoch ms of the last close once every crowd is closed, else undefined. */
+  async waitAllClosed(timeoutMs: number): Promise<number | undefined> {
+    const at = await Promise.all(this.all.map((c) => c.waitAllClosed(timeoutMs)));
+    return at.some((x) => x === undefined) ? undefined : Math.max(...(at as number[]));
+  }
+
+  async results(): Promise<CrowdResults> {
+    return mergeResults(await Promise.all(this.all.map((c) => c.results())));
+  }
+
+  async stop(): Promise<void> {
+    await Promise.all(this.all.map((c) => c.stop()));
   }
 }
 

@@ -1,7 +1,8 @@
 /**
  * Samples a server and its crowd every `everyMs` (the soak): RSS, CPU and descriptors of the
  * primary and of each worker (children of the primary), the TCP connections on the server port
- * each of them holds, the machine's CPU, and the clients' sockets, echo rate and failures.
+ * each of them holds, the machine's CPU, and the clients' sockets, echo and delivery rates and
+ * failures.
  */
 import type { Crowd } from '../crowd/index.js';
 import { now } from './proc.js';
@@ -35,6 +36,9 @@ export interface ClientSample {
   reconnecting: number;
   sentPerSec: number;
   echoesPerSec: number;
+  /** Publications received by subscribers, a second; recovering subscribers not caught up. */
+  deliveriesPerSec: number;
+  replaying: number;
   /** Cumulative: mismatched + timed out + unanswered at closes other than 1012/1001. */
   echoFailures: number;
   rttP50Ms: number | null;
@@ -76,12 +80,12 @@ export class Sampler {
   #timer: NodeJS.Timeout | undefined;
   readonly #lastCpu = new Map<number, { at: number; ms: number }>();
   #lastMachine: { at: number; busyMs: number; selfUs: number } | undefined;
-  #lastClients: { at: number; sent: number; echoed: number } | undefined;
+  #lastClients: { at: number; sent: number; echoed: number; delivered: number } | undefined;
 
   constructor(
     readonly primaryPid: number,
     readonly port: number,
-    readonly clients: Crowd,
+    readonly clients: Pick<Crowd, 'status' | 'takeRtt' | 'pids'>,
     readonly startedAt: number,
   ) {}
 
@@ -180,7 +184,7 @@ export class Sampler {
     this.rttByPhase[this.phase] ??= newHist();
     mergeHist(this.rttByPhase[this.phase]!, rtt);
     const last = this.#lastClients;
-    this.#lastClients = { at: st.at, sent: st.sent, echoed: st.echoed };
+    this.#lastClients = { at: st.at, sent: st.sent, echoed: st.echoed, delivered: st.delivered };
     const dt = last ? (st.at - last.at) / 1000 : 0;
     let cpu: number | null = 0;
     for (const pid of this.clients.pids) {
@@ -192,6 +196,8 @@ export class Sampler {
       reconnecting: st.reconnecting,
       sentPerSec: last && dt > 0 ? Math.round((st.sent - last.sent) / dt) : 0,
       echoesPerSec: last && dt > 0 ? Math.round((st.echoed - last.echoed) / dt) : 0,
+      deliveriesPerSec: last && dt > 0 ? Math.round((st.delivered - last.delivered) / dt) : 0,
+      replaying: st.replaying,
       echoFailures: st.mismatched + st.timedOut + st.lostOnOtherClose,
       rttP50Ms: quantile(rtt, 0.5),
       rttP99Ms: quantile(rtt, 0.99),

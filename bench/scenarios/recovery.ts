@@ -33,7 +33,7 @@
  * every resubscription was `recovered: true`.
  */
 import { rmSync } from 'node:fs';
-import { Crowd, type CrowdResults, type TopicCounts } from '../crowd/index.js';
+import { Crowd, type CrowdResults, mergeTopics, type TopicCounts } from '../crowd/index.js';
 import { log, now, sleep, track, within } from '../lib/proc.js';
 import { childPids, cpuMs, treeCpuMs, treeCpuWithExitedMs } from '../lib/procfs.js';
 import { type RedisServer, redisServerPath, startRedis } from '../lib/redis.js';
@@ -269,10 +269,21 @@ export function recoveryProblems(r: RecoveryRun): string[] {
     p.push(`not every client came back${r.recovery ? ' and caught up' : ''} (${r.gaveUp} gave up)`);
   }
   if (!r.workersReplaced) p.push('not every worker was replaced');
-  const t = r.topics;
-  if (!r.recovery || !t) return p;
-  if (t.subscribers !== r.connected) {
-    p.push(`${t.subscribers} of ${r.connected} clients subscribed`);
+  if (r.recovery && r.topics) p.push(...topicProblems(r.topics, r.connected));
+  return p;
+}
+
+/**
+ * The exactly-once checks of recovering subscribers (here and in the soak), on the counts of
+ * the subscribers and their publisher merged (crowd/index.ts mergeTopics): all `subscribers`
+ * subscribed; on each topic, every subscriber started at one offset and handled every offset
+ * after it up to the topic's last acked once, in order (the handlers' count); the server sent
+ * a connection none twice and skipped none (the wire); every resubscription was recovered.
+ */
+export function topicProblems(t: TopicCounts, subscribers: number): string[] {
+  const p: string[] = [];
+  if (t.subscribers !== subscribers) {
+    p.push(`${t.subscribers} of ${subscribers} clients subscribed`);
   }
   if (t.missing > 0 || t.duplicates > 0) {
     p.push(
@@ -287,16 +298,25 @@ export function recoveryProblems(r: RecoveryRun): string[] {
     );
   }
   if (t.unrecovered > 0) p.push(`${t.unrecovered} resubscriptions answered recovered: false`);
-  if (t.startMin !== t.startMax) {
-    p.push(`subscribers started at offsets ${t.startMin} to ${t.startMax}, not all at one`);
+  const topics = Object.entries(t.byTopic).sort(([a], [b]) => a.localeCompare(b));
+  if (topics.length === 0) p.push('no topic subscribed to');
+  for (const [topic, r] of topics) {
+    const of = topics.length > 1 ? ` of ${topic}` : '';
+    if (r.subscribers === 0) {
+      p.push(`no subscriber of ${topic}, published up to offset ${r.lastAcked}`);
+      continue;
+    }
+    if (r.startMin !== r.startMax) {
+      p.push(`subscribers${of} started at offsets ${r.startMin} to ${r.startMax}, not all at one`);
+    }
+    if (r.endMin !== r.endMax || r.endMax === null || r.endMax < (r.lastAcked ?? 0)) {
+      p.push(
+        `subscribers${of} ended at offsets ${r.endMin} to ${r.endMax}; the last acked was ` +
+          `${r.lastAcked}: every one must reach the topic's last`,
+      );
+    }
+    if ((r.endMax ?? 0) <= (r.startMax ?? 0)) p.push(`no publication${of} was handled`);
   }
-  if (t.endMin !== t.endMax || t.endMax === null || t.endMax < (r.lastAcked ?? 0)) {
-    p.push(
-      `subscribers ended at offsets ${t.endMin} to ${t.endMax}; the last acked was ` +
-        `${r.lastAcked}: every one must reach the topic's last`,
-    );
-  }
-  if ((t.endMax ?? 0) <= (t.startMax ?? 0)) p.push('no publication was handled');
   return p;
 }
 
@@ -459,6 +479,7 @@ async function roll(run: RecoveryRun, o: RecoveryOptions, stops: (() => unknown)
   const workersAfter = childPids(server.pid);
 
   fill(run, r);
+  if (run.topics) mergeTopics(run.topics, pr.topics); // the publisher's acks, per topic
   const d = done();
   run.rollDoneMs = d === undefined ? null : round1(d.at - mark);
   const p = r.phases.roll;
@@ -484,7 +505,7 @@ async function roll(run: RecoveryRun, o: RecoveryOptions, stops: (() => unknown)
 }
 
 /** Waits until the subscribers' deliveries stop moving (the last publications arrived). */
-async function quiet(subs: Crowd): Promise<void> {
+export async function quiet(subs: Pick<Crowd, 'status'>): Promise<void> {
   let last = -1;
   let same = 0;
   const deadline = now() + 15_000;

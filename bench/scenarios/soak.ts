@@ -1,21 +1,40 @@
 /**
  * Soak (`npm run soak`, not run in CI): wsdrain under a long steady load, two rolling
- * restarts and a drain, watching memory, descriptors, close codes and echoes.
+ * restarts and a drain, watching memory, descriptors, close codes, echoes and publications.
  *
  *   npm run soak                                  # 20,000 sockets, 3 minutes
  *   npm run soak -- --quick                       # 2,000 sockets, 1 minute
  *   npm run soak -- --sockets 10000 --minutes 5 --name 10k
+ *   npm run soak -- --quick --no-topics           # echoes only, no app
  *
- * Every socket sends a small text message every ~2 s and checks its echo; sockets closed by
- * the server are reconnected (after the close reason's retry hint). Phases, from the moment
+ * The server runs the bench's app (baselines/fanout-app.mjs). A share of the sockets
+ * (--topic-share, 0.5) are wsdrain.v1 subscribers, wsdrain/client's WsdrainClient each with
+ * one subscription to one of --topics (8) topics, recovering `since` the last publication it
+ * handled after every reconnect; a publisher (a client process of its own, reconnecting at
+ * once) publishes --publish-rate (20) a second in all to those topics, round robin, from the
+ * first steady phase to the end of the last. The other sockets send a small text message
+ * every ~2 s and check its echo; sockets closed by the server are reconnected (after the close
+ * reason's retry hint). --no-topics: every socket echoes, no app. Phases, from the moment
  * every socket is open (D = --minutes):
  *
  *   steady  D/3 | SIGHUP, wait for "rolling restart done" and every socket back | steady until
  *   2D/3 | SIGHUP, wait | steady until D | SIGTERM, wait for the exit
  *
- * (each steady phase lasts at least 10 s, or D/6 if shorter). Every 2 s: RSS, CPU and open
+ * (each steady phase lasts at least 10 s, or D/6 if shorter; a roll is settled once every
+ * socket was closed and is open again and every subscriber resubscribed and caught up; before
+ * the drain the publisher stops and the last deliveries arrive). Every 2 s: RSS, CPU and open
  * descriptors of the primary and each worker, the TCP connections on the port each holds,
- * the clients' open sockets, echoes/s and echo failures (lib/sampler.ts). Writes
+ * the clients' open sockets, echoes/s, deliveries/s and echo failures (lib/sampler.ts).
+ *
+ * Hard checks: every socket connected; no 1006; only 1012 on rolls and 1001 on the drain;
+ * each roll settled; what the clients sent and had no answer to at a 1012 or 1001 (echoes,
+ * publications, subscriptions) is what the server counted late; no echo mismatched, timed
+ * out or lost; exit 0 within --drain-timeout; with topics, every subscriber handled every
+ * publication of its topic from its start to the topic's last exactly once, in order, across
+ * both rolls, the server sent none twice and skipped none, every resubscription was
+ * recovered (the recovery scenario's topicProblems), and the publisher got no error. Soft
+ * (warnings): RSS after each roll near the baseline, descriptors flat, no refused reconnect,
+ * the machine to itself. Writes
  * soak-<name>.json and .md (name: quick or full unless --name), the server's output to
  * $TMPDIR/wsdrain-soak-<name>.log; a failed hard check makes the exit status 1 (unless
  * --report-only). The server's final drain report comes from its --report file, whatever the
@@ -26,12 +45,13 @@ import { execFileSync } from 'node:child_process';
 import { readdirSync, readFileSync, statSync } from 'node:fs';
 import { availableParallelism, tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
-import { Crowd, type CrowdResults, type PhaseResults } from '../crowd/index.js';
+import { Crowd, type CrowdResults, Crowds, type PhaseResults } from '../crowd/index.js';
 import { log as logLine, now, ROOT, sleep } from '../lib/proc.js';
 import { json, writeFiles } from '../lib/report.js';
 import { type ProcSample, type Sample, Sampler } from '../lib/sampler.js';
-import { type Report, Server, WSDRAIN_CLI } from '../lib/server.js';
-import { addCounts, percentile, quantile, round1, sum } from '../lib/stats.js';
+import { FANOUT_APP, type Report, Server, WSDRAIN_CLI } from '../lib/server.js';
+import { addCounts, percentile, quantile, round1, sum, tallyQuantile } from '../lib/stats.js';
+import { quiet, topicProblems } from './recovery.js';
 
 /** parseArgs options of the soak (with run.ts's --quick, --name, --out, --report-only). */
 export const SOAK_FLAGS = {
@@ -49,7 +69,14 @@ export const SOAK_FLAGS = {
   'ignore-hints': { type: 'boolean', default: false },
   build: { type: 'boolean', default: false },
   cli: { type: 'string' },
+  'no-topics': { type: 'boolean', default: false },
+  topics: { type: 'string', default: '8' },
+  'topic-share': { type: 'string', default: '0.5' },
+  'publish-rate': { type: 'string', default: '20' },
 } as const;
+
+/** Bytes of data in a publication. */
+const PUBLICATION_SIZE = 64;
 
 type Values = { [K in keyof typeof SOAK_FLAGS]?: string | boolean };
 
@@ -104,6 +131,14 @@ interface RunData {
   rttByPhase?: Record<string, number[]>;
   /** Where the server's log lines were written. */
   serverLog?: string;
+  /** Topics mode: the subscribers that connected, and what the publisher sent. */
+  topics?: {
+    subscribers: number;
+    publisherConnected: boolean;
+    published?: { sent: number; skipped: number; firstAt: number; lastAt: number };
+    /** Stop of the publisher -> the last deliveries arrived, ms. */
+    quietMs?: number;
+  };
   error?: string;
 }
 
@@ -135,7 +170,26 @@ export async function runSoak(
     settleTimeoutMs: Math.round(num('settle-timeout')),
     logLevel: String(values['log-level']),
     ignoreHints: values['ignore-hints'] === true,
+    topicsOn: values['no-topics'] !== true,
+    topics: Math.round(num('topics')),
+    topicShare: num('topic-share'),
+    publishRate: num('publish-rate'),
+    subscribers: 0,
+    echoSockets: 0,
+    historySize: 0,
   };
+  if (opts.topicsOn) {
+    if (opts.topicShare >= 1) throw new Error('--topic-share must be below 1 (some sockets echo)');
+    opts.subscribers = Math.round(opts.sockets * opts.topicShare);
+    if (opts.subscribers < opts.topics || opts.subscribers >= opts.sockets) {
+      throw new Error(
+        `--topic-share ${opts.topicShare} of ${opts.sockets} sockets gives ${opts.subscribers} subscribers: at least one per topic (--topics ${opts.topics}), and some sockets left to echo`,
+      );
+    }
+    // History for two minutes away at each topic's rate (a roll's gap is a few seconds).
+    opts.historySize = Math.max(1000, Math.ceil((opts.publishRate / opts.topics) * 120));
+  }
+  opts.echoSockets = opts.sockets - opts.subscribers;
   const durationMs = opts.minutes * 60_000;
   const third = durationMs / 3;
   const minSteadyMs = Math.min(10_000, third / 2);
@@ -191,7 +245,7 @@ export async function runSoak(
   /** Time zero of each phase of the clients (epoch ms). */
   const phaseAt: Record<string, number> = {};
   let server: Server | undefined;
-  let clients: Crowd | undefined;
+  let clients: Crowds | undefined;
   let sampler: Sampler | undefined;
   let finished = false;
 
@@ -230,11 +284,14 @@ export async function runSoak(
     if (!s) return;
     const w = s.workers.map((x) => `${x.pid}:${x.conns}s/${x.rssMiB}M/+${x.overhead}fd`).join(' ');
     const c = s.clients;
+    const topics = opts.topicsOn ? `, ${c?.deliveriesPerSec ?? '-'} deliveries/s` : '';
     log(
-      `  t=${s.t} ${s.phase} rss ${s.serverRssMiB} MiB [primary ${s.primary?.rssMiB ?? '-'}M; ${w}] clients ${c?.open ?? '-'} open, ${c?.echoesPerSec ?? '-'} echo/s, p99 ${c?.rttP99Ms ?? '-'} ms, failures ${c?.echoFailures ?? '-'}`,
+      `  t=${s.t} ${s.phase} rss ${s.serverRssMiB} MiB [primary ${s.primary?.rssMiB ?? '-'}M; ${w}] clients ${c?.open ?? '-'} open, ${c?.echoesPerSec ?? '-'} echo/s, p99 ${c?.rttP99Ms ?? '-'} ms, failures ${c?.echoFailures ?? '-'}${topics}`,
     );
   };
 
+  /** Subscribers and the publisher ready again after a roll (status `subscribed`). */
+  let subscribedExpected = 0;
   const roll = async (k: number, expected: number): Promise<void> => {
     const r: RollRun = { k, label: `roll${k}`, hupAt: 0, oldPids: sampler!.workers() };
     data.rolls.push(r);
@@ -263,7 +320,9 @@ export async function runSoak(
         st.at > r.rollDoneAt &&
         st.open >= expected &&
         st.closes >= expected && // every socket was moved (clients may see it after the log line)
-        st.reconnecting === 0
+        st.reconnecting === 0 &&
+        st.subscribed >= subscribedExpected && // every subscriber resubscribed ...
+        st.replaying === 0 // ... and caught up
       ) {
         r.settledAt = now();
         const back = st.lastReopenAt === null ? '-' : Math.round(st.lastReopenAt - r.hupAt);
@@ -275,7 +334,7 @@ export async function runSoak(
       await sleep(50);
     }
     const st = clients!.status();
-    r.error = `not settled within ${opts.settleTimeoutMs} ms: roll ${r.rollDoneAt === undefined ? 'not done' : 'done'}, ${st?.open} of ${expected} sockets open, ${st?.reconnecting} reconnecting`;
+    r.error = `not settled within ${opts.settleTimeoutMs} ms: roll ${r.rollDoneAt === undefined ? 'not done' : 'done'}, ${st?.open} of ${expected} sockets open, ${st?.reconnecting} reconnecting${opts.topicsOn ? `, ${st?.subscribed} of ${subscribedExpected} subscribed, ${st?.replaying} replaying` : ''}`;
     log(`roll ${k}: ${r.error}`);
   };
 
@@ -288,12 +347,16 @@ export async function runSoak(
       drainTimeoutMs: opts.drainTimeoutMs,
       logLevel: opts.logLevel,
       logFile: data.serverLog,
-      flags: ['--report', reportFile],
+      flags: [
+        ...['--report', reportFile],
+        ...(opts.topicsOn ? ['--app', FANOUT_APP, '--history-size', opts.historySize] : []),
+      ],
     });
     await server.ready();
-    clients = new Crowd({
-      url: `ws://127.0.0.1:${server.port}`,
-      perProcess: Math.min(opts.perProcess, opts.sockets),
+    const url = `ws://127.0.0.1:${server.port}`;
+    const echo = new Crowd({
+      url,
+      perProcess: Math.min(opts.perProcess, opts.echoSockets),
       concurrency: opts.concurrency,
       messageEveryMs: opts.messageEveryMs,
       echoTimeoutMs: opts.echoTimeoutMs,
@@ -301,6 +364,33 @@ export async function runSoak(
       retryDelayMs: 100,
       connectTimeoutMs,
     });
+    // Topics: subscribers on `soak-<k mod topics>`, recovering after every reconnect (they
+    // follow the hints whatever --ignore-hints says), and a publisher to those topics.
+    const fanout = { dialect: 'wsdrain.v1', topic: 'soak-{i}', topics: opts.topics } as const;
+    const subs = opts.topicsOn
+      ? new Crowd({
+          url,
+          client: 'wsdrain',
+          statusEveryMs: 100, // quiet() before the drain watches the deliveries move
+          perProcess: Math.min(opts.perProcess, opts.subscribers),
+          concurrency: opts.concurrency,
+          echoTimeoutMs: opts.echoTimeoutMs,
+          connectTimeoutMs,
+          fanout: { ...fanout, role: 'subscribe', maxPublications: 0 },
+        })
+      : undefined;
+    const pub = opts.topicsOn
+      ? new Crowd({
+          url,
+          path: '/?role=publisher',
+          perProcess: 1,
+          reconnect: 'now',
+          retryDelayMs: 100,
+          echoTimeoutMs: opts.echoTimeoutMs,
+          fanout: { ...fanout, role: 'publish', maxPublications: 0 },
+        })
+      : undefined;
+    clients = new Crowds([echo, subs, pub].filter((c): c is Crowd => c !== undefined));
     sampler = new Sampler(server.pid, server.port, clients, data.startedAt);
     data.samples = sampler.samples;
     data.rttByPhase = sampler.rttByPhase;
@@ -309,7 +399,12 @@ export async function runSoak(
     const printer = setInterval(printSample, 10_000);
     try {
       const t0 = now();
-      const connected = await clients.connect(opts.sockets);
+      const [echoed, subscribed] = await Promise.all([
+        echo.connect(opts.echoSockets),
+        subs?.connect(opts.subscribers) ?? 0,
+      ]);
+      const publisher = pub ? (await pub.connect(1)) === 1 : false;
+      const connected = echoed + subscribed;
       const connectedAt = now();
       const failed = opts.sockets - connected;
       data.connect = {
@@ -319,19 +414,44 @@ export async function runSoak(
         ms: Math.round(connectedAt - t0),
       };
       log(`${connected} sockets open in ${data.connect.ms} ms (${failed} failed)`);
+      if (pub) {
+        data.topics = { subscribers: subscribed, publisherConnected: publisher };
+        log(
+          `${subscribed} subscribers on ${opts.topics} topics; publisher connected: ${publisher}`,
+        );
+        if (!publisher) throw new Error('the publisher could not connect');
+      }
+      // Every socket, the publisher's too, is closed by each roll and must come back.
+      const expected = connected + (publisher ? 1 : 0);
+      subscribedExpected = subscribed + (publisher ? 1 : 0);
       phase('steady1');
+      const publishing = pub
+        ?.publish(0, 1e9, opts.publishRate, PUBLICATION_SIZE)
+        .catch((err: Error) => log(`publisher: ${err.message}`));
 
       await waitUntil(connectedAt + third);
-      await roll(1, connected);
+      await roll(1, expected);
       const settled1 = now();
       phase('steady2');
 
       await waitUntil(Math.max(connectedAt + 2 * third, settled1 + minSteadyMs));
-      await roll(2, connected);
+      await roll(2, expected);
       const settled2 = now();
       phase('steady3');
 
       await waitUntil(Math.max(connectedAt + durationMs, settled2 + minSteadyMs));
+      if (pub && data.topics) {
+        // The publisher stops, and the subscribers get the last publications, before the drain.
+        pub.stopPublishing();
+        const published = await publishing;
+        if (published) data.topics.published = published;
+        const t = now();
+        await quiet(clients);
+        data.topics.quietMs = Math.round(now() - t);
+        log(
+          `publisher: ${published?.sent ?? '-'} sent, ${published?.skipped ?? '-'} skipped while it had no socket; deliveries quiet after ${data.topics.quietMs} ms`,
+        );
+      }
       const termAt = phase('drain', true);
       data.drain = { termAt, exitCode: null, exitSignal: null };
       server.signal('SIGTERM');
@@ -383,6 +503,13 @@ export async function runSoak(
     const last = data.phases.at(-1);
     if (last && last.end === undefined) last.end = Math.round((now() - data.startedAt) / 100) / 10;
     const { files, analysis } = writeResults(data, common.out);
+    const t = analysis.topics;
+    if (t) {
+      const steady = t.byPhase.filter((x) => x.phase.startsWith('steady'));
+      log(
+        `topics: ${t.counts.handled} deliveries (${t.steadyDeliveriesPerSec}/s while steady), ${t.counts.missing} missing, ${t.counts.duplicates} twice, ${t.counts.recovered} resubscriptions recovered, ${t.counts.unrecovered} not, ${t.counts.replayed} replayed; latency p50/p99 ${steady.map((x) => `${x.phase} ${x.latencyMs.p50}/${x.latencyMs.p99}`).join(', ')} ms`,
+      );
+    }
     for (const c of analysis.checks) {
       if (!c.ok) log(`${c.hard ? 'FAIL' : 'warn'}: ${c.name}: ${c.detail}`);
     }
@@ -730,7 +857,7 @@ function analyse(d: RunData) {
   }
   if (echoes) {
     check(
-      'echoes: none mismatched, timed out or lost',
+      'echoes (and answers to publications and subscriptions): none mismatched, timed out or lost',
       echoes.mismatched + echoes.timedOut + echoes.lostOnOtherClose === 0,
       `${echoes.mismatched} mismatched, ${echoes.timedOut} timed out, ${echoes.lostOnOtherClose} lost on other closes`,
     );
@@ -807,6 +934,21 @@ function analyse(d: RunData) {
     false,
   );
 
+  const topics = topicsOf(d);
+  if (topics) {
+    check(
+      'subscribers: every publication of their topic once, in order, across both rolls; every resubscription recovered',
+      topics.problems.length === 0,
+      topics.problems.join('; ') ||
+        `${topics.subscribers} subscribers on ${topics.topics} topics: ${topics.counts.handled} handled, 0 missing, 0 twice, 0 sent twice or skipped on the wire; ${topics.counts.recovered} resubscriptions recovered, 0 not`,
+    );
+    check(
+      'publisher: publications acked, no error',
+      topics.counts.acked > 0 && topics.counts.publishErrors === 0,
+      `${topics.published?.sent ?? '–'} sent, ${topics.counts.acked} acked, ${topics.counts.publishErrors} errors, ${topics.published?.skipped ?? '–'} skipped while it had no socket`,
+    );
+  }
+
   const rttByPhase = Object.fromEntries(
     Object.entries(d.rttByPhase ?? {}).map(([p, h]) => [
       p,
@@ -822,6 +964,8 @@ function analyse(d: RunData) {
   return {
     connect: d.connect ?? null,
     memory,
+    balance: balanceOf(d),
+    topics,
     rttByPhase,
     otherCpu,
     fds,
@@ -832,6 +976,87 @@ function analyse(d: RunData) {
     echoes,
     checks,
     passed: checks.every((x) => x.ok || !x.hard),
+  };
+}
+
+/**
+ * Sockets held by each worker: the last sample of each steady phase and the first after each
+ * roll (every socket back), so the balance after a roll shows.
+ */
+function balanceOf(d: RunData) {
+  const rows: { when: string; t: number; workers: { pid: number; sockets: number }[] }[] = [];
+  const add = (when: string, s: Sample | undefined): void => {
+    if (!s) return;
+    rows.push({ when, t: s.t, workers: s.workers.map((w) => ({ pid: w.pid, sockets: w.conns })) });
+  };
+  for (let k = 1; k <= 3; k++) {
+    const steady = d.samples.filter((s) => s.phase === `steady${k}`);
+    if (k > 1) add(`after roll ${k - 1} (first sample)`, steady[0]);
+    add(`steady ${k}, last sample`, steady.at(-1));
+  }
+  return rows.map((r) => {
+    const counts = r.workers.map((w) => w.sockets);
+    const total = counts.reduce((a, b) => a + b, 0);
+    const mean = counts.length ? total / counts.length : 0;
+    return {
+      ...r,
+      total,
+      /** The busiest worker's sockets / the mean. */
+      maxOverMean: mean > 0 ? Math.round((100 * Math.max(...counts)) / mean) / 100 : null,
+    };
+  });
+}
+
+/** The topics mode's figures and exactly-once problems; null without topics. */
+function topicsOf(d: RunData) {
+  const c = d.clients;
+  if (!d.topics || !c || d.options.topicsOn !== true) return null;
+  const t = c.topics;
+  const phases = d.phases.filter((p) => c.labels[p.name]);
+  const byPhase = phases.map((p) => {
+    const l = c.labels[p.name]!;
+    const seconds = p.end === undefined ? null : p.end - p.start;
+    const replayMs = sorted(l.replayMs);
+    const catchUp = sorted(l.catchUpMs);
+    return {
+      phase: p.name,
+      seconds,
+      deliveries: l.deliveries,
+      deliveriesPerSec: seconds ? Math.round(l.deliveries / seconds) : null,
+      latencyMs: {
+        p50: tallyQuantile(l.latency, 0.5),
+        p99: tallyQuantile(l.latency, 0.99),
+        max: tallyQuantile(l.latency, 1),
+      },
+      /** Reconnects that caught up in this phase, those that missed some, what they replayed. */
+      caughtUp: l.replayed.length,
+      replays: l.replayMs.length,
+      replayed: l.replayed.reduce((a, b) => a + b, 0),
+      replayMs: { p50: percentile(replayMs, 0.5), p99: percentile(replayMs, 0.99) },
+      catchUpMs: { p50: percentile(catchUp, 0.5), p99: percentile(catchUp, 0.99) },
+    };
+  });
+  const steady = byPhase.filter((p) => p.phase.startsWith('steady') && p.seconds);
+  const steadySeconds = steady.reduce((a, p) => a + p.seconds!, 0);
+  const subscribers = d.topics.subscribers;
+  const topics = Number(d.options.topics);
+  const rate = Number(d.options.publishRate);
+  return {
+    subscribers,
+    topics,
+    publishRate: rate,
+    historySize: d.options.historySize,
+    published: d.topics.published ?? null,
+    quietMs: d.topics.quietMs ?? null,
+    /** What the publisher's rate gives: each publication to subscribers / topics sockets. */
+    expectedDeliveriesPerSec: Math.round((rate * subscribers) / topics),
+    steadyDeliveriesPerSec: steadySeconds
+      ? Math.round(steady.reduce((a, p) => a + p.deliveries, 0) / steadySeconds)
+      : null,
+    byPhase,
+    counts: { ...t, byTopic: undefined },
+    byTopic: t.byTopic,
+    problems: topicProblems(t, subscribers),
   };
 }
 
@@ -847,8 +1072,11 @@ function markdown(d: RunData, a: Analysis): string {
   const o = d.options;
   const out: string[] = [];
   out.push(`# Soak: ${d.name}`, '');
+  const mix = o.topicsOn
+    ? ` (${f(o.echoSockets)} echoing, a message every ${f(o.messageEveryMs)} ms; ${f(o.subscribers)} wsdrain.v1 subscribers on ${f(o.topics)} topics, ${f(o.publishRate)} publications/s in all)`
+    : `, a message per socket every ${f(o.messageEveryMs)} ms`;
   out.push(
-    `${f(o.sockets)} sockets, ${f(o.workers)} workers, a message per socket every ${f(o.messageEveryMs)} ms, ${f(o.minutes)} min; ` +
+    `${f(o.sockets)} sockets${mix}, ${f(o.workers)} workers, ${f(o.minutes)} min; ` +
       `${new Date(d.startedAt).toISOString()}, node ${f(d.env.node)}, ${f(d.env.cpus)} cores, commit ${f(d.env.commit)}${d.env.srcDirty ? ' (src/ modified)' : ''}${d.env.distStale ? ' (**dist/ older than src/**)' : ''}.`,
   );
   out.push(
@@ -894,9 +1122,25 @@ function markdown(d: RunData, a: Analysis): string {
   out.push('');
   out.push(
     `Peak server RSS during the rolls (three workers for a while): ${a.memory.afterRolls.map((m) => `${m.peakDuringRollMiB} MiB`).join(', ')}. ` +
-      'Worker RSS saws up and down with V8 collections under the message load, so phases are compared by their median and peak over every 2-s sample.',
+      'Worker RSS saws up and down with V8 collections under the message load, so phases are compared by their median and peak over every 2-s sample.' +
+      (o.topicsOn
+        ? ` KiB/socket is over every socket on the port, ${f(o.subscribers)} of them holding a subscription (the primary keeps each topic's history, up to --history-size ${f(o.historySize)}).`
+        : ''),
   );
   out.push('');
+  out.push('## Sockets per worker', '');
+  out.push('| when | t (s) | sockets | per worker (pid: sockets) | busiest / mean |');
+  out.push('| --- | --- | --- | --- | --- |');
+  for (const b of a.balance) {
+    out.push(
+      `| ${b.when} | ${b.t} | ${b.total} | ${b.workers.map((w) => `${w.pid}: ${w.sockets}`).join(', ')} | ${f(b.maxOverMean)} |`,
+    );
+  }
+  out.push(
+    '',
+    'TCP connections on the port held by each worker (sampled every 2 s): before the first roll, once every socket is back after each roll, and at the end of the steady phase that follows. Every socket (the publisher’s too) is moved by each roll, so the balance after it is what the reconnects made.',
+    '',
+  );
   out.push(
     `Machine CPU by phase (busy / not ours, mean % of one core): ${Object.entries(a.otherCpu)
       .map(([p, c]) => `${p} ${f(c.busyPct)} / ${f(c.meanPct)}`)
@@ -927,32 +1171,34 @@ function markdown(d: RunData, a: Analysis): string {
   const every = Math.max(1, Math.round(10_000 / Number(o.sampleEveryMs ?? 2000)));
   const picked = d.samples.filter((_, i) => i % every === 0 || i === d.samples.length - 1);
   out.push(
-    '| t (s) | phase | client sockets | echoes/s | primary fds−sockets | workers: pid fds−sockets=overhead (RSS MiB) |',
+    '| t (s) | phase | client sockets | echoes/s | deliveries/s | primary fds−sockets | workers: pid fds−sockets=overhead (RSS MiB) |',
   );
-  out.push('| --- | --- | --- | --- | --- | --- |');
+  out.push('| --- | --- | --- | --- | --- | --- | --- |');
   for (const s of picked) {
     const ws = s.workers
       .map((w) => `${w.pid} ${w.fds}−${w.conns}=${w.overhead} (${w.rssMiB})`)
       .join('; ');
     out.push(
-      `| ${s.t} | ${s.phase} | ${f(s.clients?.open)} | ${f(s.clients?.echoesPerSec)} | ${f(s.primary?.overhead)} | ${ws} |`,
+      `| ${s.t} | ${s.phase} | ${f(s.clients?.open)} | ${f(s.clients?.echoesPerSec)} | ${f(s.clients?.deliveriesPerSec)} | ${f(s.primary?.overhead)} | ${ws} |`,
     );
   }
   out.push('');
 
   out.push('## Rolls', '');
+  // Every socket the rolls move: the publisher's too.
+  const sockets = (d.connect?.connected ?? 0) + (d.topics?.publisherConnected ? 1 : 0);
   out.push(
     '| | roll done | all reconnected | closes (beyond one per socket) | reconnect p50 / p99 / max | beyond the hint p50 / p99 / max | refused | unanswered at 1012 (sent p50 / max ms before the close) | server late |',
   );
   out.push('| --- | --- | --- | --- | --- | --- | --- | --- | --- |');
   for (const r of a.rolls) {
     out.push(
-      `| roll ${r.roll} (t=${r.atS} s) | ${f(r.rollDoneMs)} ms | ${f(r.reconnectAllMs)} ms | ${JSON.stringify(r.closes)} (${sum(r.closes) - (d.connect?.connected ?? 0)}) | ${f(r.reconnectMs.p50)} / ${f(r.reconnectMs.p99)} / ${f(r.reconnectMs.max)} ms | ${f(r.beyondHintMs.p50)} / ${f(r.beyondHintMs.p99)} / ${f(r.beyondHintMs.max)} ms | ${sum(r.refusals)} | ${r.unanswered['1012'] ?? 0} (${f(r.unansweredAgeMs.p50)} / ${f(r.unansweredAgeMs.max)}) | ${r.serverLate} |`,
+      `| roll ${r.roll} (t=${r.atS} s) | ${f(r.rollDoneMs)} ms | ${f(r.reconnectAllMs)} ms | ${JSON.stringify(r.closes)} (${sum(r.closes) - sockets}) | ${f(r.reconnectMs.p50)} / ${f(r.reconnectMs.p99)} / ${f(r.reconnectMs.max)} ms | ${f(r.beyondHintMs.p50)} / ${f(r.beyondHintMs.p99)} / ${f(r.beyondHintMs.max)} ms | ${sum(r.refusals)} | ${r.unanswered['1012'] ?? 0} (${f(r.unansweredAgeMs.p50)} / ${f(r.unansweredAgeMs.max)}) | ${r.serverLate} |`,
     );
   }
   out.push('');
   out.push(
-    'Times from the SIGHUP. Closes beyond one per socket: clients that reconnected to a worker of the old generation and were closed again when its turn came. "Beyond the hint": reconnect time minus the delay the close reason asked for. Unanswered at 1012: messages the client sent whose echo had not come when the close arrived; the server answers everything it reads before its close frame, so these crossed the close frame and the server counts them as `late` (RFC 6455: no data after a close frame).',
+    'Times from the SIGHUP. Closes beyond one per socket: clients that reconnected to a worker of the old generation and were closed again when its turn came. "Beyond the hint": reconnect time minus the delay the close reason asked for. Unanswered at 1012: messages the client sent whose echo (or, for a publication or a subscription, whose answer) had not come when the close arrived; the server answers everything it reads before its close frame, so these crossed the close frame and the server counts them as `late` (RFC 6455: no data after a close frame).',
   );
   out.push('');
 
@@ -980,6 +1226,44 @@ function markdown(d: RunData, a: Analysis): string {
         `**Lost echoes (unanswered and not counted late by the server): ${e.lost}.**`,
     );
     out.push('');
+  }
+
+  if (a.topics) {
+    const t = a.topics;
+    const c = t.counts;
+    const p = t.published;
+    out.push('## Topics: publications and recovery', '');
+    out.push(
+      `${t.subscribers} subscribers (WsdrainClient, one subscription each) on ${t.topics} topics; a publisher sending ${t.publishRate}/s in all, round robin: ${f(p?.sent)} sent, ${f(p?.skipped)} skipped while it had no socket, ${c.acked} acked, ${c.publishErrors} errors. ` +
+        `Deliveries: ${c.handled} handled in all, ${f(t.steadyDeliveriesPerSec)}/s while steady (the rate gives ${t.expectedDeliveriesPerSec}/s). ` +
+        `Resubscriptions: ${c.recovered} recovered, ${c.unrecovered} not, ${c.resubscribes} beyond one per connection; ${c.replayed} publications replayed. ` +
+        `**Exactly once: ${c.missing} missing, ${c.duplicates} twice or out of order (handlers); ${c.wireDuplicates} sent twice, ${c.wireHoles} holes (wire)${t.problems.length ? `; ${t.problems.join('; ')}` : ''}.**`,
+      '',
+    );
+    out.push(
+      '| phase | s | deliveries | /s | latency p50 / p99 / max (ms) | reconnects caught up (missed some) | replayed | replay p50 / p99 (ms) | close → caught up p50 / p99 (ms) |',
+    );
+    out.push('| --- | --- | --- | --- | --- | --- | --- | --- | --- |');
+    for (const x of t.byPhase) {
+      out.push(
+        `| ${x.phase} | ${f(x.seconds === null ? null : round1(x.seconds))} | ${x.deliveries} | ${f(x.deliveriesPerSec)} | ${f(x.latencyMs.p50)} / ${f(x.latencyMs.p99)} / ${f(x.latencyMs.max)} | ${x.caughtUp} (${x.replays}) | ${x.replayed} | ${f(x.replayMs.p50)} / ${f(x.replayMs.p99)} | ${f(x.catchUpMs.p50)} / ${f(x.catchUpMs.p99)} |`,
+      );
+    }
+    out.push('');
+    out.push(
+      `| topic | subscribers | started at | ended at | last acked |`,
+      '| --- | --- | --- | --- | --- |',
+    );
+    for (const [name, r] of Object.entries(t.byTopic).sort(([x], [y]) => x.localeCompare(y))) {
+      out.push(
+        `| ${name} | ${r.subscribers} | ${f(r.startMin)}${r.startMax === r.startMin ? '' : `–${f(r.startMax)}`} | ${f(r.endMin)}${r.endMax === r.endMin ? '' : `–${f(r.endMax)}`} | ${f(r.lastAcked)} |`,
+      );
+    }
+    out.push(
+      '',
+      'Latency: from the publisher’s send to the subscriber’s handler, replayed publications included (in the roll phases they make the tail). *Replayed*: published before the reconnect opened, handled after it; a reconnect counts in the phase it caught up in. Offsets are the server’s: every subscriber of a topic must start at one offset and handle every one after it up to the topic’s last, once, in order.',
+      '',
+    );
   }
 
   if (a.drain) {
