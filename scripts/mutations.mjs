@@ -410,6 +410,24 @@ export const mutations = [
     tests: ['test/unit/pool.test.ts'],
     name: 'reports pressure',
   },
+  {
+    id: 'pool-no-average',
+    why: 'connections whose calls take a few ms each count as heavy: the others keep a lane',
+    file: 'src/worker/pool.ts',
+    find: 'return o.cost >= this.#heavyMs || o.serial >= this.#heavyAvgMs;',
+    replace: 'return o.cost >= this.#heavyMs;',
+    tests: ['test/fairness.test.ts'],
+    name: 'few ms',
+  },
+  {
+    id: 'pool-no-budget',
+    why: 'a task holds about heavyMs of estimated handler time',
+    file: 'src/worker/owners.ts',
+    find: 'return o.serial > 0 ? Math.max(1, Math.min(n, Math.floor(budget / o.serial))) : n;',
+    replace: 'return n;',
+    tests: ['test/unit/pool.test.ts'],
+    name: 'estimated handler time',
+  },
   // Applications, topics and recovery.
   {
     id: 'client-publish-allowed',

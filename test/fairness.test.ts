@@ -63,6 +63,35 @@ describe('fair scheduling', () => {
     for (const c of [heavy, ...others]) c.ws.close(1000);
   }, 60_000);
 
+  it("keeps other connections' echo off the threads of connections whose calls take a few ms each", async () => {
+    // Below the 10 ms that makes one call heavy: only the calls' average says these are heavy.
+    const WORK = 6;
+    const srv = await startWsdrain(['--workers', '0', '--threads', '2']);
+    const heavy = await connectMany(srv.port, 2);
+    const others = await connectMany(srv.port, 20);
+    // Each heavy connection keeps 4 calls outstanding, the next one sent as each reply comes.
+    let id = 0;
+    let running = true;
+    for (const h of heavy) {
+      h.ws.on('message', () => {
+        if (running) h.ws.send(work(WORK, id++));
+      });
+      for (let k = 0; k < 4; k++) h.ws.send(work(WORK, id++));
+    }
+    await sleep(300);
+    const load = echoLoad(others, 20);
+    await sleep(1500);
+    load.stop();
+    running = false;
+    await sleep(300);
+    for (const [k, c] of others.entries()) expect(c.messages).toEqual(load.sent[k]);
+    const rtts = [...load.rtts].sort((p, q) => p - q);
+    expect(rtts.length).toBeGreaterThan(20 * 40);
+    // In a batch with the heavy connections' calls, an echo would wait for several of them.
+    expect(rtts[Math.floor(rtts.length / 2)]!).toBeLessThan(WORK);
+    for (const c of [...heavy, ...others]) c.ws.close(1000);
+  }, 30_000);
+
   it('closes well-behaved clients with 1001 in a drain while one connection runs heavy work', async () => {
     const WORK = 3000;
     const budget = 2000;

@@ -20,7 +20,8 @@
  * `published` is how many entries, from the first, are complete in the shared buffer (stored
  * with `Atomics.store` after each one): the main thread may deliver those while the thread is
  * still busy with a long call. `micros` is the time from the start of the handler call to its
- * reply (its promise settled, for async handlers), in µs. The entries of messages the thread
+ * reply (its promise settled, for async handlers), in µs (bits 0-30), with bit 31
+ * ({@link ASYNC_CALL}) set when the reply was a promise. The entries of messages the thread
  * did not run (taken back) are not written: the main thread reads only the others.
  *
  * Messages go out as TEXT (UTF-8) or BINARY; results come back as TEXT, BINARY, NONE (no
@@ -64,13 +65,16 @@ export function resultsHeaderBytes(count: number): number {
 
 /**
  * A result batch's header: `published` at 0 (read it through {@link publishedCounter}),
- * `count` at 1, then kind, byte length and handler time (µs) of entry i at 2 + 3i, 3 + 3i,
+ * `count` at 1, then kind, byte length and handler time (µs, and ASYNC_CALL) of entry i at 2 + 3i, 3 + 3i,
  * 4 + 3i.
  */
 export function resultsHeader(results: SharedArrayBuffer | ArrayBuffer): Uint32Array {
   const count = new Uint32Array(results, 4, 1)[0]!;
   return new Uint32Array(results, 0, 2 + 3 * count);
 }
+
+/** In a result entry's time word: the handler's reply was a promise. */
+export const ASYNC_CALL = 0x8000_0000;
 
 /** The published counter of a result batch, for `Atomics`. */
 export function publishedCounter(results: SharedArrayBuffer | ArrayBuffer): Int32Array {

@@ -19,6 +19,7 @@ import type { Handler, HandlerReply, HandlerResult } from '../handler.js';
 import { makeEcho } from '../handlers/echo.js';
 import { payloadField } from '../wire.js';
 import {
+  ASYNC_CALL,
   claimCounter,
   Kind,
   messagesHeader,
@@ -90,9 +91,9 @@ const data = (workerData ?? {}) as PoolWorkerData;
 const handler = await loadHandler(data.handler, data.maxWork);
 const progress = data.progress ? new Float64Array(data.progress) : new Float64Array(1);
 
-/** Handler time as stored in a result entry: µs, within a u32. */
+/** Handler time as stored in a result entry: µs, within 31 bits. */
 function micros(ms: number): number {
-  return Math.min(0xffff_ffff, Math.max(0, Math.round(ms * 1000)));
+  return Math.min(0x7fff_ffff, Math.max(0, Math.round(ms * 1000)));
 }
 
 /**
@@ -134,9 +135,9 @@ class ResultWriter {
     this.#used += bytes;
   }
 
-  /** Records how long entry i's handler call took, in ms. */
-  time(i: number, ms: number): void {
-    this.#head[4 + 3 * i] = micros(ms);
+  /** Records how long entry i's handler call took, in ms, and whether its reply was a promise. */
+  time(i: number, ms: number, async = false): void {
+    this.#head[4 + 3 * i] = (micros(ms) | (async ? ASYNC_CALL : 0)) >>> 0;
   }
 
   /** Entries 0 to i are complete: the main thread may read them now. */
@@ -212,8 +213,8 @@ function isPromise(r: unknown): r is Promise<HandlerReply> {
 }
 
 type Outcome =
-  | { ok: true; reply: HandlerReply; ms: number }
-  | { ok: false; err: unknown; ms: number };
+  | { ok: true; reply: HandlerReply; ms: number; async: boolean }
+  | { ok: false; err: unknown; ms: number; async: boolean };
 
 /** An async reply settled: records progress and the call's time, from `start`. */
 function settledAt(o: Outcome, slot: number, start: number): Outcome {
@@ -275,11 +276,12 @@ export default async function run(task: Task): Promise<unknown> {
         }
         deferred.push(
           r.then(
-            (reply): Outcome => settledAt({ ok: true, reply, ms: 0 }, slot, start),
-            (err: unknown): Outcome => settledAt({ ok: false, err, ms: 0 }, slot, start),
+            (reply): Outcome => settledAt({ ok: true, reply, ms: 0, async: true }, slot, start),
+            (err: unknown): Outcome =>
+              settledAt({ ok: false, err, ms: 0, async: true }, slot, start),
           ),
         );
-      } else if (deferred) deferred.push({ ok: true, reply: r, ms: t - start });
+      } else if (deferred) deferred.push({ ok: true, reply: r, ms: t - start, async: false });
       else {
         out.time(i, t - start);
         out.reply(i, r);
@@ -287,7 +289,7 @@ export default async function run(task: Task): Promise<unknown> {
       }
     } catch (err) {
       t = performance.now();
-      if (deferred) deferred.push({ ok: false, err, ms: t - start });
+      if (deferred) deferred.push({ ok: false, err, ms: t - start, async: false });
       else {
         out.time(i, t - start);
         out.failure(i, err);
@@ -299,7 +301,7 @@ export default async function run(task: Task): Promise<unknown> {
     const settled = await Promise.all(deferred);
     for (let k = 0; k < settled.length; k++) {
       const o = settled[k]!;
-      out.time(from + k, o.ms);
+      out.time(from + k, o.ms, o.async);
       if (o.ok) out.reply(from + k, o.reply);
       else out.failure(from + k, o.err);
     }

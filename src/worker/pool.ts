@@ -18,13 +18,19 @@
  * round robin, a bounded share of messages from each (at least `ownerShare`, more when few
  * owners wait), so a deep queue does not crowd out the others; what arrives while the threads
  * are busy leaves as the next batch, so the busier the pool, the larger its batches and the
- * fewer its thread hops.
+ * fewer its thread hops. Every task also stops at about `heavyMs` of estimated handler time
+ * (each message counted at its owner's recent time per call, see ./owners.ts; at least one
+ * message), so a thread comes back to the queue that often and the owners waiting take turns.
  *
  * Heavy owners. The thread measures each handler call (until its reply, for async handlers)
- * and returns the times with the results. An owner whose recent calls took `heavyMs` or more
- * (a decaying maximum) is heavy: its messages run in tasks of their own, and with two or more
- * threads such tasks hold at most `threads - 1` of them, so the last thread stays a lane for
- * the others (with one thread, heavy and light tasks take turns).
+ * and returns the times with the results. An owner is heavy when one recent call took
+ * `heavyMs` or more (a decaying maximum), or when its synchronous calls take `heavyAvgMs` or
+ * more on average (a moving average: calls of a few ms each fill the threads as surely; an
+ * async call's wait for its reply counts only toward `heavyMs`, the waits of a task overlap):
+ * its messages run in tasks of their own, and with two or more threads such tasks hold at
+ * most `threads - 1` of them, so the last thread stays a lane for the others (with one thread,
+ * heavy and light tasks take turns). A light message thus waits for the light tasks before
+ * it, each of them about `heavyMs` of work at most, not for heavy owners' backlog.
  *
  * Long calls. A task whose current call has run for `heavyMs` counts as heavy, and neither
  * the results it has computed nor the messages it has not started wait for that call:
@@ -58,6 +64,7 @@ import { Piscina } from 'piscina';
 import { resolveModule } from '../app/load.js';
 import { HandlerLoadError } from '../errors.js';
 import {
+  ASYNC_CALL,
   claimCounter,
   Kind,
   messagesHeaderBytes,
@@ -65,6 +72,7 @@ import {
   resultsHeader,
   resultsHeaderBytes,
 } from './batch.js';
+import { affordable, newOwner, type Owner, OwnerQueue, recordCall } from './owners.js';
 import type { Task } from './pool-worker.js';
 
 export { Kind };
@@ -97,10 +105,16 @@ export interface PoolOptions<T> {
    */
   describe?: (ticket: T) => string | undefined;
   /**
-   * A handler call this long (until its reply) makes its owner heavy, and a task whose current
-   * call has run this long gives back the messages it has not started, in ms. @default 10
+   * A handler call this long (until its reply) makes its owner heavy, a task whose current
+   * call has run this long gives back the messages it has not started, and a task holds at
+   * most about this much estimated handler time, in ms. @default 10
    */
   heavyMs?: number;
+  /**
+   * Synchronous handler calls this long on average (a moving average) make their owner heavy,
+   * in ms. @default 2
+   */
+  heavyAvgMs?: number;
   /**
    * Messages one owner puts in a light task while others wait too; when few owners wait,
    * each may put up to `maxBatch` / their number. @default 32
@@ -125,34 +139,12 @@ export interface PoolOptions<T> {
 /** Defaults of the optional {@link PoolOptions}. */
 export const kPoolDefaults = {
   heavyMs: 10,
+  heavyAvgMs: 2,
   ownerShare: 32,
   maxBatch: 256,
   highWater: 4096,
   highWaterBytes: 16 * 1024 * 1024,
 } as const;
-
-/** What the pool keeps per owner; in a WeakMap, so it goes with its connection. */
-interface Owner<T> {
-  /**
-   * Queued messages from `head` to `tail` (the arrays keep their room when emptied): tickets,
-   * and per message its position in the stream of queued bytes (see MessagePool.#base) and
-   * `byteLength * 2 + isBinary`.
-   */
-  tickets: T[];
-  places: number[];
-  head: number;
-  tail: number;
-  /** Messages the task being built takes from this owner. */
-  take: number;
-  /** Messages given back sit before later ones in the list but after them in the bytes. */
-  scrambled: boolean;
-  /** The running task that holds this owner's messages. */
-  task: Running<T> | undefined;
-  /** In the light or the heavy round-robin queue. */
-  waiting: boolean;
-  /** Recent handler time per message, ms: the last one, or more while an older one decays. */
-  cost: number;
-}
 
 /** The shared buffers of a slot, and the main thread's views of them. */
 interface SlotBuffers {
@@ -203,48 +195,6 @@ interface Running<T> {
   timedOut: boolean;
   /** Counted against the heavy threads: a heavy owner's task, or one whose call ran long. */
   heavy: boolean;
-}
-
-/** A first-in first-out queue of owners. */
-class OwnerQueue<T> {
-  #items: Array<Owner<T> | undefined> = [];
-  #head = 0;
-
-  get length(): number {
-    return this.#items.length - this.#head;
-  }
-
-  peek(): Owner<T> | undefined {
-    return this.#items[this.#head];
-  }
-
-  push(o: Owner<T>): void {
-    this.#items.push(o);
-  }
-
-  /** Puts `o` first (an owner whose turn was interrupted). */
-  unshift(o: Owner<T>): void {
-    if (this.#head > 0) this.#items[--this.#head] = o;
-    else this.#items.unshift(o);
-  }
-
-  shift(): Owner<T> | undefined {
-    const o = this.#items[this.#head];
-    if (o === undefined) return undefined;
-    this.#items[this.#head++] = undefined;
-    if (this.#head === this.#items.length) {
-      this.#items.length = 0;
-      this.#head = 0;
-    } else if (this.#head > 1024 && 2 * this.#head > this.#items.length) {
-      this.#items = this.#items.slice(this.#head);
-      this.#head = 0;
-    }
-    return o;
-  }
-
-  forEach(f: (o: Owner<T>) => void): void {
-    for (let i = this.#head; i < this.#items.length; i++) f(this.#items[i]!);
-  }
 }
 
 /**
@@ -303,20 +253,6 @@ function copyBytes(src: Buffer, from: number, dst: Buffer, to: number, len: numb
   else for (let k = 0; k < len; k++) dst[to + k] = src[from + k]!;
 }
 
-function newOwner<T>(): Owner<T> {
-  return {
-    tickets: [],
-    places: [],
-    head: 0,
-    tail: 0,
-    take: 0,
-    scrambled: false,
-    task: undefined,
-    waiting: false,
-    cost: 0,
-  };
-}
-
 /** A piscina pool fed with batches of messages; `T` identifies a message to its owner. */
 export class MessagePool<T> {
   readonly #piscina: Piscina;
@@ -324,6 +260,7 @@ export class MessagePool<T> {
   readonly #heavyThreads: number;
   readonly #taskTimeout: number;
   readonly #heavyMs: number;
+  readonly #heavyAvgMs: number;
   readonly #ownerShare: number;
   readonly #maxBatch: number;
   readonly #highWater: number;
@@ -377,6 +314,7 @@ export class MessagePool<T> {
     this.#heavyThreads = Math.max(1, this.#threads - 1);
     this.#taskTimeout = opts.taskTimeout;
     this.#heavyMs = Math.max(1, opts.heavyMs ?? kPoolDefaults.heavyMs);
+    this.#heavyAvgMs = Math.max(0.001, opts.heavyAvgMs ?? kPoolDefaults.heavyAvgMs);
     this.#ownerShare = Math.max(1, opts.ownerShare ?? kPoolDefaults.ownerShare);
     this.#maxBatch = Math.max(1, opts.maxBatch ?? kPoolDefaults.maxBatch);
     this.#highWater = opts.highWater ?? kPoolDefaults.highWater;
@@ -487,7 +425,7 @@ export class MessagePool<T> {
   }
 
   #isHeavy(o: Owner<T>): boolean {
-    return o.cost >= this.#heavyMs;
+    return o.cost >= this.#heavyMs || o.serial >= this.#heavyAvgMs;
   }
 
   /** Puts an owner with queued messages (and no task) in its round-robin queue. */
@@ -591,18 +529,19 @@ export class MessagePool<T> {
     }
   }
 
-  /** Starts a task with the first heavy owner's messages (up to `maxBatch`). */
+  /** Starts a task with the first heavy owner's messages (up to `maxBatch` and the budget). */
   #runHeavy(): void {
     const o = this.#heavy.shift()!;
     o.waiting = false;
-    o.take = Math.min(o.tail - o.head, this.#maxBatch);
+    o.take = affordable(o, this.#heavyMs, this.#maxBatch);
     this.#lastHeavy = true;
     this.#start([o], o.take, true);
   }
 
   /**
    * Starts a task with light owners, round robin: its even share of the queue (at most
-   * `maxBatch`), at most a bounded share from each owner.
+   * `maxBatch`), at most a bounded share from each owner, and about `heavyMs` of their
+   * estimated handler time.
    */
   #runLight(): void {
     this.#lastHeavy = false;
@@ -611,12 +550,14 @@ export class MessagePool<T> {
     const share = Math.max(this.#ownerShare, Math.ceil(target / this.#light.length));
     const owners: Owner<T>[] = [];
     let count = 0;
-    while (count < target) {
+    let budget = this.#heavyMs;
+    while (count < target && budget > 0) {
       const o = this.#front(this.#light, false);
       if (!o) break;
       this.#light.shift();
       o.waiting = false;
-      o.take = Math.min(o.tail - o.head, share, target - count);
+      o.take = affordable(o, budget, Math.min(share, target - count));
+      budget -= o.take * o.serial;
       owners.push(o);
       count += o.take;
     }
@@ -864,8 +805,8 @@ export class MessagePool<T> {
   #measure(task: Running<T>, head: Uint32Array, upTo: number): void {
     for (let i = task.delivered; i < upTo; i++) {
       const o = task.owners[i]!;
-      const ms = head[4 + 3 * i]! / 1000;
-      o.cost = Math.max(ms, (3 * o.cost + ms) / 4);
+      const time = head[4 + 3 * i]!;
+      recordCall(o, (time & ~ASYNC_CALL) / 1000, time >= ASYNC_CALL);
     }
   }
 

@@ -154,6 +154,30 @@ describe('MessagePool scheduling', () => {
     expect(ends[2]!).toBeGreaterThanOrEqual(2 * WORK - 50);
   });
 
+  it("bounds a task by its messages' estimated handler time: a heavy owner's replies come a few at a time", async () => {
+    const WORK = 8;
+    const h = await harness({ threads: 1 });
+    for (let k = 0; k < 4; k++) h.send('h', `sleep:${WORK}`);
+    await h.waitFor(4);
+    for (let k = 0; k < 10; k++) h.send('h', `sleep:${WORK}`);
+    await h.waitFor(14);
+    // Not all ten at the end of one task of 10 × WORK ms.
+    expect(h.latency('h', 4)).toBeLessThan(5 * WORK);
+    expect(h.of('h').map((s) => s.i)).toEqual(Array.from({ length: 14 }, (_, k) => k));
+  });
+
+  it('bounds a light task by its estimated handler time: a message behind many cheap-but-not-free calls waits for a few of them', async () => {
+    const h = await harness({ threads: 1 });
+    // a's calls (1.8 ms) keep it light; without a bound on its cost, a task would take 32 of them.
+    for (let k = 0; k < 8; k++) h.send('a', 'sleep:1.8');
+    await h.waitFor(8);
+    for (let k = 0; k < 60; k++) h.send('a', 'sleep:1.8');
+    h.send('e', 'thread');
+    await h.waitFor(69);
+    expect(h.latency('e', 0)).toBeLessThan(30);
+    expect(h.of('a').map((s) => s.i)).toEqual(Array.from({ length: 68 }, (_, k) => k));
+  });
+
   it('takes owners round robin: a deep queue does not hold back the message of another owner', async () => {
     const h = await harness({ threads: 1 });
     for (let k = 0; k < 1000; k++) h.send('deep', `d${k}`);
