@@ -38,6 +38,8 @@ const scratch = mkdtempSync(join(tmpdir(), 'wsdrain-mutate-'));
 for (const part of [
   'src',
   'test',
+  // Test helpers share bench/lib (the redis-server a test starts, certificates).
+  'bench',
   'scripts',
   'package.json',
   'tsconfig.json',

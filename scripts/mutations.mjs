@@ -490,6 +490,15 @@ export const mutations = [
     tests: ['test/cluster.test.ts'],
     name: 'share',
   },
+  {
+    id: 'redis-publish-evalsha',
+    why: "one publisher's publications keep their order through a Redis that lacks the scripts",
+    file: 'src/app/redis.ts',
+    find: "if (ordered) return this.#call(['EVAL', s.lua, ...tail]);",
+    replace: '',
+    tests: ['test/redis-broker.test.ts'],
+    name: 'order when Redis',
+  },
   // Metrics.
   {
     id: 'close-counter-zero',

@@ -102,6 +102,27 @@ describe.skipIf(REDIS_MISSING !== undefined)(
       expect(offsets(sub.got, 't1')).toHaveLength(40);
     });
 
+    it("keeps one publisher's order when Redis does not have the scripts yet (a fresh or restarted Redis)", async () => {
+      const redis = await startRedis();
+      for (let round = 0; round < 3; round++) {
+        // Forget the scripts, as a restart does; another broker loads them meanwhile.
+        await redisCommand(redis.port, 'SCRIPT', 'FLUSH');
+        const pub = await broker(redis);
+        const other = await broker(redis);
+        const topic = `order${round}`;
+        const acks: Array<Promise<{ offset: number }>> = [];
+        // A burst arriving over several turns of the event loop, as messages from a socket do.
+        for (let turn = 0; turn < 20; turn++) {
+          for (let k = 0; k < 5; k++) acks.push(pub.publish(topic, turn * 5 + k));
+          if (turn === 1) void other.publish(`elsewhere${round}`, 0);
+          await new Promise((r) => setImmediate(r));
+        }
+        const offsets = (await Promise.all(acks)).map((a) => a.offset);
+        // In the order of the calls: publication i is offset i + 1.
+        expect(offsets).toEqual(range(1, 100));
+      }
+    });
+
     it('keeps the kind of data: text, bytes and JSON values', async () => {
       const redis = await startRedis();
       const pub = await broker(redis);

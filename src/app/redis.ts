@@ -460,9 +460,21 @@ export class RedisBroker implements Broker {
     );
   }
 
-  /** EVALSHA, and EVAL when Redis does not have the script (a restart flushes them). */
-  async #script(s: Script, keys: string[], args: ReadonlyArray<string | Buffer>): Promise<unknown> {
+  /**
+   * EVALSHA, and EVAL when Redis does not have the script (a restart flushes them). `ordered`:
+   * always EVAL. EVALSHA calls sent one behind the other can run out of order when Redis
+   * lacks the script: the first fails (NOSCRIPT) and is sent again, and a later one that
+   * arrives once the script is back (loaded by that retry or by another process) runs first.
+   * Publications must keep their order; Redis hashes the script and runs the cached one.
+   */
+  async #script(
+    s: Script,
+    keys: string[],
+    args: ReadonlyArray<string | Buffer>,
+    ordered = false,
+  ): Promise<unknown> {
     const tail = [String(keys.length), ...keys, ...args];
+    if (ordered) return this.#call(['EVAL', s.lua, ...tail]);
     try {
       return await this.#call(['EVALSHA', s.sha, ...tail]);
     } catch (err) {
@@ -500,6 +512,7 @@ export class RedisBroker implements Broker {
           newEpoch(),
           this.#key(topic, 'live'),
         ],
+        true,
       );
     } catch (err) {
       this.#stats.publishFailures++;
