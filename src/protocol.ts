@@ -2,10 +2,17 @@
  * IPC between the primary and its workers: typed messages tagged with `src: 'wsdrain'`.
  * Anything else on the channel (prom-client, pm2, user code) is ignored, and sending to a
  * worker that is gone never throws.
+ *
+ * The channel speaks JSON, Node's default: the cluster passes every accepted connection over
+ * it too, and the 'advanced' (structured clone) serializer made each of those cost about
+ * 2 KiB more memory in the primary, 1 KiB more in the worker, and CPU on both. Publication
+ * data is the one value that is not JSON (bytes): it travels as {@link WireData}, base64 for
+ * bytes, every other value as it is, so that none can be taken for the other.
  */
 import type { Worker } from 'node:cluster';
 import type { BrokerRequest } from './app/broker.js';
-import type { Publication } from './app/sequencer.js';
+import type { Publication, Recovery } from './app/sequencer.js';
+import type { PublishData } from './app/types.js';
 import type { DrainCommand } from './drain/budget.js';
 import type { DrainReport } from './drain/report.js';
 
@@ -22,10 +29,10 @@ export type ToWorker =
    */
   | { src: typeof SRC; type: 'accepting'; accepting: boolean }
   | { src: typeof SRC; type: 'metrics-request'; id: number }
-  /** The embedded broker's answer to a worker's request. */
+  /** The embedded broker's answer to a worker's request (see {@link replyToWire}). */
   | { src: typeof SRC; type: 'broker-reply'; id: number; ok: boolean; value: unknown }
   /** A publication of a topic the worker wants. */
-  | { src: typeof SRC; type: 'publication'; pub: Publication };
+  | { src: typeof SRC; type: 'publication'; pub: WirePublication };
 
 /** Worker -> primary. */
 export type ToPrimary =
@@ -36,7 +43,52 @@ export type ToPrimary =
   | { src: typeof SRC; type: 'metrics'; id: number; metrics: unknown[] }
   | { src: typeof SRC; type: 'fatal'; code: string; message: string }
   /** A request to the embedded broker (publish, interest, drop, recover). */
-  | { src: typeof SRC; type: 'broker'; id: number; req: BrokerRequest };
+  | { src: typeof SRC; type: 'broker'; id: number; req: WireRequest };
+
+/** Publication data on the channel: `b`, bytes in base64; `j`, any other value. */
+export type WireData = { b: string } | { j?: PublishData };
+export type WirePublication = Omit<Publication, 'data'> & { data: WireData };
+export type WireRequest =
+  | Exclude<BrokerRequest, { op: 'publish' }>
+  | { op: 'publish'; topic: string; data: WireData };
+
+export function dataToWire(data: PublishData): WireData {
+  if (!(data instanceof Uint8Array)) return { j: data };
+  return { b: Buffer.from(data.buffer, data.byteOffset, data.byteLength).toString('base64') };
+}
+
+export function dataFromWire(w: WireData): PublishData {
+  return 'b' in w ? Buffer.from(w.b, 'base64') : (w.j ?? null);
+}
+
+export const pubToWire = (p: Publication): WirePublication => ({ ...p, data: dataToWire(p.data) });
+export const pubFromWire = (p: WirePublication): Publication => ({
+  ...p,
+  data: dataFromWire(p.data),
+});
+
+export function requestToWire(req: BrokerRequest): WireRequest {
+  return req.op === 'publish' ? { ...req, data: dataToWire(req.data) } : req;
+}
+
+export function requestFromWire(req: WireRequest): BrokerRequest {
+  return req.op === 'publish' ? { ...req, data: dataFromWire(req.data) } : req;
+}
+
+/** A broker answer: a recovery's publications go as {@link WirePublication}s. */
+export function replyToWire(value: unknown): unknown {
+  const r = value as Recovery | null;
+  return r && typeof r === 'object' && Array.isArray(r.publications)
+    ? { ...r, publications: r.publications.map(pubToWire) }
+    : value;
+}
+
+export function replyFromWire(value: unknown): unknown {
+  const r = value as (Omit<Recovery, 'publications'> & { publications: WirePublication[] }) | null;
+  return r && typeof r === 'object' && Array.isArray(r.publications)
+    ? { ...r, publications: r.publications.map(pubFromWire) }
+    : value;
+}
 
 type Body<T> = T extends unknown ? Omit<T, 'src'> : never;
 

@@ -124,7 +124,7 @@ export class Coordinator {
       onReload: () => this.roll(),
     });
     // 'advanced': publications may carry bytes (Uint8Array) to the workers as they are.
-    cluster.setupPrimary({ silent: false, serialization: 'advanced' });
+    cluster.setupPrimary({ silent: false });
     this.#seq.sweeping();
     try {
       const o = this.#opts;

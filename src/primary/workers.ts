@@ -17,7 +17,15 @@ import type { DrainCommand } from '../drain/budget.js';
 import type { DrainReport, WorkerOutcome } from '../drain/report.js';
 import type { Logger } from '../log.js';
 import { OPTIONS_ENV, type WsdrainOptions } from '../options.js';
-import { isOurs, msg, sendToWorker, type ToPrimary } from '../protocol.js';
+import {
+  isOurs,
+  msg,
+  pubToWire,
+  replyToWire,
+  requestFromWire,
+  sendToWorker,
+  type ToPrimary,
+} from '../protocol.js';
 
 export type WorkerState = 'starting' | 'ready' | 'draining' | 'exited';
 
@@ -121,7 +129,7 @@ export class WorkerRecord {
           log.error({ workerPid: this.pid, code: m.code }, m.message);
           break;
         case 'broker':
-          events.broker(this, m.id, m.req);
+          events.broker(this, m.id, requestFromWire(m.req));
           break;
       }
     });
@@ -160,12 +168,12 @@ export class WorkerRecord {
 
   /** Answers a broker request. */
   answer(id: number, ok: boolean, value: unknown): void {
-    sendToWorker(this.worker, msg({ type: 'broker-reply', id, ok, value }));
+    sendToWorker(this.worker, msg({ type: 'broker-reply', id, ok, value: replyToWire(value) }));
   }
 
   /** Hands it a publication of a topic it wants. */
   publication(pub: Publication): void {
-    sendToWorker(this.worker, msg({ type: 'publication', pub }));
+    sendToWorker(this.worker, msg({ type: 'publication', pub: pubToWire(pub) }));
   }
 
   /** SIGKILL, unless it has exited already. */

@@ -19,7 +19,15 @@ import { type DrainReport, summarize, writeReport } from '../drain/report.js';
 import { hintReason } from '../hint.js';
 import { createLogger, type Logger } from '../log.js';
 import type { WsdrainOptions } from '../options.js';
-import { isOurs, msg, sendToPrimary, type ToWorker } from '../protocol.js';
+import {
+  isOurs,
+  msg,
+  pubFromWire,
+  replyFromWire,
+  requestToWire,
+  sendToPrimary,
+  type ToWorker,
+} from '../protocol.js';
 import { installSignals } from '../signals.js';
 import { maskImplementation } from './bufferutil.js';
 import { drainServer } from './drain.js';
@@ -56,7 +64,9 @@ export async function runServerProcess(options: WsdrainOptions, app?: WsdrainApp
   }
   const broker =
     clustered && !options.brokerUrl
-      ? new IpcBroker((id, req) => sendToPrimary(msg({ type: 'broker', id, req })))
+      ? new IpcBroker((id, req) =>
+          sendToPrimary(msg({ type: 'broker', id, req: requestToWire(req) })),
+        )
       : undefined;
   // --broker: this process talks to Redis itself (unreachable at start: exit 1).
   let remote: Broker | undefined;
@@ -205,10 +215,10 @@ export async function runServerProcess(options: WsdrainOptions, app?: WsdrainApp
           }
           break;
         case 'broker-reply':
-          broker?.answer(m.id, m.ok, m.value);
+          broker?.answer(m.id, m.ok, replyFromWire(m.value));
           break;
         case 'publication':
-          broker?.deliver(m.pub);
+          broker?.deliver(pubFromWire(m.pub));
           break;
         case 'metrics-request':
           metrics.get().then(
