@@ -26,7 +26,7 @@ for version in 20 24; do
       npx -y -p node@24 -- node node_modules/vitest/vitest.mjs run >"$out/node$version-$i.log" 2>&1
     fi
     rc=$?
-    summary=$(grep -E 'Tests +[0-9]' "$out/node$version-$i.log" | tail -1 | sed 's/\x1b\[[0-9;]*m//g' | tr -s ' ')
+    summary=$(sed 's/\x1b\[[0-9;]*m//g' "$out/node$version-$i.log" | grep -E 'Tests +[0-9]' | tail -1 | tr -s ' ')
     if [ $rc -eq 0 ]; then passed=$((passed + 1)); else failed=$((failed + 1)); fi
     echo "node $version run $i: $([ $rc -eq 0 ] && echo pass || echo FAIL) ($summary)"
   done

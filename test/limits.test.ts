@@ -120,8 +120,9 @@ describe('fragments', () => {
     const before = rssBytes(pid);
     await fragments(1000, 'held');
     const grown = rssBytes(pid) - before;
-    // Generous: 32 KiB per peer, 30 times the payload, still fails the old behaviour.
-    expect(grown).toBeLessThan(200 * 32 * 1024);
+    // The old behaviour grew 46 MB here. 64 KiB per peer (12.5 MiB) is under a third of that,
+    // and twice the most seen on a machine with a CPU hog, where the collector runs late.
+    expect(grown).toBeLessThan(200 * 64 * 1024);
     for (const p of peers) p.socket.destroy();
   });
 
