@@ -621,7 +621,7 @@ async function soakCommand(argv: string[]): Promise<number> {
 
 function reportCommand(argv: string[]): number {
   const file = argv[0];
-  if (!file) throw new FlagError('report: give a results JSON, e.g. bench/results/quick.json');
+  if (!file) throw new FlagError('report: give a results JSON, e.g. bench/results/full.json');
   const r = JSON.parse(readFileSync(file, 'utf8')) as BenchReport;
   const d: DrainResult = {
     options: r.options,
