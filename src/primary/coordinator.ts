@@ -123,7 +123,8 @@ export class Coordinator {
       onForce: (signal) => this.forceAll(signal),
       onReload: () => this.roll(),
     });
-    // 'advanced': publications may carry bytes (Uint8Array) to the workers as they are.
+    // JSON on the IPC channel (Node's default): bytes in publications are encoded by
+    // protocol.ts, and the cluster's own message for every accepted connection stays cheap.
     cluster.setupPrimary({ silent: false });
     this.#seq.sweeping();
     try {
