@@ -474,6 +474,9 @@ describe('rolling restart faults: no refusal in any roll', () => {
       const done = await srv.waitFor((l) => /^rolling restart done/.test(l.msg), 30_000);
       expect(done.msg).toMatch(/done: 2 workers replaced/);
       const respawned = await srv.waitFor((l) => /^worker \d+ respawned/.test(l.msg), 20_000);
+      // The primary's line and the worker's own 'worker listening' come on two pipes: either
+      // may be read first.
+      await until(() => newPids(srv, before).length >= 3, 'three workers of the new generation');
       const after = newPids(srv, before);
       expect(after).toHaveLength(3);
       expect(after).toContain(respawned.workerPid);
