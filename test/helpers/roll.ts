@@ -179,10 +179,17 @@ export interface Probe {
 /**
  * Fresh connection attempts, one after another on each of `lanes` lanes (10 ms apart), for as
  * long as the probe runs: a refused connection (ECONNREFUSED), a reset, an answer other than
- * 101 or a handshake that does not complete within 5 s is a failure. An attempt that opens is
+ * 101 or a handshake that does not complete within 15 s is a failure. An attempt that opens is
  * closed at once. {@link Probe.hold} keeps it out of a moment the test makes on purpose (a
  * worker SIGKILLed: the connections being handed to it at that instant are lost with it).
  */
+/**
+ * A probe's handshake counts as lost past this. Slow is not refused: a connection made as a
+ * roll forks its replacements, on a machine running other test files, took over 5 s to be
+ * answered twice in ten suite runs; a connection no worker will ever answer still fails.
+ */
+const PROBE_HANDSHAKE_MS = 15_000;
+
 export function probe(port: number, lanes = 2): Probe {
   const born = Date.now();
   const failures: string[] = [];
@@ -198,7 +205,7 @@ export function probe(port: number, lanes = 2): Probe {
       return;
     }
     inFlight++;
-    const ws = new WebSocket(`ws://127.0.0.1:${port}`, { handshakeTimeout: 5000 });
+    const ws = new WebSocket(`ws://127.0.0.1:${port}`, { handshakeTimeout: PROBE_HANDSHAKE_MS });
     let done = false;
     const end = (failure?: string): void => {
       if (done) return;
@@ -228,7 +235,11 @@ export function probe(port: number, lanes = 2): Probe {
     failures,
     hold: async () => {
       held = true;
-      await until(() => inFlight === 0, 'the probe attempts under way to end', 10_000);
+      await until(
+        () => inFlight === 0,
+        'the probe attempts under way to end',
+        PROBE_HANDSHAKE_MS + 5000,
+      );
     },
     release: () => {
       held = false;
@@ -236,7 +247,11 @@ export function probe(port: number, lanes = 2): Probe {
     },
     stop: async () => {
       stopped = true;
-      await until(() => inFlight === 0, 'the probe attempts under way to end', 10_000);
+      await until(
+        () => inFlight === 0,
+        'the probe attempts under way to end',
+        PROBE_HANDSHAKE_MS + 5000,
+      );
       return failures;
     },
   };
