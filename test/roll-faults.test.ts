@@ -113,7 +113,7 @@ async function stop(srv: Running): Promise<void> {
   expect((await srv.exited).code).toBe(0);
 }
 
-describe('rolling restart faults: no refusal in any roll', () => {
+describe('rolling restart faults: no refusal in any roll', { timeout: 60_000 }, () => {
   it('a replacement killed before it listens stops the roll: the old workers serve on, three of them', async () => {
     const handler = pidHandler();
     const srv = await startWsdrain(
