@@ -21,7 +21,7 @@ async function closedWithin(peer: RawPeer, ms: number, what: string): Promise<nu
     timer = setTimeout(() => reject(new Error(`${what}: still open after ${ms} ms`)), ms);
   });
   try {
-    return await Promise.race([peer.closeCode(), timeout]);
+    return await Promise.race([peer.closeCode(ms), timeout]);
   } finally {
     clearTimeout(timer);
   }
