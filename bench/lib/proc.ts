@@ -184,3 +184,29 @@ export function onParent<M>(handle: (m: M) => void): void {
   process.on('message', (m: M) => handle(m));
   process.on('disconnect', () => process.exit(0));
 }
+
+/**
+ * Runs `body` with a list it fills with clean-ups (servers, clients, redis-server), runs them
+ * last-in first-out whatever happens, and records a failure in `run.error` instead of
+ * throwing: one scenario run that goes wrong does not stop the others.
+ */
+export async function guarded<R extends { error?: string | undefined }>(
+  run: R,
+  body: (stops: (() => unknown)[]) => Promise<void>,
+): Promise<R> {
+  const stops: (() => unknown)[] = [];
+  try {
+    await body(stops);
+  } catch (err) {
+    run.error = (err as Error).message;
+  } finally {
+    for (const stop of stops.reverse()) {
+      try {
+        await stop();
+      } catch {
+        // killed anyway when the bench exits
+      }
+    }
+  }
+  return run;
+}

@@ -16,19 +16,23 @@ export function certificate(
   const key = join(dir, `${name}.key`);
   const cert = join(dir, `${name}.crt`);
   const common = ['-days', '2', '-subj', `/CN=${name}`];
+  // A new P-256 key, unencrypted, written to `key`.
+  const newKey = [
+    '-newkey',
+    'ec',
+    '-pkeyopt',
+    'ec_paramgen_curve:prime256v1',
+    '-nodes',
+    '-keyout',
+    key,
+  ];
   if (!ca) {
     execFileSync(
       'openssl',
       [
         'req',
         '-x509',
-        '-newkey',
-        'ec',
-        '-pkeyopt',
-        'ec_paramgen_curve:prime256v1',
-        '-nodes',
-        '-keyout',
-        key,
+        ...newKey,
         '-out',
         cert,
         ...common,
@@ -39,25 +43,9 @@ export function certificate(
     );
   } else {
     const csr = join(dir, `${name}.csr`);
-    execFileSync(
-      'openssl',
-      [
-        'req',
-        '-new',
-        '-newkey',
-        'ec',
-        '-pkeyopt',
-        'ec_paramgen_curve:prime256v1',
-        '-nodes',
-        '-keyout',
-        key,
-        '-out',
-        csr,
-        '-subj',
-        `/CN=${name}`,
-      ],
-      { stdio: 'pipe' },
-    );
+    execFileSync('openssl', ['req', '-new', ...newKey, '-out', csr, '-subj', `/CN=${name}`], {
+      stdio: 'pipe',
+    });
     const ext = join(dir, `${name}.ext`);
     writeFileSync(ext, 'subjectAltName=IP:127.0.0.1\n');
     execFileSync(

@@ -34,7 +34,7 @@
  */
 import { rmSync } from 'node:fs';
 import { Crowd, type CrowdResults, mergeTopics, type TopicCounts } from '../crowd/index.js';
-import { log, now, sleep, track, within } from '../lib/proc.js';
+import { guarded, log, now, sleep, track, within } from '../lib/proc.js';
 import { childPids, cpuMs, treeCpuMs, treeCpuWithExitedMs } from '../lib/procfs.js';
 import { type RedisServer, redisServerPath, startRedis } from '../lib/redis.js';
 import { cell, codesText, ms, verdict } from '../lib/report.js';
@@ -357,20 +357,7 @@ function emptyRun(kind: RecoveryRunKind, o: RecoveryOptions): RecoveryRun {
 /** One run on a fresh server (and redis-server); never throws (a failure is in `error`). */
 async function runOne(kind: RecoveryRunKind, o: RecoveryOptions): Promise<RecoveryRun> {
   const run = emptyRun(kind, o);
-  const stops: (() => unknown)[] = [];
-  try {
-    await roll(run, o, stops);
-  } catch (err) {
-    run.error = (err as Error).message;
-  } finally {
-    for (const stop of stops.reverse()) {
-      try {
-        await stop();
-      } catch {
-        // killed anyway when the bench exits
-      }
-    }
-  }
+  await guarded(run, (stops) => roll(run, o, stops));
   run.problems = recoveryProblems(run);
   return run;
 }

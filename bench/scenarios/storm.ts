@@ -28,7 +28,7 @@ import { availableParallelism, loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Crowd, type PhaseResults } from '../crowd/index.js';
 import { BalancerProcess, BUCKET_MS } from '../lib/balancer.js';
-import { log, now, sleep, within } from '../lib/proc.js';
+import { guarded, log, now, sleep, within } from '../lib/proc.js';
 import { codesText, ms, verdict } from '../lib/report.js';
 import { type Report, Server, type WsdrainLog } from '../lib/server.js';
 import { busiest, perBucket, percentile, round1 } from '../lib/stats.js';
@@ -273,22 +273,7 @@ function line(r: StormRun): string {
 /** Runs one case in one mode; never throws (a failure is in `error`). */
 async function runCase(c: StormCase, mode: Mode, o: StormOptions): Promise<StormRun> {
   const run = emptyRun(c, mode, o);
-  const stops: (() => unknown)[] = [];
-  try {
-    if (c === 'roll') await roll(run, o, stops);
-    else await failover(run, o, stops);
-  } catch (err) {
-    run.error = (err as Error).message;
-  } finally {
-    for (const stop of stops.reverse()) {
-      try {
-        await stop();
-      } catch {
-        // killed anyway when the bench exits
-      }
-    }
-  }
-  return run;
+  return guarded(run, (stops) => (c === 'roll' ? roll(run, o, stops) : failover(run, o, stops)));
 }
 
 /** The wsdrain flags of a mode (after --port, --host, --workers). */
