@@ -168,6 +168,15 @@ export const mutations = [
     name: '/readyz 503 until every worker listens',
   },
   {
+    id: 'worker-exit-before-handoffs',
+    why: 'a worker leaving answers the connections the primary handed it first, or they hang',
+    file: 'src/worker/main.ts',
+    find: '(reportSent ?? Promise.resolve()).then(handoffsAnswered).then(() => exit(code));',
+    replace: '(reportSent ?? Promise.resolve()).then(() => exit(code));',
+    tests: ['test/cluster.test.ts'],
+    name: 'none left hanging',
+  },
+  {
     id: 'roll-keeps-accepting',
     why: 'old workers stop accepting so each client moves once',
     file: 'src/primary/roll.ts',

@@ -32,7 +32,9 @@ export type ToWorker =
   /** The embedded broker's answer to a worker's request (see {@link replyToWire}). */
   | { src: typeof SRC; type: 'broker-reply'; id: number; ok: boolean; value: unknown }
   /** A publication of a topic the worker wants. */
-  | { src: typeof SRC; type: 'publication'; pub: WirePublication };
+  | { src: typeof SRC; type: 'publication'; pub: WirePublication }
+  /** The answer to the worker's `sync`: every message sent to it before has reached it. */
+  | { src: typeof SRC; type: 'synced' };
 
 /** Worker -> primary. */
 export type ToPrimary =
@@ -43,7 +45,12 @@ export type ToPrimary =
   | { src: typeof SRC; type: 'metrics'; id: number; metrics: unknown[] }
   | { src: typeof SRC; type: 'fatal'; code: string; message: string }
   /** A request to the embedded broker (publish, interest, drop, recover). */
-  | { src: typeof SRC; type: 'broker'; id: number; req: WireRequest };
+  | { src: typeof SRC; type: 'broker'; id: number; req: WireRequest }
+  /**
+   * A drained worker about to exit, its listener closed: the primary answers `synced` once it
+   * has read this (and so the cluster's own message that took the worker off the port).
+   */
+  | { src: typeof SRC; type: 'sync' };
 
 /** Publication data on the channel: `b`, bytes in base64; `j`, any other value. */
 export type WireData = { b: string } | { j?: PublishData };

@@ -20,7 +20,7 @@ import {
   startWsdrain,
 } from './helpers/process.js';
 import { crowd } from './helpers/reconnecting.js';
-import { landingPids, pidHandler, stalledClients } from './helpers/roll.js';
+import { landingPids, pidHandler, probe, stalledClients } from './helpers/roll.js';
 import { TIMER_EARLY_MS, until, within } from './helpers/wait.js';
 
 afterEach(killAll);
@@ -194,6 +194,36 @@ describe('cluster drain', () => {
     srv.kill('SIGTERM');
     expect((await srv.exited).code).toBe(0);
   });
+
+  it('a worker that leaves answers every connection the primary handed it first: none left hanging in the primary', async () => {
+    // Node's cluster keeps a connection it hands to a worker until that worker answers; one
+    // handed to a worker that has exited stays open and unanswered in the primary for good.
+    // Here the primary is slow (stopped) while connections wait to be accepted and a worker
+    // with no socket drains on its own signal, closing its listener: once the primary runs
+    // again, it hands that worker connections before it reads that the listener closed.
+    const srv = await startWsdrain([...two, '--drain-timeout', '5000'], { env: fastTimings });
+    const [leaving, staying] = await listeningPids(srv, 2);
+    const attempts = probe(srv.port, 8);
+    await until(() => attempts.opened >= 50, 'connections opening');
+    const primary = srv.child.pid!;
+    process.kill(primary, 'SIGSTOP');
+    try {
+      // The hand-overs already sent are served by a worker not draining yet.
+      await sleep(50);
+      process.kill(leaving!, 'SIGTERM');
+      await srv.waitFor((l) => l.pid === leaving && /^drained 0 sockets/.test(l.msg), 10_000);
+      await sleep(200);
+    } finally {
+      process.kill(primary, 'SIGCONT');
+    }
+    await srv.waitFor((l) => l.role === 'primary' && /respawned/.test(l.msg));
+    const opened = attempts.opened;
+    await until(() => attempts.opened >= opened + 50, 'connections opening again');
+    expect(await attempts.stop()).toEqual([]);
+    expect(alive(staying!)).toBe(true);
+    srv.kill('SIGTERM');
+    expect((await srv.exited).code).toBe(0);
+  }, 60_000);
 });
 
 describe('rolling restart (SIGHUP)', () => {

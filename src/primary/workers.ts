@@ -131,6 +131,9 @@ export class WorkerRecord {
         case 'broker':
           events.broker(this, m.id, requestFromWire(m.req));
           break;
+        case 'sync':
+          sendToWorker(this.worker, msg({ type: 'synced' }));
+          break;
       }
     });
     this.worker.on('exit', (code: number | null, signal: string | null) => {

@@ -87,6 +87,8 @@ export async function runServerProcess(options: WsdrainOptions, app?: WsdrainApp
   if (clustered) server.setClusterReady(false);
   const metrics = new WorkerMetrics(server);
   let drainStarted = false;
+  /** The deadline of the drain under way (epoch ms). */
+  let drainDeadline = 0;
   let exiting = false;
   const force = new AbortController();
 
@@ -100,6 +102,7 @@ export async function runServerProcess(options: WsdrainOptions, app?: WsdrainApp
   const startDrain = (cmd: DrainCommand): void => {
     if (drainStarted) return;
     drainStarted = true;
+    drainDeadline = cmd.deadline;
     signals.markStopping();
     const total = server.connections;
     sendToPrimary(msg({ type: 'draining', code: cmd.code, sockets: total }));
@@ -146,14 +149,41 @@ export async function runServerProcess(options: WsdrainOptions, app?: WsdrainApp
   /** The report's IPC message is out (or given up on). */
   let reportSent: Promise<void> | undefined;
 
+  /** Ends the wait of {@link handoffsAnswered} (the primary's `synced`). */
+  let synced: (() => void) | undefined;
+
+  /**
+   * Resolves once the primary has answered a `sync` sent now, with the listener closed.
+   * Node's cluster hands each new connection to a worker and keeps it until that worker
+   * answers; one it handed over before it read that this worker's listener closed is on its
+   * way here. This worker answers it on arrival (refused, so the primary hands it to another
+   * worker), but only if it has not exited yet: a connection handed to an exited worker stays
+   * open and unanswered in the primary. The primary's answer comes after every such hand-over.
+   * A primary that does not answer (stopped, overloaded) is waited for until the drain's
+   * deadline, a second at least; a gone one not at all.
+   */
+  const handoffsAnswered = (): Promise<void> =>
+    new Promise((resolve) => {
+      const done = (): void => {
+        clearTimeout(backstop);
+        synced = undefined;
+        resolve();
+      };
+      const backstop = setTimeout(done, Math.max(REPORT_FLUSH_MS, drainDeadline - Date.now()));
+      synced = done;
+      if (!sendToPrimary(msg({ type: 'sync' }))) done();
+    });
+
   const finish = (report: DrainReport): void => {
     log.info({ report }, summarize(report));
     const code = force.signal.aborted ? 1 : 0;
     if (clustered) {
       // Exit once the report is out: it may queue behind thousands of IPC messages (a drain
       // ends every subscription), and exiting drops what is still queued, the report with it
-      // (the primary then counts this worker lost). The timer is the backstop.
-      (reportSent ?? Promise.resolve()).then(() => exit(code));
+      // (the primary then counts this worker lost). The timer is the backstop. And not before
+      // the connections the primary was handing this worker as its listener closed are
+      // answered (the listener is closed by now, on a shutdown too).
+      (reportSent ?? Promise.resolve()).then(handoffsAnswered).then(() => exit(code));
       return;
     }
     if (options.report) {
@@ -219,6 +249,9 @@ export async function runServerProcess(options: WsdrainOptions, app?: WsdrainApp
           break;
         case 'publication':
           broker?.deliver(pubFromWire(m.pub));
+          break;
+        case 'synced':
+          synced?.();
           break;
         case 'metrics-request':
           metrics.get().then(

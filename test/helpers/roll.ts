@@ -184,9 +184,9 @@ export interface Probe {
  * worker SIGKILLed: the connections being handed to it at that instant are lost with it).
  */
 /**
- * A probe's handshake counts as lost past this. Slow is not refused: a connection made as a
- * roll forks its replacements, on a machine running other test files, took over 5 s to be
- * answered twice in ten suite runs; a connection no worker will ever answer still fails.
+ * A probe's handshake counts as lost past this: a connection no worker answers (one the
+ * primary handed to a worker that exited without answering it stays open for good) fails;
+ * one answered late on a busy machine does not.
  */
 const PROBE_HANDSHAKE_MS = 15_000;
 
