@@ -3,17 +3,20 @@
  * other connections' echo, in service or in a drain, and the built-in `work` op is bounded
  * by `--max-work`. Bounds derive from the work asked for, not from a quiet machine.
  */
+import { fileURLToPath } from 'node:url';
 import { afterEach, describe, expect, it } from 'vitest';
 import { type Client, codes, connect, connectMany, nextMessages } from './helpers/clients.js';
 import { killAll, sleep, startWsdrain } from './helpers/process.js';
 
 afterEach(killAll);
 
+const BLOCKING = fileURLToPath(new URL('./fixtures/blocking.mjs', import.meta.url));
+
 const work = (ms: number, id: number): string => JSON.stringify({ op: 'work', ms, id });
 const done = (id: number): string => JSON.stringify({ id, done: true });
 
 /** Sends an echo every `everyMs` on each client and records every round trip. */
-function echoLoad(clients: Client[], everyMs: number) {
+function echoLoad(clients: Client[], everyMs: number, tag = 'echo') {
   const rtts: number[] = [];
   const sentAt = clients.map(() => new Map<string, number>());
   const sent = clients.map(() => [] as string[]);
@@ -27,7 +30,7 @@ function echoLoad(clients: Client[], everyMs: number) {
   const timer = setInterval(() => {
     seq++;
     for (const [k, c] of clients.entries()) {
-      const m = `echo-${k}-${seq}`;
+      const m = `${tag}-${k}-${seq}`;
       sentAt[k]!.set(m, Date.now());
       sent[k]!.push(m);
       c.ws.send(m);
@@ -65,18 +68,25 @@ describe('fair scheduling', () => {
 
   it("keeps other connections' echo off the threads of connections whose calls take a few ms each", async () => {
     // Below the 10 ms that makes one call heavy: only the calls' average says these are heavy.
-    const WORK = 6;
-    const srv = await startWsdrain(['--workers', '0', '--threads', '2']);
-    const heavy = await connectMany(srv.port, 2);
+    // The calls hold their thread without using the CPU, so the two phases below compete for
+    // the same CPU, and only the scheduling differs between them.
+    const WORK = 8;
+    const srv = await startWsdrain(['--workers', '0', '--threads', '2', '--handler', BLOCKING]);
+    const heavy = await connectMany(srv.port, 4);
     const others = await connectMany(srv.port, 20);
+    const median = (rtts: number[]): number => [...rtts].sort((p, q) => p - q)[rtts.length >> 1]!;
+    // The echo alone, on this machine as it is now.
+    const alone = echoLoad(others, 20, 'alone');
+    await sleep(1000);
+    alone.stop();
+    await sleep(200);
     // Each heavy connection keeps 4 calls outstanding, the next one sent as each reply comes.
-    let id = 0;
     let running = true;
     for (const h of heavy) {
       h.ws.on('message', () => {
-        if (running) h.ws.send(work(WORK, id++));
+        if (running) h.ws.send(`block:${WORK}`);
       });
-      for (let k = 0; k < 4; k++) h.ws.send(work(WORK, id++));
+      for (let k = 0; k < 4; k++) h.ws.send(`block:${WORK}`);
     }
     await sleep(300);
     const load = echoLoad(others, 20);
@@ -84,11 +94,13 @@ describe('fair scheduling', () => {
     load.stop();
     running = false;
     await sleep(300);
-    for (const [k, c] of others.entries()) expect(c.messages).toEqual(load.sent[k]);
-    const rtts = [...load.rtts].sort((p, q) => p - q);
-    expect(rtts.length).toBeGreaterThan(20 * 40);
+    for (const [k, c] of others.entries()) {
+      expect(c.messages).toEqual([...alone.sent[k]!, ...load.sent[k]!]);
+    }
+    expect(alone.rtts.length).toBeGreaterThan(20 * 25);
+    expect(load.rtts.length).toBeGreaterThan(20 * 40);
     // In a batch with the heavy connections' calls, an echo would wait for several of them.
-    expect(rtts[Math.floor(rtts.length / 2)]!).toBeLessThan(WORK);
+    expect(median(load.rtts)).toBeLessThan(median(alone.rtts) + WORK);
     for (const c of [...heavy, ...others]) c.ws.close(1000);
   }, 30_000);
 
