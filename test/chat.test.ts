@@ -100,12 +100,15 @@ async function read(page: Page): Promise<ChatState> {
 const say = (page: Page, text: string): Promise<string> =>
   page.evaluate(`window.chat.say(${JSON.stringify(text)})`) as Promise<string>;
 
-/** Opens the chat as `user`; resolves once it is connected and knows its worker. */
+/**
+ * Opens the chat as `user`; resolves once it is connected, knows its worker and is subscribed
+ * to the room (a message said before that is not the page's to get).
+ */
 async function openChat(page: Page, user: string): Promise<void> {
   await page.goto(`${site!.url}?user=${user}&ws=ws://127.0.0.1:${srv!.port}/`);
   await waitInPage(
     page,
-    "window.chat && window.chat.worker !== undefined && window.chat.state() === 'open'",
+    "window.chat && window.chat.worker !== undefined && window.chat.state() === 'open' && window.chat.joined()",
     `${user}'s page to connect`,
   );
 }

@@ -39,6 +39,8 @@ const chat = {
   /** Messages shown, one per id. */
   messages: [],
   unrecovered: 0,
+  /** Subscribed to the room: from now on it gets every message said there. */
+  joined: () => roomSub.state === 'subscribed',
   pending: () => outbox.length,
   state: () => client.state,
   say,
@@ -65,7 +67,7 @@ const client = createClient(
   { protocol: 'wsdrain.v1' },
 );
 
-client.subscribe(
+const roomSub = client.subscribe(
   `room:${room}`,
   (m, { offset, epoch }) => {
     chat.received.push({ ...m, offset, epoch });
