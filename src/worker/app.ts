@@ -329,20 +329,7 @@ export class AppRuntime {
     since: StreamPosition | undefined,
     id?: number | string,
   ): Promise<void> {
-    const ask = this.#app.canSubscribe;
-    const allowed: Promise<boolean> = ask
-      ? callHook(
-          'canSubscribe',
-          () => ask(this.conn(c), topic, this.api),
-          this.#o.hookTimeout,
-          this.#o.log,
-          { conn: c.id, topic },
-        ).then(
-          (yes) => yes === true,
-          () => false,
-        )
-      : Promise.resolve(true);
-    return allowed
+    return this.#allowed('canSubscribe', c, topic, true)
       .then(async (yes) => {
         if (!yes) {
           this.#error(c, 'forbidden', `not allowed to subscribe to ${topic}`, id);
@@ -356,22 +343,33 @@ export class AppRuntime {
       });
   }
 
+  /**
+   * Whether the app's `hook` lets `c` use `topic` (only a `true` does; a hook that throws or
+   * times out refuses); `otherwise` when the app has no such hook.
+   */
+  #allowed(
+    hook: 'canSubscribe' | 'canPublish',
+    c: Connection,
+    topic: string,
+    otherwise: boolean,
+  ): Promise<boolean> {
+    const ask = this.#app[hook];
+    if (!ask) return Promise.resolve(otherwise);
+    return callHook(
+      hook,
+      () => ask.call(this.#app, this.conn(c), topic, this.api),
+      this.#o.hookTimeout,
+      this.#o.log,
+      { conn: c.id, topic },
+    ).then(
+      (yes) => yes === true,
+      () => false,
+    );
+  }
+
   #clientPublish(c: Connection, topic: string, data: PublishData, id?: number | string): void {
-    const ask = this.#app.canPublish;
     const release = this.#o.conns.hold(c);
-    (ask
-      ? callHook(
-          'canPublish',
-          () => ask(this.conn(c), topic, this.api),
-          this.#o.hookTimeout,
-          this.#o.log,
-          { conn: c.id, topic },
-        ).then(
-          (yes) => yes === true,
-          () => false,
-        )
-      : Promise.resolve(false)
-    )
+    this.#allowed('canPublish', c, topic, false)
       .then(async (yes) => {
         if (!yes) {
           this.#error(c, 'forbidden', `not allowed to publish to ${topic}`, id);
