@@ -6,9 +6,10 @@
  * probe opening fresh connections for the whole roll: no connection refused, every client
  * served at the end, as many workers as before.
  *
- * A worker SIGKILLed loses the connections the primary is handing it at that instant (they are
- * reset): the crowd and the probe hold their attempts around each kill the test makes, until
- * the primary has logged the death, and count everything else.
+ * A worker SIGKILLed loses the connections the primary is handing it at that instant (Node's
+ * cluster leaves them open and unanswered in the primary): the crowd and the probe hold their
+ * attempts around each kill the test makes, until the primary has logged the death, and count
+ * everything else.
  */
 import { randomBytes } from 'node:crypto';
 import { once } from 'node:events';
@@ -27,6 +28,7 @@ import {
   freePort,
   killIfAlive,
   onlyWorkers,
+  type PidHandler,
   type Probe,
   pidHandler,
   probe,
@@ -113,228 +115,209 @@ async function stop(srv: Running): Promise<void> {
   expect((await srv.exited).code).toBe(0);
 }
 
+/** The handlers of the test under way: healed after it, their held process killed. */
+const handlers: PidHandler[] = [];
+afterEach(() => {
+  for (const h of handlers.splice(0)) {
+    killIfAlive(h.held());
+    h.heal(true);
+  }
+});
+
+/**
+ * `wsdrain start` with `n` workers of one thread each and a 2 s drain budget, plus `args`,
+ * running a {@link pidHandler} (healed after the test).
+ */
+async function pidCluster(
+  n: number,
+  args: string[] = [],
+  env: NodeJS.ProcessEnv = timings(),
+): Promise<{ srv: Running; handler: PidHandler }> {
+  const handler = pidHandler();
+  handlers.push(handler);
+  const srv = await startWsdrain(
+    [...workers(n), '--drain-timeout', '2000', ...args, '--handler', handler.path],
+    { env },
+  );
+  return { srv, handler };
+}
+
+/** SIGHUP, the first replacement to load the handler held there; resolves with its pid. */
+async function rollHoldingOne(srv: Running, handler: PidHandler): Promise<number> {
+  handler.holdOne();
+  srv.kill('SIGHUP');
+  await until(() => handler.held() !== undefined, 'a replacement held at load', 15_000);
+  return handler.held()!;
+}
+
+/** Each client was moved by the roll once (those on a killed worker came back after 1006). */
+function movedOnce(w: Watch): void {
+  for (let i = 0; i < w.n; i++) {
+    expect(
+      w.crowd.closesOf(i).filter((c) => c === 1012),
+      `client ${i}`,
+    ).toHaveLength(1);
+  }
+}
+
+/** The end of a roll: exactly the workers `pids`, every client served by them, a clean stop. */
+async function endsWith(srv: Running, w: Watch, pids: number[]): Promise<void> {
+  await onlyWorkers(srv, pids);
+  await servedWithoutRefusal(w, pids);
+  await stop(srv);
+}
+
 describe('rolling restart faults: no refusal in any roll', { timeout: 60_000 }, () => {
   it('a replacement killed before it listens stops the roll: the old workers serve on, three of them', async () => {
-    const handler = pidHandler();
-    const srv = await startWsdrain(
-      [...workers(3), '--drain-timeout', '2000', '--handler', handler.path],
-      { env: timings() },
-    );
-    try {
-      const before = await listening(srv, 3);
-      const w = await watch(srv.port, 90);
-      // The first replacement to load the handler hangs there: it is killed while starting.
-      handler.holdOne();
-      srv.kill('SIGHUP');
-      await until(() => handler.held() !== undefined, 'a replacement held at load', 15_000);
-      const first = handler.held()!;
-      await killWorker(srv, w, first, /^replacement worker exited while starting/);
-      await srv.waitFor((l) => /^rolling restart stopped: a replacement/.test(l.msg), 20_000);
-      const done = await srv.waitFor((l) => /^rolling restart done/.test(l.msg), 20_000);
-      expect(done.msg).toMatch(/done: 0 workers replaced/);
-      // The two replacements that started were drained; the old workers never stopped.
-      expect(srv.lines.filter((l) => /^rolled worker/.test(l.msg))).toHaveLength(2);
-      expect(line(srv, /old workers stop accepting/)).toBe(false);
-      expect(line(srv, /respawning in|^worker \d+ respawned/)).toBe(false);
-      await onlyWorkers(srv, before);
-      await servedWithoutRefusal(w, before);
-      await stop(srv);
-    } finally {
-      killIfAlive(handler.held());
-      handler.heal(true);
-    }
+    const { srv, handler } = await pidCluster(3);
+    const before = await listening(srv, 3);
+    const w = await watch(srv.port, 90);
+    // The first replacement to load the handler hangs there: it is killed while starting.
+    const first = await rollHoldingOne(srv, handler);
+    await killWorker(srv, w, first, /^replacement worker exited while starting/);
+    await srv.waitFor((l) => /^rolling restart stopped: a replacement/.test(l.msg), 20_000);
+    const done = await srv.waitFor((l) => /^rolling restart done/.test(l.msg), 20_000);
+    expect(done.msg).toMatch(/done: 0 workers replaced/);
+    // The two replacements that started were drained; the old workers never stopped.
+    expect(srv.lines.filter((l) => /^rolled worker/.test(l.msg))).toHaveLength(2);
+    expect(line(srv, /old workers stop accepting/)).toBe(false);
+    expect(line(srv, /respawning in|^worker \d+ respawned/)).toBe(false);
+    await endsWith(srv, w, before);
   });
 
   it('a replacement killed while the first old worker drains is respawned; the roll finishes with three new workers', async () => {
-    const handler = pidHandler();
-    const srv = await startWsdrain(
-      [...workers(3), '--drain-timeout', '2000', '--handler', handler.path],
-      { env: timings() },
-    );
-    try {
-      const before = await listening(srv, 3);
-      // The first old worker drained holds these until its deadline.
-      await stalledClients(srv.port, 30);
-      const w = await watch(srv.port, 90);
-      srv.kill('SIGHUP');
-      await srv.waitFor((l) => /old workers stop accepting/.test(l.msg), 20_000);
-      const draining = await srv.waitFor(
-        (l) => l.role === 'worker' && /^drain started/.test(l.msg),
-      );
-      expect(before).toContain(draining.pid);
-      // Every replacement listens; the first old worker's clients came back to them.
-      await until(() => newPids(srv, before).length >= 3, 'three replacements');
-      const fresh = newPids(srv, before);
-      await w.crowd.waitOpen(w.n);
-      await killWorker(srv, w, fresh[0]!, /died \(SIGKILL\); respawning/);
-      const done = await srv.waitFor((l) => /^rolling restart done/.test(l.msg), 30_000);
-      expect(done.msg).toMatch(/done: 3 workers replaced/);
-      const respawned = await srv.waitFor((l) => /^worker \d+ respawned/.test(l.msg), 20_000);
-      const after = [fresh[1]!, fresh[2]!, respawned.workerPid as number];
-      await onlyWorkers(srv, after);
-      for (const pid of before) expect(alive(pid)).toBe(false);
-      // Each client was moved by the roll once (those on the killed worker came back after 1006).
-      for (let i = 0; i < w.n; i++) {
-        expect(
-          w.crowd.closesOf(i).filter((c) => c === 1012),
-          `client ${i}`,
-        ).toHaveLength(1);
-      }
-      await servedWithoutRefusal(w, after);
-      await stop(srv);
-    } finally {
-      handler.heal(true);
-    }
+    const { srv } = await pidCluster(3);
+    const before = await listening(srv, 3);
+    // The first old worker drained holds these until its deadline.
+    await stalledClients(srv.port, 30);
+    const w = await watch(srv.port, 90);
+    srv.kill('SIGHUP');
+    await srv.waitFor((l) => /old workers stop accepting/.test(l.msg), 20_000);
+    const draining = await srv.waitFor((l) => l.role === 'worker' && /^drain started/.test(l.msg));
+    expect(before).toContain(draining.pid);
+    // Every replacement listens; the first old worker's clients came back to them.
+    await until(() => newPids(srv, before).length >= 3, 'three replacements');
+    const fresh = newPids(srv, before);
+    await w.crowd.waitOpen(w.n);
+    await killWorker(srv, w, fresh[0]!, /died \(SIGKILL\); respawning/);
+    const done = await srv.waitFor((l) => /^rolling restart done/.test(l.msg), 30_000);
+    expect(done.msg).toMatch(/done: 3 workers replaced/);
+    const respawned = await srv.waitFor((l) => /^worker \d+ respawned/.test(l.msg), 20_000);
+    const after = [fresh[1]!, fresh[2]!, respawned.workerPid as number];
+    await onlyWorkers(srv, after);
+    for (const pid of before) expect(alive(pid)).toBe(false);
+    movedOnce(w);
+    await endsWith(srv, w, after);
   });
 
   it('when every replacement dies after the old workers stopped accepting, the roll waits for a respawned one before draining the next old worker', async () => {
-    const handler = pidHandler();
     // Every worker gone from the shared socket closes it (Node's cluster): the old worker that
     // takes connections again listens anew, on a fixed port (port 0 would pick another).
     const port = await freePort();
-    const srv = await startWsdrain(
-      [
-        ...workers(2),
-        ...['--port', String(port), '--drain-timeout', '2000', '--reconnect-window', '300'],
-        ...['--handler', handler.path],
-      ],
+    const { srv } = await pidCluster(
+      2,
+      ['--port', String(port), '--reconnect-window', '300'],
       // Respawns 3 to 6 s after the crash: the roll reaches the second old worker first.
-      { env: timings({ backoffBaseMs: 6000, backoffMaxMs: 6000 }) },
+      timings({ backoffBaseMs: 6000, backoffMaxMs: 6000 }),
     );
-    try {
-      const before = await listening(srv, 2);
-      await stalledClients(port, 20);
-      const w = await watch(port, 60);
-      srv.kill('SIGHUP');
-      await srv.waitFor((l) => /old workers stop accepting/.test(l.msg), 20_000);
-      const draining = (
-        await srv.waitFor((l) => l.role === 'worker' && /^drain started/.test(l.msg))
-      ).pid as number;
-      const waiting = before.find((p) => p !== draining)!;
-      await until(() => newPids(srv, before).length >= 2, 'two replacements');
-      const fresh = newPids(srv, before);
-      await w.crowd.waitOpen(w.n);
-      // Both replacements killed: the old worker not drained yet takes connections again.
-      // Between the last death and its listening again the port is closed: the test holds
-      // its attempts over that moment (README, "Signals and exit codes").
-      await quietly(w, async () => {
-        for (const pid of fresh) process.kill(pid, 'SIGKILL');
-        for (const pid of fresh) await srv.waitFor(fromPrimary(pid, /respawning/), 10_000);
-        await srv.waitFor(
-          (l) => l.pid === waiting && /accepting new connections again/.test(l.msg),
-        );
-      });
-      await srv.waitFor((l) => /no worker of the new generation accepts/.test(l.msg), 20_000);
-      const done = await srv.waitFor((l) => /^rolling restart done/.test(l.msg), 30_000);
-      expect(done.msg).toMatch(/done: 2 workers replaced/);
-      const respawns = (): number[] => newPids(srv, [...before, ...fresh]);
-      await until(() => respawns().length === 2, 'both respawns to listen', 20_000);
-      await onlyWorkers(srv, respawns());
-      await servedWithoutRefusal(w, respawns());
-      await stop(srv);
-    } finally {
-      handler.heal(true);
-    }
+    const before = await listening(srv, 2);
+    await stalledClients(port, 20);
+    const w = await watch(port, 60);
+    srv.kill('SIGHUP');
+    await srv.waitFor((l) => /old workers stop accepting/.test(l.msg), 20_000);
+    const draining = (await srv.waitFor((l) => l.role === 'worker' && /^drain started/.test(l.msg)))
+      .pid as number;
+    const waiting = before.find((p) => p !== draining)!;
+    await until(() => newPids(srv, before).length >= 2, 'two replacements');
+    const fresh = newPids(srv, before);
+    await w.crowd.waitOpen(w.n);
+    // Both replacements killed: the old worker not drained yet takes connections again.
+    // Between the last death and its listening again the port is closed: the test holds
+    // its attempts over that moment (README, "Signals and exit codes").
+    await quietly(w, async () => {
+      for (const pid of fresh) process.kill(pid, 'SIGKILL');
+      for (const pid of fresh) await srv.waitFor(fromPrimary(pid, /respawning/), 10_000);
+      await srv.waitFor((l) => l.pid === waiting && /accepting new connections again/.test(l.msg));
+    });
+    await srv.waitFor((l) => /no worker of the new generation accepts/.test(l.msg), 20_000);
+    const done = await srv.waitFor((l) => /^rolling restart done/.test(l.msg), 30_000);
+    expect(done.msg).toMatch(/done: 2 workers replaced/);
+    const respawns = (): number[] => newPids(srv, [...before, ...fresh]);
+    await until(() => respawns().length === 2, 'both respawns to listen', 20_000);
+    await endsWith(srv, w, respawns());
   });
 
   it('when no respawned replacement listens within the start timeout, the roll stops: the old worker serves on, and no more than --workers workers', async () => {
-    const handler = pidHandler();
     const port = await freePort();
     const startTimeout = 6000;
-    const srv = await startWsdrain(
-      [
-        ...workers(2),
-        ...['--port', String(port), '--drain-timeout', '2000', '--reconnect-window', '300'],
-        ...['--handler', handler.path],
-      ],
-      { env: timings({ startTimeout }) },
+    const { srv, handler } = await pidCluster(
+      2,
+      ['--port', String(port), '--reconnect-window', '300'],
+      timings({ startTimeout }),
     );
-    try {
-      const before = await listening(srv, 2);
-      await stalledClients(port, 20);
-      const w = await watch(port, 60);
-      srv.kill('SIGHUP');
-      await srv.waitFor((l) => /old workers stop accepting/.test(l.msg), 20_000);
-      const draining = (
-        await srv.waitFor((l) => l.role === 'worker' && /^drain started/.test(l.msg))
-      ).pid as number;
-      const waiting = before.find((p) => p !== draining)!;
-      await until(() => newPids(srv, before).length >= 2, 'two replacements');
-      const fresh = newPids(srv, before);
-      await w.crowd.waitOpen(w.n);
-      // Both replacements killed; their respawns hang at load until the roll gave up.
-      handler.holdFrom();
-      await quietly(w, async () => {
-        for (const pid of fresh) process.kill(pid, 'SIGKILL');
-        for (const pid of fresh) await srv.waitFor(fromPrimary(pid, /respawning/), 10_000);
-        await srv.waitFor(
-          (l) => l.pid === waiting && /accepting new connections again/.test(l.msg),
-        );
-      });
-      await srv.waitFor(
-        (l) => /^rolling restart stopped: no worker of the new generation/.test(l.msg),
-        startTimeout + 15_000,
-      );
-      const done = await srv.waitFor((l) => /^rolling restart done/.test(l.msg));
-      expect(done.msg).toMatch(/done: 1 workers replaced/);
-      expect(alive(waiting)).toBe(true);
-      handler.release();
-      // Two respawns were on their way for one place: one is called off (stopped while
-      // starting, or not forked), the other listens.
-      const respawned = await srv.waitFor((l) => /^worker \d+ respawned/.test(l.msg), 20_000);
-      const after = [waiting, respawned.workerPid as number];
-      await onlyWorkers(srv, after);
-      expect(line(srv, /stopped while starting|^not respawned/)).toBe(true);
-      await servedWithoutRefusal(w, after);
-      await stop(srv);
-    } finally {
-      handler.heal(true);
-    }
+    const before = await listening(srv, 2);
+    await stalledClients(port, 20);
+    const w = await watch(port, 60);
+    srv.kill('SIGHUP');
+    await srv.waitFor((l) => /old workers stop accepting/.test(l.msg), 20_000);
+    const draining = (await srv.waitFor((l) => l.role === 'worker' && /^drain started/.test(l.msg)))
+      .pid as number;
+    const waiting = before.find((p) => p !== draining)!;
+    await until(() => newPids(srv, before).length >= 2, 'two replacements');
+    const fresh = newPids(srv, before);
+    await w.crowd.waitOpen(w.n);
+    // Both replacements killed; their respawns hang at load until the roll gave up.
+    handler.holdFrom();
+    await quietly(w, async () => {
+      for (const pid of fresh) process.kill(pid, 'SIGKILL');
+      for (const pid of fresh) await srv.waitFor(fromPrimary(pid, /respawning/), 10_000);
+      await srv.waitFor((l) => l.pid === waiting && /accepting new connections again/.test(l.msg));
+    });
+    await srv.waitFor(
+      (l) => /^rolling restart stopped: no worker of the new generation/.test(l.msg),
+      startTimeout + 15_000,
+    );
+    const done = await srv.waitFor((l) => /^rolling restart done/.test(l.msg));
+    expect(done.msg).toMatch(/done: 1 workers replaced/);
+    expect(alive(waiting)).toBe(true);
+    handler.release();
+    // Two respawns were on their way for one place: one is called off (stopped while
+    // starting, or not forked), the other listens.
+    const respawned = await srv.waitFor((l) => /^worker \d+ respawned/.test(l.msg), 20_000);
+    const after = [waiting, respawned.workerPid as number];
+    await onlyWorkers(srv, after);
+    expect(line(srv, /stopped while starting|^not respawned/)).toBe(true);
+    await endsWith(srv, w, after);
   });
 
   for (const n of [1, 2]) {
     it(`a replacement that never listens is killed at the start timeout and stops the roll (${n} worker${n > 1 ? 's' : ''}, no extra one)`, async () => {
-      const handler = pidHandler();
       const startTimeout = 5000;
-      const srv = await startWsdrain(
-        [...workers(n), '--drain-timeout', '2000', '--handler', handler.path],
-        { env: timings({ startTimeout }) },
+      const { srv, handler } = await pidCluster(n, [], timings({ startTimeout }));
+      const before = await listening(srv, n);
+      const w = await watch(srv.port, 30 * n);
+      handler.holdOne();
+      const t0 = Date.now();
+      srv.kill('SIGHUP');
+      await until(() => handler.held() !== undefined, 'a replacement held at load', 15_000);
+      const hung = handler.held()!;
+      await srv.waitFor(
+        fromPrimary(hung, new RegExp(`did not listen within ${startTimeout} ms`)),
+        startTimeout + 10_000,
       );
-      try {
-        const before = await listening(srv, n);
-        const w = await watch(srv.port, 30 * n);
-        handler.holdOne();
-        const t0 = Date.now();
-        srv.kill('SIGHUP');
-        await until(() => handler.held() !== undefined, 'a replacement held at load', 15_000);
-        const hung = handler.held()!;
-        await srv.waitFor(
-          fromPrimary(hung, new RegExp(`did not listen within ${startTimeout} ms`)),
-          startTimeout + 10_000,
-        );
-        expect(Date.now() - t0).toBeGreaterThanOrEqual(startTimeout - 50);
-        await srv.waitFor((l) => /^rolling restart stopped: a replacement/.test(l.msg), 10_000);
-        await srv.waitFor(fromPrimary(hung, /^replacement worker exited while starting/), 10_000);
-        await srv.waitFor((l) => /^rolling restart done: 0 workers replaced/.test(l.msg), 20_000);
-        expect(alive(hung)).toBe(false);
-        expect(line(srv, /respawning in|^worker \d+ respawned/)).toBe(false);
-        await onlyWorkers(srv, before);
-        await servedWithoutRefusal(w, before);
-        await stop(srv);
-      } finally {
-        killIfAlive(handler.held());
-        handler.heal(true);
-      }
+      expect(Date.now() - t0).toBeGreaterThanOrEqual(startTimeout - 50);
+      await srv.waitFor((l) => /^rolling restart stopped: a replacement/.test(l.msg), 10_000);
+      await srv.waitFor(fromPrimary(hung, /^replacement worker exited while starting/), 10_000);
+      await srv.waitFor((l) => /^rolling restart done: 0 workers replaced/.test(l.msg), 20_000);
+      expect(alive(hung)).toBe(false);
+      expect(line(srv, /respawning in|^worker \d+ respawned/)).toBe(false);
+      await endsWith(srv, w, before);
     });
   }
 
   it('an old worker stopped (SIGSTOP) mid-drain is killed at its budget and the roll goes on to the next one', async () => {
-    const handler = pidHandler();
-    const budget = 2000;
-    const srv = await startWsdrain(
-      [...workers(2), '--drain-timeout', String(budget), '--handler', handler.path],
-      { env: timings() },
-    );
+    const budget = 2000; // pidCluster's --drain-timeout
+    const { srv } = await pidCluster(2);
     let stopped: number | undefined;
     try {
       const before = await listening(srv, 2);
@@ -354,74 +337,44 @@ describe('rolling restart faults: no refusal in any roll', { timeout: 60_000 }, 
       expect(after).toHaveLength(2);
       for (const pid of after) expect(before).not.toContain(pid);
       expect(alive(stopped)).toBe(false);
-      await onlyWorkers(srv, after);
-      await servedWithoutRefusal(w, after);
-      await stop(srv);
+      await endsWith(srv, w, after);
     } finally {
       killIfAlive(stopped);
-      handler.heal(true);
     }
   });
 
   it('an old worker killed while the replacements start is not respawned: three workers in the end', async () => {
-    const handler = pidHandler();
-    const srv = await startWsdrain(
-      [...workers(3), '--drain-timeout', '2000', '--handler', handler.path],
-      { env: timings() },
-    );
-    try {
-      const before = await listening(srv, 3);
-      const w = await watch(srv.port, 90);
-      handler.holdOne();
-      srv.kill('SIGHUP');
-      await until(() => handler.held() !== undefined, 'a replacement held at load', 15_000);
-      await killWorker(srv, w, before[0]!, /died during the roll \(SIGKILL\); not respawned/);
-      handler.release();
-      const done = await srv.waitFor((l) => /^rolling restart done/.test(l.msg), 30_000);
-      expect(done.msg).toMatch(/done: 2 workers replaced/);
-      const after = done.pids as number[];
-      expect(after).toHaveLength(3);
-      for (const pid of after) expect(before).not.toContain(pid);
-      expect(line(srv, /respawning in|^worker \d+ respawned/)).toBe(false);
-      await onlyWorkers(srv, after);
-      await servedWithoutRefusal(w, after);
-      await stop(srv);
-    } finally {
-      killIfAlive(handler.held());
-      handler.heal(true);
-    }
+    const { srv, handler } = await pidCluster(3);
+    const before = await listening(srv, 3);
+    const w = await watch(srv.port, 90);
+    await rollHoldingOne(srv, handler);
+    await killWorker(srv, w, before[0]!, /died during the roll \(SIGKILL\); not respawned/);
+    handler.release();
+    const done = await srv.waitFor((l) => /^rolling restart done/.test(l.msg), 30_000);
+    expect(done.msg).toMatch(/done: 2 workers replaced/);
+    const after = done.pids as number[];
+    expect(after).toHaveLength(3);
+    for (const pid of after) expect(before).not.toContain(pid);
+    expect(line(srv, /respawning in|^worker \d+ respawned/)).toBe(false);
+    await endsWith(srv, w, after);
   });
 
   it('an old worker killed while the replacements start, then a replacement failing, leaves as many workers as before', async () => {
-    const handler = pidHandler();
-    const srv = await startWsdrain(
-      [...workers(3), '--drain-timeout', '2000', '--handler', handler.path],
-      { env: timings() },
-    );
-    try {
-      const before = await listening(srv, 3);
-      const w = await watch(srv.port, 90);
-      handler.holdOne();
-      srv.kill('SIGHUP');
-      await until(() => handler.held() !== undefined, 'a replacement held at load', 15_000);
-      const held = handler.held()!;
-      await killWorker(srv, w, before[0]!, /died during the roll \(SIGKILL\); not respawned/);
-      await killWorker(srv, w, held, /^replacement worker exited while starting/);
-      await srv.waitFor((l) => /^rolling restart stopped: a replacement/.test(l.msg), 20_000);
-      const done = await srv.waitFor((l) => /^rolling restart done/.test(l.msg), 20_000);
-      // One replacement that started stays for the old worker that died; the other is drained.
-      expect(srv.lines.filter((l) => /^rolled worker/.test(l.msg))).toHaveLength(1);
-      const after = done.pids as number[];
-      expect(after).toHaveLength(3);
-      expect(after.filter((p) => before.includes(p))).toHaveLength(2);
-      expect(line(srv, /respawning in|^worker \d+ respawned/)).toBe(false);
-      await onlyWorkers(srv, after);
-      await servedWithoutRefusal(w, after);
-      await stop(srv);
-    } finally {
-      killIfAlive(handler.held());
-      handler.heal(true);
-    }
+    const { srv, handler } = await pidCluster(3);
+    const before = await listening(srv, 3);
+    const w = await watch(srv.port, 90);
+    const held = await rollHoldingOne(srv, handler);
+    await killWorker(srv, w, before[0]!, /died during the roll \(SIGKILL\); not respawned/);
+    await killWorker(srv, w, held, /^replacement worker exited while starting/);
+    await srv.waitFor((l) => /^rolling restart stopped: a replacement/.test(l.msg), 20_000);
+    const done = await srv.waitFor((l) => /^rolling restart done/.test(l.msg), 20_000);
+    // One replacement that started stays for the old worker that died; the other is drained.
+    expect(srv.lines.filter((l) => /^rolled worker/.test(l.msg))).toHaveLength(1);
+    const after = done.pids as number[];
+    expect(after).toHaveLength(3);
+    expect(after.filter((p) => before.includes(p))).toHaveLength(2);
+    expect(line(srv, /respawning in|^worker \d+ respawned/)).toBe(false);
+    await endsWith(srv, w, after);
   });
 
   it('a connection the old worker accepted before its drain, its upgrade sent once the drain began, gets 1012, not a reset', async () => {
@@ -459,92 +412,52 @@ describe('rolling restart faults: no refusal in any roll', { timeout: 60_000 }, 
   });
 
   it('SIGHUP while a crashed worker waits for its respawn: three workers of the new generation, each client moved once', async () => {
-    const handler = pidHandler();
-    const srv = await startWsdrain(
-      [...workers(3), '--drain-timeout', '2000', '--handler', handler.path],
-      // The respawn comes 1.5 to 3 s after the crash: the SIGHUP lands in that wait.
-      { env: timings({ backoffBaseMs: 3000, backoffMaxMs: 3000 }) },
-    );
-    try {
-      const before = await listening(srv, 3);
-      const w = await watch(srv.port, 90);
-      await killWorker(srv, w, before[0]!, /respawning in/);
-      await w.crowd.waitOpen(w.n);
-      srv.kill('SIGHUP');
-      const done = await srv.waitFor((l) => /^rolling restart done/.test(l.msg), 30_000);
-      expect(done.msg).toMatch(/done: 2 workers replaced/);
-      const respawned = await srv.waitFor((l) => /^worker \d+ respawned/.test(l.msg), 20_000);
-      // The primary's line and the worker's own 'worker listening' come on two pipes: either
-      // may be read first.
-      await until(() => newPids(srv, before).length >= 3, 'three workers of the new generation');
-      const after = newPids(srv, before);
-      expect(after).toHaveLength(3);
-      expect(after).toContain(respawned.workerPid);
-      await onlyWorkers(srv, after);
-      for (let i = 0; i < w.n; i++) {
-        expect(
-          w.crowd.closesOf(i).filter((c) => c === 1012),
-          `client ${i}`,
-        ).toHaveLength(1);
-      }
-      await servedWithoutRefusal(w, after);
-      await stop(srv);
-    } finally {
-      handler.heal(true);
-    }
+    // The respawn comes 1.5 to 3 s after the crash: the SIGHUP lands in that wait.
+    const { srv } = await pidCluster(3, [], timings({ backoffBaseMs: 3000, backoffMaxMs: 3000 }));
+    const before = await listening(srv, 3);
+    const w = await watch(srv.port, 90);
+    await killWorker(srv, w, before[0]!, /respawning in/);
+    await w.crowd.waitOpen(w.n);
+    srv.kill('SIGHUP');
+    const done = await srv.waitFor((l) => /^rolling restart done/.test(l.msg), 30_000);
+    expect(done.msg).toMatch(/done: 2 workers replaced/);
+    const respawned = await srv.waitFor((l) => /^worker \d+ respawned/.test(l.msg), 20_000);
+    // The primary's line and the worker's own 'worker listening' come on two pipes: either
+    // may be read first.
+    await until(() => newPids(srv, before).length >= 3, 'three workers of the new generation');
+    const after = newPids(srv, before);
+    expect(after).toHaveLength(3);
+    expect(after).toContain(respawned.workerPid);
+    await onlyWorkers(srv, after);
+    movedOnce(w);
+    await endsWith(srv, w, after);
   });
 
   it('SIGHUP while a respawned worker is still starting: it is waited for and rolled with the others, each client moved once', async () => {
-    const handler = pidHandler();
-    const srv = await startWsdrain(
-      [
-        ...workers(3),
-        '--drain-timeout',
-        '2000',
-        '--reconnect-window',
-        '1500',
-        '--handler',
-        handler.path,
-      ],
-      { env: timings() },
-    );
-    try {
-      const before = await listening(srv, 3);
-      const w = await watch(srv.port, 90);
-      // The respawn of the killed worker hangs at load until the SIGHUP has come.
-      handler.holdOne();
-      await killWorker(srv, w, before[0]!, /respawning in/);
-      await until(() => handler.held() !== undefined, 'the respawn held at load', 15_000);
-      const respawn = handler.held()!;
-      await w.crowd.waitOpen(w.n);
-      srv.kill('SIGHUP');
-      await srv.waitFor(
-        (l) => /still starting/.test(l.msg) || /^rolled worker/.test(l.msg),
-        20_000,
-      );
-      handler.release();
-      const done = await srv.waitFor((l) => /^rolling restart done/.test(l.msg), 30_000);
-      expect(done.msg).toMatch(/done: 3 workers replaced/);
-      // One pass: the respawn stopped accepting with the old workers, none of them later.
-      const stops = srv.lines.filter((l) => /old workers stop accepting/.test(l.msg));
-      const olds = [before[1]!, before[2]!, respawn].sort((a, b) => a - b);
-      expect(stops.map((l) => [...(l.pids as number[])].sort((a, b) => a - b))).toEqual([olds]);
-      const after = done.pids as number[];
-      expect(after).toHaveLength(3);
-      for (const pid of [...before, respawn]) expect(after).not.toContain(pid);
-      await onlyWorkers(srv, after);
-      for (let i = 0; i < w.n; i++) {
-        expect(
-          w.crowd.closesOf(i).filter((c) => c === 1012),
-          `client ${i}`,
-        ).toHaveLength(1);
-      }
-      await servedWithoutRefusal(w, after);
-      await stop(srv);
-    } finally {
-      killIfAlive(handler.held());
-      handler.heal(true);
-    }
+    const { srv, handler } = await pidCluster(3, ['--reconnect-window', '1500']);
+    const before = await listening(srv, 3);
+    const w = await watch(srv.port, 90);
+    // The respawn of the killed worker hangs at load until the SIGHUP has come.
+    handler.holdOne();
+    await killWorker(srv, w, before[0]!, /respawning in/);
+    await until(() => handler.held() !== undefined, 'the respawn held at load', 15_000);
+    const respawn = handler.held()!;
+    await w.crowd.waitOpen(w.n);
+    srv.kill('SIGHUP');
+    await srv.waitFor((l) => /still starting/.test(l.msg) || /^rolled worker/.test(l.msg), 20_000);
+    handler.release();
+    const done = await srv.waitFor((l) => /^rolling restart done/.test(l.msg), 30_000);
+    expect(done.msg).toMatch(/done: 3 workers replaced/);
+    // One pass: the respawn stopped accepting with the old workers, none of them later.
+    const stops = srv.lines.filter((l) => /old workers stop accepting/.test(l.msg));
+    const olds = [before[1]!, before[2]!, respawn].sort((a, b) => a - b);
+    expect(stops.map((l) => [...(l.pids as number[])].sort((a, b) => a - b))).toEqual([olds]);
+    const after = done.pids as number[];
+    expect(after).toHaveLength(3);
+    for (const pid of [...before, respawn]) expect(after).not.toContain(pid);
+    await onlyWorkers(srv, after);
+    movedOnce(w);
+    await endsWith(srv, w, after);
   });
 });
 
