@@ -385,9 +385,10 @@ describe('rolling restart (SIGHUP)', () => {
     const handler = pidHandler();
     const n = 600;
     // Node's primary hands each connection to the next worker that took the last one: in a
-    // burst on a busy machine, a worker the scheduler left out for a moment gets fewer. Hints
-    // spread each wave over 2 s (100 a second), as a deploy would, so what is measured is the
-    // roll's placement, not the scheduler's.
+    // burst on a busy machine, a worker the scheduler left out for a moment gets fewer. The
+    // clients honour the hints, which spread each wave over 2 s (100 a second), as a deploy
+    // with wsdrain/client would, so what is measured is the roll's placement, not the
+    // scheduler's.
     const srv = await startWsdrain([
       ...three,
       '--drain-timeout',
@@ -399,7 +400,7 @@ describe('rolling restart (SIGHUP)', () => {
     ]);
     try {
       await listeningPids(srv, 3);
-      const c = await crowd(srv.port, n);
+      const c = await crowd(srv.port, n, { honourHints: true });
       /** Sockets per worker, asked of every open client (each answers with its worker's pid). */
       const spread = async (): Promise<number[]> => {
         const per = new Map<number, number>();
@@ -430,7 +431,7 @@ describe('rolling restart (SIGHUP)', () => {
     } finally {
       handler.heal(true);
     }
-  });
+  }, 60_000);
 
   it('waits --reconnect-window between rolled workers; SIGTERM in that pause drains at once', async () => {
     const srv = await startWsdrain([

@@ -3,6 +3,7 @@
  * close code and every refused reconnect. Used to observe rolling restarts from outside.
  */
 import { WebSocket } from 'ws';
+import { parseHint } from 'wsdrain';
 
 export interface Crowd {
   /** Close codes seen, over all connections. */
@@ -31,11 +32,15 @@ export interface Crowd {
   stop: () => Promise<void>;
 }
 
-/** Opens `n` clients that reconnect after any close, until stop(). */
+/**
+ * Opens `n` clients that reconnect after any close, until stop(): at once, or, with
+ * `honourHints`, after the delay the close frame's reconnect hint asks for (as wsdrain/client
+ * does).
+ */
 export async function crowd(
   port: number,
   n: number,
-  opts: { reconnectOn?: number[] } = {},
+  opts: { reconnectOn?: number[]; honourHints?: boolean } = {},
 ): Promise<Crowd> {
   const codes: Record<number, number> = {};
   const perClient: number[][] = Array.from({ length: n }, () => []);
@@ -74,7 +79,7 @@ export async function crowd(
       state[i] = 'open';
       sockets.add(ws);
     });
-    ws.on('close', (code) => {
+    ws.on('close', (code, reason) => {
       sockets.delete(ws);
       if (!opened) {
         connecting--;
@@ -85,8 +90,11 @@ export async function crowd(
       }
       codes[code] = (codes[code] ?? 0) + 1;
       perClient[i]?.push(code);
-      if (!stopped && reconnectOn.includes(code)) setImmediate(() => open(i));
-      else state[i] = `closed with ${code}, not reconnecting`;
+      if (!stopped && reconnectOn.includes(code)) {
+        const retry = opts.honourHints ? parseHint(reason.toString())?.retryMs : undefined;
+        if (retry === undefined) setImmediate(() => open(i));
+        else setTimeout(() => open(i), retry);
+      } else state[i] = `closed with ${code}, not reconnecting`;
     });
   };
   /** The clients not open, and what they are doing. */
