@@ -15,7 +15,7 @@ afterEach(killAll);
 const payload = (i: number): string => `${i} ${'all work and no play '.repeat(200)}`;
 
 /** Every client sends a compressed message every `everyMs` until it is closed. */
-function chatter(clients: Client[], everyMs = 10): () => void {
+function chatter(clients: Client[], everyMs = 50): () => void {
   let i = 0;
   const t = setInterval(() => {
     for (const c of clients) if (c.ws.readyState === WebSocket.OPEN) c.ws.send(payload(i++));
