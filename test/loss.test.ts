@@ -147,7 +147,7 @@ describe('nothing lost across a rolling restart', () => {
         }
         expect(
           f.closes.every((c) => c.code === 1012),
-          who,
+          `${who}: closes ${JSON.stringify(f.closes.map((c) => [c.code, c.reason]))}`,
         ).toBe(true);
         if (f.closes.length > 0) moved++;
       }
