@@ -160,6 +160,47 @@ function movedOnce(w: Watch): void {
   }
 }
 
+/**
+ * Two old workers (`before`) on the fixed `port`, 20 stalled clients on them: SIGHUP, then
+ * until the first old worker drains and both replacements listen. Resolves with the watch, the
+ * old worker waiting for its turn, and the replacements.
+ */
+async function untilFirstDrain(
+  srv: Running,
+  port: number,
+  before: number[],
+): Promise<{ w: Watch; waiting: number; fresh: number[] }> {
+  await stalledClients(port, 20);
+  const w = await watch(port, 60);
+  srv.kill('SIGHUP');
+  await srv.waitFor((l) => /old workers stop accepting/.test(l.msg), 20_000);
+  const draining = (await srv.waitFor((l) => l.role === 'worker' && /^drain started/.test(l.msg)))
+    .pid as number;
+  const waiting = before.find((p) => p !== draining)!;
+  await until(() => newPids(srv, before).length >= 2, 'two replacements');
+  const fresh = newPids(srv, before);
+  await w.crowd.waitOpen(w.n);
+  return { w, waiting, fresh };
+}
+
+/**
+ * SIGKILLs every replacement (`fresh`); resolves once old worker `waiting` takes connections
+ * again. Between the last death and its listening again the port is closed: the watch holds
+ * its attempts over that moment (README, "Signals and exit codes").
+ */
+async function killReplacements(
+  srv: Running,
+  w: Watch,
+  fresh: number[],
+  waiting: number,
+): Promise<void> {
+  await quietly(w, async () => {
+    for (const pid of fresh) process.kill(pid, 'SIGKILL');
+    for (const pid of fresh) await srv.waitFor(fromPrimary(pid, /respawning/), 10_000);
+    await srv.waitFor((l) => l.pid === waiting && /accepting new connections again/.test(l.msg));
+  });
+}
+
 /** The end of a roll: exactly the workers `pids`, every client served by them, a clean stop. */
 async function endsWith(srv: Running, w: Watch, pids: number[]): Promise<void> {
   await onlyWorkers(srv, pids);
@@ -221,24 +262,9 @@ describe('rolling restart faults: no refusal in any roll', { timeout: 60_000 }, 
       timings({ backoffBaseMs: 6000, backoffMaxMs: 6000 }),
     );
     const before = await listening(srv, 2);
-    await stalledClients(port, 20);
-    const w = await watch(port, 60);
-    srv.kill('SIGHUP');
-    await srv.waitFor((l) => /old workers stop accepting/.test(l.msg), 20_000);
-    const draining = (await srv.waitFor((l) => l.role === 'worker' && /^drain started/.test(l.msg)))
-      .pid as number;
-    const waiting = before.find((p) => p !== draining)!;
-    await until(() => newPids(srv, before).length >= 2, 'two replacements');
-    const fresh = newPids(srv, before);
-    await w.crowd.waitOpen(w.n);
+    const { w, waiting, fresh } = await untilFirstDrain(srv, port, before);
     // Both replacements killed: the old worker not drained yet takes connections again.
-    // Between the last death and its listening again the port is closed: the test holds
-    // its attempts over that moment (README, "Signals and exit codes").
-    await quietly(w, async () => {
-      for (const pid of fresh) process.kill(pid, 'SIGKILL');
-      for (const pid of fresh) await srv.waitFor(fromPrimary(pid, /respawning/), 10_000);
-      await srv.waitFor((l) => l.pid === waiting && /accepting new connections again/.test(l.msg));
-    });
+    await killReplacements(srv, w, fresh, waiting);
     await srv.waitFor((l) => /no worker of the new generation accepts/.test(l.msg), 20_000);
     const done = await srv.waitFor((l) => /^rolling restart done/.test(l.msg), 30_000);
     expect(done.msg).toMatch(/done: 2 workers replaced/);
@@ -256,23 +282,10 @@ describe('rolling restart faults: no refusal in any roll', { timeout: 60_000 }, 
       timings({ startTimeout }),
     );
     const before = await listening(srv, 2);
-    await stalledClients(port, 20);
-    const w = await watch(port, 60);
-    srv.kill('SIGHUP');
-    await srv.waitFor((l) => /old workers stop accepting/.test(l.msg), 20_000);
-    const draining = (await srv.waitFor((l) => l.role === 'worker' && /^drain started/.test(l.msg)))
-      .pid as number;
-    const waiting = before.find((p) => p !== draining)!;
-    await until(() => newPids(srv, before).length >= 2, 'two replacements');
-    const fresh = newPids(srv, before);
-    await w.crowd.waitOpen(w.n);
+    const { w, waiting, fresh } = await untilFirstDrain(srv, port, before);
     // Both replacements killed; their respawns hang at load until the roll gave up.
     handler.holdFrom();
-    await quietly(w, async () => {
-      for (const pid of fresh) process.kill(pid, 'SIGKILL');
-      for (const pid of fresh) await srv.waitFor(fromPrimary(pid, /respawning/), 10_000);
-      await srv.waitFor((l) => l.pid === waiting && /accepting new connections again/.test(l.msg));
-    });
+    await killReplacements(srv, w, fresh, waiting);
     await srv.waitFor(
       (l) => /^rolling restart stopped: no worker of the new generation/.test(l.msg),
       startTimeout + 15_000,

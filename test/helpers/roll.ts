@@ -177,19 +177,19 @@ export interface Probe {
 }
 
 /**
- * Fresh connection attempts, one after another on each of `lanes` lanes (10 ms apart), for as
- * long as the probe runs: a refused connection (ECONNREFUSED), a reset, an answer other than
- * 101 or a handshake that does not complete within 15 s is a failure. An attempt that opens is
- * closed at once. {@link Probe.hold} keeps it out of a moment the test makes on purpose (a
- * worker SIGKILLed: the connections being handed to it at that instant are lost with it).
- */
-/**
  * A probe's handshake counts as lost past this: a connection no worker answers (one the
  * primary handed to a worker that exited without answering it stays open for good) fails;
  * one answered late on a busy machine does not.
  */
 const PROBE_HANDSHAKE_MS = 15_000;
 
+/**
+ * Fresh connection attempts, one after another on each of `lanes` lanes (10 ms apart), for as
+ * long as the probe runs: a refused connection (ECONNREFUSED), a reset, an answer other than
+ * 101 or a handshake that does not complete within 15 s is a failure. An attempt that opens is
+ * closed at once. {@link Probe.hold} keeps it out of a moment the test makes on purpose (a
+ * worker SIGKILLed: the connections being handed to it at that instant are lost with it).
+ */
 export function probe(port: number, lanes = 2): Probe {
   const born = Date.now();
   const failures: string[] = [];
