@@ -43,6 +43,8 @@ interface Follower {
   at: number[];
   closes: CloseEvent[];
   unrecovered: UnrecoveredEvent[];
+  /** The client's 'error' events (a failed connect), with when they came. */
+  errors: string[];
 }
 
 describe('nothing lost across a rolling restart', () => {
@@ -80,6 +82,7 @@ describe('nothing lost across a rolling restart', () => {
           at: [],
           closes: [],
           unrecovered: [],
+          errors: [],
         };
         const client = createClient(url, {
           WebSocket: WebSocket as unknown as WebSocketConstructorLike,
@@ -90,6 +93,7 @@ describe('nothing lost across a rolling restart', () => {
         clients.push(client);
         client.on('close', (e) => f.closes.push(e));
         client.on('unrecovered', (e) => f.unrecovered.push(e));
+        client.on('error', (e) => f.errors.push(`${new Date().toISOString()} ${e.error.message}`));
         client.subscribe(f.topic, (_data, info) => {
           f.offsets.push(info.offset);
           f.epochs.add(info.epoch);
@@ -147,7 +151,7 @@ describe('nothing lost across a rolling restart', () => {
         }
         expect(
           f.closes.every((c) => c.code === 1012),
-          `${who}: closes ${JSON.stringify(f.closes.map((c) => [c.code, c.reason]))}`,
+          `${who}: closes ${JSON.stringify(f.closes.map((c) => [c.code, c.reason]))}, errors ${JSON.stringify(f.errors)}`,
         ).toBe(true);
         if (f.closes.length > 0) moved++;
       }
