@@ -169,7 +169,7 @@ describe('handler module and failures', () => {
     for (const spec of [fixture('no-function.mjs'), './does-not-exist.mjs']) {
       const s = await startWsdrain(['--workers', '0', '--handler', spec], { waitReady: false });
       const exit = await s.exited;
-      expect(exit.code).toBe(1);
+      expect(exit, `${spec}: ${s.stderr()}`).toMatchObject({ code: 1, signal: null });
       expect(s.stderr()).toContain('cannot load handler');
     }
   });

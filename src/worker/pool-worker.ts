@@ -88,7 +88,19 @@ async function loadHandler(
 }
 
 const data = (workerData ?? {}) as PoolWorkerData;
-const handler = await loadHandler(data.handler, data.maxWork);
+/**
+ * A handler that cannot be loaded fails the start-up task, not this module: a thread whose
+ * module throws is replaced by piscina, its replacement fails the same way, and so on; a
+ * thread stopped while evaluating its modules (the process exiting on the error) made V8
+ * abort (SIGTRAP) instead of the exit code 1, about once in 200 starts on a busy machine.
+ */
+let loadError: unknown;
+const handler = await loadHandler(data.handler, data.maxWork).catch((err: unknown): Handler => {
+  loadError = err;
+  return () => {
+    throw err;
+  };
+});
 const progress = data.progress ? new Float64Array(data.progress) : new Float64Array(1);
 
 /** Handler time as stored in a result entry: µs, within 31 bits. */
@@ -233,6 +245,7 @@ function settledAt(o: Outcome, slot: number, start: number): Outcome {
 export default async function run(task: Task): Promise<unknown> {
   if (task.barrier) {
     meet(task.barrier);
+    if (loadError !== undefined) throw loadError;
     return undefined;
   }
   const { input, output, slot } = task;

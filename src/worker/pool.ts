@@ -358,6 +358,9 @@ export class MessagePool<T> {
     try {
       await Promise.all(Array.from({ length: this.#threads }, () => this.#piscina.run(task)));
     } catch (err) {
+      // No thread is left running or starting (piscina replaces the ones that failed) when
+      // the process exits on this error.
+      await this.destroy().catch(() => {});
       throw new HandlerLoadError(
         `cannot load handler ${this.#handler ?? '(built-in echo)'}: ${(err as Error).message}`,
       );
