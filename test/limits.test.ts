@@ -210,10 +210,21 @@ describe('clients that never read', () => {
     // kernel did not take): 125-byte pings, 20 a second, pass 32 KiB within 10 s. More than
     // 100 pings in a second is a flood (closed, not cut): even a busy server that reads four
     // seconds' worth at once stays under it.
-    const pings = setInterval(() => peer.send({ opcode: 9, payload: 'p'.repeat(125) }), 50);
+    const kernelBefore = kernelQueued(srv.port, peer.socket.localPort!);
+    let sent = 0;
+    const pings = setInterval(() => {
+      peer.send({ opcode: 9, payload: 'p'.repeat(125) });
+      sent++;
+    }, 50);
     let code: number | undefined;
     try {
       code = await closedWithin(peer, 40_000, 'cut for its queued pongs');
+    } catch (err) {
+      // Where the pongs went: into the kernel (it was not full), or nowhere (not read).
+      const kernelNow = kernelQueued(srv.port, peer.socket.localPort!);
+      throw new Error(
+        `${(err as Error).message}: ${sent} pings sent; the kernel held ${kernelBefore} bytes before them, ${kernelNow} now; server lines: ${srv.lines.map((l) => l.msg).join(' | ')}`,
+      );
     } finally {
       clearInterval(pings);
     }
