@@ -180,10 +180,19 @@ export const mutations = [
     id: 'roll-keeps-accepting',
     why: 'old workers stop accepting so each client moves once',
     file: 'src/primary/roll.ts',
-    find: '        this.#stopAccepting(gen);',
+    find: '        await this.#stopAccepting(gen);',
     replace: '',
     tests: ['test/cluster.test.ts'],
     name: 'moves every client once',
+  },
+  {
+    id: 'roll-drains-before-answered',
+    why: 'no old worker drains before the old ones answered the connections on their way',
+    file: 'src/primary/roll.ts',
+    find: '        await this.#stopAccepting(gen);',
+    replace: '        void this.#stopAccepting(gen);',
+    tests: ['test/roll-faults.test.ts'],
+    name: 'drains no old worker',
   },
   // Closing with permessage-deflate.
   {

@@ -47,10 +47,16 @@ export type ToPrimary =
   /** A request to the embedded broker (publish, interest, drop, recover). */
   | { src: typeof SRC; type: 'broker'; id: number; req: WireRequest }
   /**
-   * A drained worker about to exit, its listener closed: the primary answers `synced` once it
-   * has read this (and so the cluster's own message that took the worker off the port).
+   * A worker whose listener closed (it is about to exit, or a roll stopped it accepting): the
+   * primary answers `synced` once it has read this (and so the cluster's own message that
+   * took the worker off the port).
    */
-  | { src: typeof SRC; type: 'sync' };
+  | { src: typeof SRC; type: 'sync' }
+  /**
+   * The answer to `accepting: false`: the listener is closed and every connection the
+   * primary handed this worker before it took it off the port has been answered.
+   */
+  | { src: typeof SRC; type: 'stopped' };
 
 /** Publication data on the channel: `b`, bytes in base64; `j`, any other value. */
 export type WireData = { b: string } | { j?: PublishData };

@@ -25,6 +25,9 @@ import type { Logger } from '../log.js';
 import type { WsdrainOptions } from '../options.js';
 import type { WorkerRecord } from './workers.js';
 
+/** Longest wait for the old workers to answer the connections on their way to them. */
+const STOPPED_WAIT_MS = 5000;
+
 /** What the roll needs from the cluster it rolls. */
 export interface RollHost {
   readonly log: Logger;
@@ -94,8 +97,11 @@ export class Roll {
    * Every ready worker older than generation `below` stops taking new connections (it keeps
    * serving its sockets until its own drain), so clients closed by a drain reconnect into the
    * newer generation only, not into an old worker that would move them a second time.
+   * Resolves once each has answered the connections handed to it before it left the port
+   * (at most STOPPED_WAIT_MS): a worker that hangs (SIGSTOP) or is killed in its drain must
+   * not hold one of them, which Node's cluster would leave open and unanswered for good.
    */
-  #stopAccepting(below: number): void {
+  async #stopAccepting(below: number): Promise<void> {
     const stopping = [...this.#host.records()].filter(
       (r) => r.state === 'ready' && r.accepting && r.generation < below,
     );
@@ -104,7 +110,14 @@ export class Roll {
       { pids: stopping.map((r) => r.pid) },
       `rolling restart: ${stopping.length} old workers stop accepting new connections`,
     );
-    for (const r of stopping) r.setAccepting(false);
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([
+      Promise.all(stopping.map((r) => r.setAccepting(false))),
+      new Promise((resolve) => {
+        timer = setTimeout(resolve, STOPPED_WAIT_MS);
+      }),
+    ]);
+    clearTimeout(timer);
   }
 
   /** Ready workers stopped by a roll take new connections again. */
@@ -236,7 +249,9 @@ export class Roll {
         }
         // From now on only the new generation takes new connections, so the clients of each
         // drain are moved once (again, if the old workers had to take connections back).
-        this.#stopAccepting(gen);
+        await this.#stopAccepting(gen);
+        if (this.#host.draining()) return;
+        if (old.state !== 'ready') continue; // it died meanwhile
         await this.#retire(old);
         this.#host.onRolled();
         rolled++;

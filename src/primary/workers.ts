@@ -71,6 +71,8 @@ export class WorkerRecord {
   /** True once it listens; false if it exits or misses its start timeout first. */
   readonly listening: Promise<boolean>;
   readonly exited: Promise<void>;
+  /** Waits of {@link setAccepting}(false) for the worker's `stopped`. */
+  readonly #onStopped: Array<() => void> = [];
 
   constructor(
     options: WsdrainOptions,
@@ -134,6 +136,9 @@ export class WorkerRecord {
         case 'sync':
           sendToWorker(this.worker, msg({ type: 'synced' }));
           break;
+        case 'stopped':
+          for (const f of this.#onStopped.splice(0)) f();
+          break;
       }
     });
     this.worker.on('exit', (code: number | null, signal: string | null) => {
@@ -143,6 +148,7 @@ export class WorkerRecord {
       this.exitInfo = { code, signal };
       listened(false);
       exited();
+      for (const f of this.#onStopped.splice(0)) f();
       events.exit(this, was);
     });
   }
@@ -158,10 +164,18 @@ export class WorkerRecord {
     sendToWorker(this.worker, msg({ type: 'terminate' }));
   }
 
-  /** Rolling restart: stop (or resume) taking new connections. */
-  setAccepting(accepting: boolean): void {
+  /**
+   * Rolling restart: stop (or resume) taking new connections. Stopping resolves once the
+   * worker says every connection handed to it before it left the port is answered (or it
+   * exited); resuming at once.
+   */
+  setAccepting(accepting: boolean): Promise<void> {
     this.accepting = accepting;
     sendToWorker(this.worker, msg({ type: 'accepting', accepting }));
+    if (accepting || this.state === 'exited') return Promise.resolve();
+    return new Promise((resolve) => {
+      this.#onStopped.push(resolve);
+    });
   }
 
   /** Whether every worker of the cluster listens (its /readyz follows it). */

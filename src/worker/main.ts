@@ -37,6 +37,9 @@ import { WsdrainServer } from './server.js';
 /** Longest a drained worker waits for its report to leave before it exits, ms. */
 const REPORT_FLUSH_MS = 1000;
 
+/** Longest wait for the primary's `synced` after a roll stopped this worker accepting. */
+const STOPPED_SYNC_MS = 5000;
+
 /** A start-up failure: logged, told to the primary (or stderr), exit 1. */
 function failStart(log: Logger, clustered: boolean, e: Error & { code?: string }): void {
   log.fatal({ code: e.code }, e.message);
@@ -149,29 +152,31 @@ export async function runServerProcess(options: WsdrainOptions, app?: WsdrainApp
   /** The report's IPC message is out (or given up on). */
   let reportSent: Promise<void> | undefined;
 
-  /** Ends the wait of {@link handoffsAnswered} (the primary's `synced`). */
-  let synced: (() => void) | undefined;
+  /** Ends the waits for the primary's `synced`, one per `sync` sent, in order. */
+  const synced: Array<() => void> = [];
 
   /**
-   * Resolves once the primary has answered a `sync` sent now, with the listener closed.
+   * Resolves with true once the primary has answered a `sync` sent now, with the listener
+   * closed; with false after `backstopMs` (a primary that does not answer: stopped,
+   * overloaded) or at once when there is no primary to ask.
    * Node's cluster hands each new connection to a worker and keeps it until that worker
    * answers; one it handed over before it read that this worker's listener closed is on its
    * way here. This worker answers it on arrival (refused, so the primary hands it to another
    * worker), but only if it has not exited yet: a connection handed to an exited worker stays
    * open and unanswered in the primary. The primary's answer comes after every such hand-over.
-   * A primary that does not answer (stopped, overloaded) is waited for until the drain's
-   * deadline, a second at least; a gone one not at all.
    */
-  const handoffsAnswered = (): Promise<void> =>
+  const handoffsAnswered = (backstopMs: number): Promise<boolean> =>
     new Promise((resolve) => {
-      const done = (): void => {
+      let settled = false;
+      const done = (answered: boolean): void => {
+        if (settled) return;
+        settled = true;
         clearTimeout(backstop);
-        synced = undefined;
-        resolve();
+        resolve(answered);
       };
-      const backstop = setTimeout(done, Math.max(REPORT_FLUSH_MS, drainDeadline - Date.now()));
-      synced = done;
-      if (!sendToPrimary(msg({ type: 'sync' }))) done();
+      const backstop = setTimeout(() => done(false), backstopMs);
+      synced.push(() => done(true));
+      if (!sendToPrimary(msg({ type: 'sync' }))) done(false);
     });
 
   const finish = (report: DrainReport): void => {
@@ -183,7 +188,9 @@ export async function runServerProcess(options: WsdrainOptions, app?: WsdrainApp
       // (the primary then counts this worker lost). The timer is the backstop. And not before
       // the connections the primary was handing this worker as its listener closed are
       // answered (the listener is closed by now, on a shutdown too).
-      (reportSent ?? Promise.resolve()).then(handoffsAnswered).then(() => exit(code));
+      (reportSent ?? Promise.resolve())
+        .then(() => handoffsAnswered(Math.max(REPORT_FLUSH_MS, drainDeadline - Date.now())))
+        .then(() => exit(code));
       return;
     }
     if (options.report) {
@@ -234,9 +241,19 @@ export async function runServerProcess(options: WsdrainOptions, app?: WsdrainApp
           // generation starts (its own sockets are served until its drain), or takes them
           // again when the roll stopped.
           if (!m.accepting) {
-            if (server.state !== 'running') break; // draining: the drain owns the listener
+            if (server.state !== 'running') {
+              // Draining on its own: the drain owns the listener, and the exit waits for the
+              // connections on their way here. Nothing for the roll to wait for.
+              sendToPrimary(msg({ type: 'stopped' }));
+              break;
+            }
             server.closeListener();
             log.info('stopped accepting new connections');
+            // The roll drains this worker only once the connections on their way here are
+            // answered: stopped (SIGSTOP) or killed before, it would leave them unanswered.
+            handoffsAnswered(STOPPED_SYNC_MS).then((answered) => {
+              if (answered) sendToPrimary(msg({ type: 'stopped' }));
+            });
           } else {
             server.reopenListener().then(
               () => log.info('accepting new connections again'),
@@ -251,7 +268,7 @@ export async function runServerProcess(options: WsdrainOptions, app?: WsdrainApp
           broker?.deliver(pubFromWire(m.pub));
           break;
         case 'synced':
-          synced?.();
+          synced.shift()?.();
           break;
         case 'metrics-request':
           metrics.get().then(
