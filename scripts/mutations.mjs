@@ -438,6 +438,15 @@ export const mutations = [
     name: 'few ms',
   },
   {
+    id: 'pool-no-promote',
+    why: 'an owner one stretched call made heavy is judged afresh, not kept behind a long call',
+    file: 'src/worker/pool.ts',
+    find: '    const wait = Math.max(PROMOTE_HEAVY_MS * this.#heavyMs, PROMOTE_WAITS * o.cost);',
+    replace: '    const wait = Number.POSITIVE_INFINITY;',
+    tests: ['test/unit/pool.test.ts'],
+    name: 'judges afresh',
+  },
+  {
     id: 'pool-no-budget',
     why: 'a task holds about heavyMs of estimated handler time',
     file: 'src/worker/owners.ts',

@@ -33,6 +33,8 @@ export interface Owner<T> {
   task: object | undefined;
   /** In the light or the heavy round-robin queue. */
   waiting: boolean;
+  /** Since when it waits in a queue (epoch ms). */
+  queuedAt: number;
   /** Recent handler time per message, ms: the last one, or more while an older one decays. */
   cost: number;
   /** Moving average of the time per message that its task spends on it alone, ms. */
@@ -49,6 +51,7 @@ export function newOwner<T>(): Owner<T> {
     scrambled: false,
     task: undefined,
     waiting: false,
+    queuedAt: 0,
     cost: 0,
     serial: 0,
   };

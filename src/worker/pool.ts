@@ -30,7 +30,9 @@
  * its messages run in tasks of their own, and with two or more threads such tasks hold at
  * most `threads - 1` of them, so the last thread stays a lane for the others (with one thread,
  * heavy and light tasks take turns). A light message thus waits for the light tasks before
- * it, each of them about `heavyMs` of work at most, not for heavy owners' backlog.
+ * it, each of them about `heavyMs` of work at most, not for heavy owners' backlog. An owner
+ * that waits long for the heavy lane is judged afresh (see #promote): one stretched call
+ * does not keep a cheap owner behind another one's call of seconds.
  *
  * Long calls. A task whose current call has run for `heavyMs` counts as heavy, and neither
  * the results it has computed nor the messages it has not started wait for that call:
@@ -137,6 +139,11 @@ export interface PoolOptions<T> {
 }
 
 /** Defaults of the optional {@link PoolOptions}. */
+/** An owner waits this many of its estimated calls for the heavy lane before it is judged afresh... */
+const PROMOTE_WAITS = 50;
+/** ...and this many times heavyMs at least (1 s by default). */
+const PROMOTE_HEAVY_MS = 100;
+
 export const kPoolDefaults = {
   heavyMs: 10,
   heavyAvgMs: 2,
@@ -434,6 +441,7 @@ export class MessagePool<T> {
   /** Puts an owner with queued messages (and no task) in its round-robin queue. */
   #enqueue(o: Owner<T>, first: boolean): void {
     o.waiting = true;
+    o.queuedAt = Date.now();
     const q = this.#isHeavy(o) ? this.#heavy : this.#light;
     if (first) q.unshift(o);
     else q.push(o);
@@ -447,6 +455,30 @@ export class MessagePool<T> {
       (heavy ? this.#light : this.#heavy).push(o);
     }
     return undefined;
+  }
+
+  /**
+   * An owner judged heavy by one call that the OS stretched (its thread held off the CPU mid-
+   * call) waits for the heavy lane like a truly heavy one, possibly behind another owner's
+   * call of seconds, and its figures cannot come down while none of its calls runs. The
+   * first owner of the heavy queue, while the heavy lane is full, is judged afresh once it has
+   * waited PROMOTE_WAITS of its own estimated calls (PROMOTE_HEAVY_MS of heavyMs at least):
+   * its figures start over and it takes its turn in the light queue, where its next call
+   * measures it again. A truly heavy one goes back at once, having held the light lane for
+   * about heavyMs (its task's budget, or the long-call check).
+   */
+  #promote(now = Date.now()): boolean {
+    if (this.#heavyRunning < this.#heavyThreads) return false;
+    const o = this.#heavy.peek();
+    if (!o) return false;
+    const wait = Math.max(PROMOTE_HEAVY_MS * this.#heavyMs, PROMOTE_WAITS * o.cost);
+    if (now - o.queuedAt < wait) return false;
+    this.#heavy.shift();
+    o.cost = 0;
+    o.serial = 0;
+    o.queuedAt = now;
+    this.#light.unshift(o);
+    return true;
   }
 
   /** Calls `f` with every owner that has queued messages. */
@@ -515,6 +547,7 @@ export class MessagePool<T> {
 
   /** Hands queued messages to the free threads. */
   #dispatch(): void {
+    this.#promote();
     while (this.#runningCount < this.#threads) {
       let light = this.#front(this.#light, false);
       const heavy =
@@ -877,7 +910,7 @@ export class MessagePool<T> {
         gaveBack = this.#long(task) || gaveBack;
       }
     }
-    if (gaveBack && !this.#closed) this.#dispatch();
+    if ((this.#promote(now) || gaveBack) && !this.#closed) this.#dispatch();
   }
 
   /**

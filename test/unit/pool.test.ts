@@ -154,6 +154,24 @@ describe('MessagePool scheduling', () => {
     expect(ends[2]!).toBeGreaterThanOrEqual(2 * WORK - 50);
   });
 
+  it("judges afresh an owner that one slow call made heavy, rather than keep it behind a heavy owner's long call", async () => {
+    const WORK = 4000;
+    const h = await harness({ threads: 2 });
+    h.send('heavy', 'sleep:50');
+    // One call past heavyMs, as when the OS holds a cheap call's thread off the CPU.
+    h.send('once', 'sleep:20');
+    await h.waitFor(2);
+    h.send('heavy', `sleep:${WORK}`);
+    await sleep(30);
+    h.send('once', 'quick');
+    await h.waitFor(3, 2 * WORK);
+    expect(h.of('once').map((s) => s.data)).toEqual([expect.stringMatching(/^slept:20:/), 'quick']);
+    // Judged afresh after about 1 s (100 heavyMs, 50 of its 20 ms calls), while the heavy
+    // lane was still held: in that lane it would have waited for the whole call.
+    expect(h.latency('once', 1)).toBeLessThan(WORK / 2);
+    await h.waitFor(4, 2 * WORK);
+  });
+
   it("bounds a task by its messages' estimated handler time: a heavy owner's replies come a few at a time", async () => {
     const WORK = 8;
     const h = await harness({ threads: 1 });
