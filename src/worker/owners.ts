@@ -33,7 +33,7 @@ export interface Owner<T> {
   task: object | undefined;
   /** In the light or the heavy round-robin queue. */
   waiting: boolean;
-  /** Since when it waits in a queue (epoch ms). */
+  /** Since when it waits in the heavy queue (epoch ms). */
   queuedAt: number;
   /** Recent handler time per message, ms: the last one, or more while an older one decays. */
   cost: number;

@@ -441,8 +441,9 @@ export class MessagePool<T> {
   /** Puts an owner with queued messages (and no task) in its round-robin queue. */
   #enqueue(o: Owner<T>, first: boolean): void {
     o.waiting = true;
-    o.queuedAt = Date.now();
     const q = this.#isHeavy(o) ? this.#heavy : this.#light;
+    // Only the heavy queue's wait is timed (see #promote): no clock read on the light path.
+    if (q === this.#heavy) o.queuedAt = Date.now();
     if (first) q.unshift(o);
     else q.push(o);
   }
@@ -452,6 +453,7 @@ export class MessagePool<T> {
     for (let o = q.peek(); o !== undefined; o = q.peek()) {
       if (this.#isHeavy(o) === heavy) return o;
       q.shift();
+      if (!heavy) o.queuedAt = Date.now();
       (heavy ? this.#light : this.#heavy).push(o);
     }
     return undefined;
@@ -476,7 +478,6 @@ export class MessagePool<T> {
     this.#heavy.shift();
     o.cost = 0;
     o.serial = 0;
-    o.queuedAt = now;
     this.#light.unshift(o);
     return true;
   }
