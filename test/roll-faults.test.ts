@@ -21,6 +21,7 @@ import {
   type LogLine,
   loggedWorkerPids,
   type Running,
+  sleep,
   startWsdrain,
 } from './helpers/process.js';
 import { type Crowd, crowd } from './helpers/reconnecting.js';
@@ -373,7 +374,7 @@ describe('rolling restart faults: no refusal in any roll', { timeout: 60_000 }, 
       process.kill(frozen, 'SIGSTOP');
       srv.kill('SIGHUP');
       await srv.waitFor((l) => /old workers stop accepting/.test(l.msg), 20_000);
-      await new Promise((r) => setTimeout(r, 1500));
+      await sleep(1500);
       expect(srv.lines.filter((l) => /^drain started/.test(l.msg)).map((l) => l.pid)).toEqual([]);
       process.kill(frozen, 'SIGCONT');
       const done = await srv.waitFor((l) => /^rolling restart done/.test(l.msg), 30_000);
