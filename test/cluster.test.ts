@@ -199,8 +199,8 @@ describe('cluster drain', () => {
     // Node's cluster keeps a connection it hands to a worker until that worker answers; one
     // handed to a worker that has exited stays open and unanswered in the primary for good.
     // Here the primary is slow (stopped) while connections wait to be accepted and a worker
-    // with no socket drains on its own signal, closing its listener: once the primary runs
-    // again, it hands that worker connections before it reads that the listener closed.
+    // drains on its own signal, closing its listener: once the primary runs again, it hands
+    // that worker connections before it reads that the listener closed.
     const srv = await startWsdrain([...two, '--drain-timeout', '5000'], { env: fastTimings });
     const [leaving, staying] = await listeningPids(srv, 2);
     const attempts = probe(srv.port, 8);
@@ -211,7 +211,8 @@ describe('cluster drain', () => {
       // The hand-overs already sent are served by a worker not draining yet.
       await sleep(50);
       process.kill(leaving!, 'SIGTERM');
-      await srv.waitFor((l) => l.pid === leaving && /^drained 0 sockets/.test(l.msg), 10_000);
+      // Its drain may find a probe socket or two not yet reaped (a busy machine): any count.
+      await srv.waitFor((l) => l.pid === leaving && /^drained \d+ sockets/.test(l.msg), 10_000);
       await sleep(200);
     } finally {
       process.kill(primary, 'SIGCONT');
