@@ -177,6 +177,9 @@ export interface WsdrainClientOptions {
 /**
  * The client's state: `'connecting'` (a socket is being opened), `'open'`, `'waiting'` (for
  * the next reconnect attempt), `'closed'` (for good; it never leaves this state).
+ * `'open'` lasts until the socket's close event: while a close is under way (the server's
+ * 1012, answered, the socket not closed yet) the socket is no longer open and `send()` queues
+ * for the next connection. Send on `socket.readyState === 1` to tell the two apart.
  */
 export type ClientState = 'connecting' | 'open' | 'waiting' | 'closed';
 

@@ -173,8 +173,11 @@ describe('MessagePool scheduling', () => {
   });
 
   it("bounds a task by its messages' estimated handler time: a heavy owner's replies come a few at a time", async () => {
-    const WORK = 8;
-    const h = await harness({ threads: 1 });
+    // Calls shorter than heavyMs, so that no call is long enough to give back the rest of its
+    // task: only the budget (heavyMs of estimated time) can keep the ten apart. Large enough
+    // that a stall of the machine is small beside the ten calls of one task (10 × WORK).
+    const WORK = 150;
+    const h = await harness({ threads: 1, heavyMs: 200 });
     for (let k = 0; k < 4; k++) h.send('h', `sleep:${WORK}`);
     await h.waitFor(4);
     for (let k = 0; k < 10; k++) h.send('h', `sleep:${WORK}`);

@@ -113,8 +113,16 @@ client.on('error', ({ error }) => {
   status.textContent = `error: ${error.message}`;
 });
 
+/**
+ * Sends `m` if a connection is open and not closing; else the next 'open' sends it with the
+ * rest of the outbox, in order. Never through the client's own queue: the client sends what
+ * it queued before 'open', so a message said while the server closed the connection would go
+ * out ahead of older ones still in the outbox.
+ */
 function transmit(m) {
-  if (client.state === 'open') client.send(JSON.stringify({ say: m.text, room, id: m.id }));
+  if (client.state === 'open' && client.socket?.readyState === WebSocket.OPEN) {
+    client.send(JSON.stringify({ say: m.text, room, id: m.id }));
+  }
 }
 
 /** Posts `text` to the room; it is sent now, or when the next connection opens. */
