@@ -138,12 +138,12 @@ export interface PoolOptions<T> {
   onPressure?: (on: boolean) => void;
 }
 
-/** Defaults of the optional {@link PoolOptions}. */
 /** An owner waits this many of its estimated calls for the heavy lane before it is judged afresh... */
 const PROMOTE_WAITS = 50;
 /** ...and this many times heavyMs at least (1 s by default). */
 const PROMOTE_HEAVY_MS = 100;
 
+/** Defaults of the optional {@link PoolOptions}. */
 export const kPoolDefaults = {
   heavyMs: 10,
   heavyAvgMs: 2,
@@ -469,12 +469,13 @@ export class MessagePool<T> {
    * measures it again. A truly heavy one goes back at once, having held the light lane for
    * about heavyMs (its task's budget, or the long-call check).
    */
-  #promote(now = Date.now()): boolean {
+  #promote(now?: number): boolean {
     if (this.#heavyRunning < this.#heavyThreads) return false;
     const o = this.#heavy.peek();
     if (!o) return false;
+    // The clock only now: #dispatch, the hot path, calls this for every batch.
     const wait = Math.max(PROMOTE_HEAVY_MS * this.#heavyMs, PROMOTE_WAITS * o.cost);
-    if (now - o.queuedAt < wait) return false;
+    if ((now ?? Date.now()) - o.queuedAt < wait) return false;
     this.#heavy.shift();
     o.cost = 0;
     o.serial = 0;
