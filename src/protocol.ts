@@ -175,29 +175,17 @@ export function sendToPrimary(m: ToPrimary, onSent?: () => void): boolean {
 }
 
 /**
- * Handle messages a process keeps on its way at once, per channel (see {@link sendHandle}).
- * Node sends a handle only once the last one is acknowledged, and holds every later message
- * of the channel meanwhile, the cluster's own hand-over of new connections included: a queue
- * of them would stall the channel.
- */
-export const HANDLES_IN_FLIGHT = 4;
-
-/**
  * Sends a connection's handle with `m` to a worker, or to the primary (`to` undefined); false
  * when it cannot go (the handle is still this process's then). Once it has left, this
- * process's copy is closed (Node does that itself for sockets, not for raw handles, and a copy
- * left open would keep the connection alive after its new owner closed it) and `sent` called.
+ * process's copy is closed: Node does that itself for sockets, not for raw handles, and a copy
+ * left open would keep the connection alive after its new owner closed it.
  */
 export function sendHandle(
   to: Worker | undefined,
   m: Extract<ToWorker, { type: 'conn' }> | Extract<ToPrimary, { type: 'handback' }>,
   handle: ConnHandle,
-  sent: () => void,
 ): boolean {
-  const done = (): void => {
-    handle.close();
-    sent();
-  };
+  const done = (): void => handle.close();
   try {
     // biome-ignore lint/suspicious/noExplicitAny: Node takes raw TCP handles too.
     const raw = handle as any;

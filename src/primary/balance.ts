@@ -18,7 +18,7 @@
  * where a new connection lands changes.
  */
 import type { Logger } from '../log.js';
-import { type ConnHandle, HANDLES_IN_FLIGHT, MAX_HOPS } from '../protocol.js';
+import { type ConnHandle, MAX_HOPS } from '../protocol.js';
 import type { WorkerRecord } from './workers.js';
 
 /** How far ahead of the least loaded worker one may get: a share of its sockets, at least `min`. */
@@ -76,15 +76,13 @@ export class Balance {
 
   /**
    * A connection a held worker gave back: to the least loaded worker that is not held (held
-   * ones only if none is left; one that leaves connections unanswered, or whose channel has
-   * {@link HANDLES_IN_FLIGHT} on their way already, last; a draining one,
+   * ones only if none is left; one that leaves connections unanswered last; a draining one,
    * which answers it as its drain does, only if none listens). Closed when no worker is left, or
    * it went through {@link MAX_HOPS} workers already.
    */
   place(handle: ConnHandle, hops: number): void {
     if (hops <= MAX_HOPS) {
       const answering = (r: WorkerRecord): boolean => r.given - r.taken < UNANSWERED_LIMIT;
-      const free = (r: WorkerRecord): boolean => r.sending < HANDLES_IN_FLIGHT;
       const listening = (r: WorkerRecord): boolean => r.state === 'ready' && r.accepting;
       const order = [...this.#records()]
         .filter((r) => listening(r) || r.state === 'draining')
@@ -92,7 +90,6 @@ export class Balance {
           (a, b) =>
             Number(!listening(a)) - Number(!listening(b)) ||
             Number(!answering(a)) - Number(!answering(b)) ||
-            Number(!free(a)) - Number(!free(b)) ||
             Number(a.held) - Number(b.held) ||
             a.sockets - b.sockets,
         );

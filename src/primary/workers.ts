@@ -70,8 +70,6 @@ export class WorkerRecord {
   /** Connections given to it that another worker handed back, and those it said it took. */
   given = 0;
   taken = 0;
-  /** Connections given to it that have not left the primary yet. */
-  sending = 0;
   /** Sockets the worker held when its drain began, and those still open. */
   drainTotal = 0;
   remaining = 0;
@@ -213,15 +211,8 @@ export class WorkerRecord {
 
   /** Hands it a connection another worker gave back; false if it is gone. */
   give(handle: ConnHandle, hops: number): boolean {
-    const sent = (): void => {
-      this.sending--;
-    };
-    if (
-      this.state === 'exited' ||
-      !sendHandle(this.worker, msg({ type: 'conn', hops }), handle, sent)
-    )
+    if (this.state === 'exited' || !sendHandle(this.worker, msg({ type: 'conn', hops }), handle))
       return false;
-    this.sending++;
     this.sockets++;
     this.given++;
     return true;

@@ -8,7 +8,7 @@
  * is read, nothing counted, and the worker it goes to takes it as if it had accepted it.
  */
 import type { Server } from 'node:net';
-import { type ConnHandle, HANDLES_IN_FLIGHT, MAX_HOPS } from '../protocol.js';
+import { type ConnHandle, MAX_HOPS } from '../protocol.js';
 
 /** What Node's net.Server sets on its listening handle: called for every accepted connection. */
 type OnConnection = (this: ListenHandle, err: number, handle: ConnHandle | undefined) => void;
@@ -18,9 +18,7 @@ interface ListenHandle {
 
 export class Handback {
   readonly #server: Server;
-  readonly #send: (handle: ConnHandle, hops: number, sent: () => void) => boolean;
-  /** Connections handed back that have not left this process yet. */
-  #inFlight = 0;
+  readonly #send: (handle: ConnHandle, hops: number) => boolean;
   /** Net's own connection callback, taken from the first handle wrapped. */
   #accept: OnConnection | undefined;
   /** Held by the primary: new connections go back to it. */
@@ -28,14 +26,8 @@ export class Handback {
   /** Connections handed back, and taken from other workers. */
   readonly stats = { handedBack: 0, taken: 0 };
 
-  /**
-   * `send` hands a connection to the primary, calling `sent` once it has left; false when there
-   * is no primary to take it.
-   */
-  constructor(
-    server: Server,
-    send: (handle: ConnHandle, hops: number, sent: () => void) => boolean,
-  ) {
+  /** `send` hands a connection to the primary; false when there is no primary to take it. */
+  constructor(server: Server, send: (handle: ConnHandle, hops: number) => boolean) {
     this.#server = server;
     this.#send = send;
   }
@@ -51,9 +43,7 @@ export class Handback {
     const accept = handle.onconnection;
     this.#accept ??= accept;
     handle.onconnection = (err, conn) => {
-      // Not more than a few at once (see HANDLES_IN_FLIGHT): past that, this worker takes it.
-      const handBack = this.held && this.#inFlight < HANDLES_IN_FLIGHT;
-      if (handBack && err === 0 && conn && this.#handBack(conn, 1)) return;
+      if (this.held && err === 0 && conn && this.#handBack(conn, 1)) return;
       accept.call(handle, err, conn);
     };
   }
@@ -74,8 +64,7 @@ export class Handback {
   }
 
   #handBack(conn: ConnHandle, hops: number): boolean {
-    if (!this.#send(conn, hops, () => this.#inFlight--)) return false;
-    this.#inFlight++;
+    if (!this.#send(conn, hops)) return false;
     this.stats.handedBack++;
     return true;
   }

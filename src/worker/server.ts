@@ -165,8 +165,8 @@ export class WsdrainServer {
     });
     const tls = usesTls(options);
     this.http = createHttp(options);
-    this.handback = new Handback(this.http, (handle, hops, sent) =>
-      sendHandle(undefined, msg({ type: 'handback', hops }), handle, sent),
+    this.handback = new Handback(this.http, (handle, hops) =>
+      sendHandle(undefined, msg({ type: 'handback', hops }), handle),
     );
     this.wss = createWss(options);
     const probe = {
