@@ -4,14 +4,12 @@
 #             downloads a browser of its own)
 #   redis     redis-server for the Redis broker tests (started by the tests on free ports, each
 #             with its own directory; nothing here starts a server)
-#   python3   for test/helpers/window-peer.py, a peer whose receive buffer the kernel cannot
-#             grow (Node's sockets cannot fix SO_RCVBUF)
-# With no argument all three; `ci-prereqs.sh redis` installs only that one. Idempotent and quiet:
+# With no argument both; `ci-prereqs.sh redis` installs only that one. Idempotent and quiet:
 # does nothing for what is there; runs apt-get update only to install. Exits 1 when something
 # asked for is still missing. CI runs it first; the Redis tests run it when redis-server is
 # missing and skip, saying why, only when it cannot be installed.
 set -u
-[ "$#" -eq 0 ] && set -- chromium redis python3
+[ "$#" -eq 0 ] && set -- chromium redis
 
 apt_install() { # package
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
@@ -45,17 +43,8 @@ for want in "$@"; do
         status=1
       fi
       ;;
-    python3)
-      command -v python3 >/dev/null 2>&1 || apt_install python3
-      if command -v python3 >/dev/null 2>&1; then
-        echo "python3: $(command -v python3) ($(python3 --version))"
-      else
-        echo "python3 is missing" >&2
-        status=1
-      fi
-      ;;
     *)
-      echo "unknown prerequisite: $want (chromium, redis, python3)" >&2
+      echo "unknown prerequisite: $want (chromium, redis)" >&2
       status=1
       ;;
   esac

@@ -7,9 +7,8 @@ import { readFileSync } from 'node:fs';
 import { afterEach, describe, expect, it } from 'vitest';
 import { type Client, connect, nextMessages } from './helpers/clients.js';
 import { killAll, sleep, startWsdrain } from './helpers/process.js';
-import { type RawPeer, rawPeer, type WindowPeer, waitFrame, windowPeer } from './helpers/raw.js';
+import { type RawPeer, rawPeer, waitFrame } from './helpers/raw.js';
 import { kernelQueued } from './helpers/tcp.js';
-import { within } from './helpers/wait.js';
 
 afterEach(killAll);
 
@@ -43,66 +42,41 @@ async function parsed(peer: RawPeer, tag: string): Promise<void> {
   }
 }
 
-/** What {@link fillKernel} needs of a peer: a way to send frames and where it is. */
-interface Filled {
-  send: RawPeer['send'];
-  localPort: number;
-}
-
 /**
  * Fills the kernel's buffers between the server and a peer that no longer reads: echoes of
  * `chunk` bytes, one at a time, until one no longer shows up in the kernel's queues (it stayed
  * in the server process). The server then holds at most about one chunk for this peer.
- * A raw peer is paused first, and its stream still reads up to its high-water mark: 512 kB go
- * out blindly, well below what a loopback connection holds (over a megabyte here). A raw
- * peer's kernel is full only for a while: its receive buffer grows as small segments arrive.
- * A {@link windowPeer}'s stays full.
+ * The paused peer's stream still reads up to its high-water mark first: 512 kB go out blindly,
+ * well below what a loopback connection holds (over a megabyte here).
  *
  * An echo missing from the kernel is not taken for one kept in the server until the server
  * has surely handled it: a control connection's echo, sent after the chunk and answered,
  * twice over (a stalled server reads both sockets in the same turn, and answers in order).
- * A timeout alone mistook a server stalled on a busy machine for a full kernel, and left the
- * kernel room for minutes of pongs.
+ * A timeout alone mistook a server stalled on a busy machine for a full kernel. Even then the
+ * kernel is full only for a while (see the note on pongs below): the test that uses it sends
+ * far more than the kernel later takes.
  */
-async function fillKernel(
-  peer: RawPeer | WindowPeer,
-  serverPort: number,
-  chunk: number,
-): Promise<void> {
+async function fillKernel(peer: RawPeer, serverPort: number, chunk: number): Promise<void> {
   const control = await connect(serverPort);
   try {
-    if ('socket' in peer) {
-      peer.socket.pause();
-      await blindly(peer, serverPort, chunk);
-      await fill(
-        { send: peer.send, localPort: peer.socket.localPort! },
-        serverPort,
-        chunk,
-        control,
-      );
-    } else {
-      await fill(peer, serverPort, chunk, control);
-    }
+    await fill(peer, serverPort, chunk, control);
   } finally {
     control.ws.close(1000);
   }
 }
 
-/** The first 512 kB for a paused raw peer, until most of it is in the kernel. */
-async function blindly(peer: RawPeer, serverPort: number, chunk: number): Promise<void> {
+async function fill(peer: RawPeer, serverPort: number, chunk: number, control: Client) {
+  const port = peer.socket.localPort!;
+  peer.socket.pause();
   for (let sent = 0; sent < 512 * 1024; sent += chunk) {
     peer.send({ opcode: 2, payload: Buffer.alloc(chunk) });
   }
   const t0 = Date.now();
-  while (kernelQueued(serverPort, peer.socket.localPort!) < 384 * 1024) {
+  while (kernelQueued(serverPort, port) < 384 * 1024) {
     if (Date.now() - t0 > 10_000) throw new Error('the echoes never reached the kernel');
     await sleep(10);
   }
   await sleep(100);
-}
-
-async function fill(peer: Filled, serverPort: number, chunk: number, control: Client) {
-  const port = peer.localPort;
   let held = kernelQueued(serverPort, port);
   /** The kernel's queues once they hold `more` bytes beyond `held`, or undefined after `ms`. */
   const grown = async (more: number, ms: number): Promise<number | undefined> => {
@@ -226,38 +200,11 @@ describe('clients that never read', () => {
     expect(await nextMessages(polite, 1)).toEqual(['still']);
   });
 
-  it('counts the pongs it queues against --max-buffered and cuts a peer that pings without reading', async () => {
-    const max = 32 * 1024;
-    // No heartbeat: the server's own pings would count too, and cut the peer without its pongs.
-    const srv = await startWsdrain([...single, '--max-buffered', String(max), '--heartbeat', '0']);
-    // A receive buffer the kernel cannot grow: a raw peer's took every pong for minutes.
-    const peer = await windowPeer(srv.port, 16 * 1024);
-    await fillKernel(peer, srv.port, 16 * 1024);
-    // Now every pong stays in the server, which holds 8 to 16 KiB (the last echo, that the
-    // kernel did not take): 125-byte pings, 20 a second, pass 32 KiB within 10 s. More than
-    // 100 pings in a second is a flood (closed, not cut): even a busy server that reads four
-    // seconds' worth at once stays under it.
-    const kernelBefore = kernelQueued(srv.port, peer.localPort);
-    let sent = 0;
-    const pings = setInterval(() => {
-      peer.send({ opcode: 9, payload: 'p'.repeat(125) });
-      sent++;
-    }, 50);
-    try {
-      await within(peer.gone, 40_000, 'the peer cut for its queued pongs');
-    } catch (err) {
-      // Where the pongs went: into the kernel (it was not full), or nowhere (not read).
-      const kernelNow = kernelQueued(srv.port, peer.localPort);
-      throw new Error(
-        `${(err as Error).message}: ${sent} pings sent; the kernel held ${kernelBefore} bytes before them, ${kernelNow} now; server lines: ${srv.lines.map((l) => l.msg).join(' | ')}`,
-      );
-    } finally {
-      clearInterval(pings);
-    }
-    // Terminated for what it held (a flood would have been closed, with no such line).
-    const line = await srv.waitFor((l) => l.msg === 'slow consumer terminated');
-    expect(line.buffered as number).toBeGreaterThan(max);
-  }, 90_000);
+  // Pongs queued for a peer that pings without reading count against --max-buffered: checked
+  // in unit/server.test.ts, on a corked socket. Here, over a real kernel, the premise (every
+  // pong stays in the server) cannot be held: Linux grows a connection's buffers as small
+  // segments arrive and as the sender's queue drains (the sender's up to net.ipv4.tcp_wmem's
+  // maximum, which a peer cannot lock), so a kernel that refused an echo took every pong later.
 
   it('cuts the clients holding the most once a worker holds more than --max-buffered-total', async () => {
     const total = 160 * 1024;

@@ -45,12 +45,6 @@ export function killAll(): void {
   live.clear();
 }
 
-/** Has {@link killAll} kill `child` too, if it is still running then. */
-export function killedAfter<T extends ChildProcess>(child: T): T {
-  live.add(child);
-  return child;
-}
-
 /** Spawns `wsdrain start` and waits for its ready line. */
 export async function startWsdrain(
   args: string[],

@@ -2,12 +2,8 @@
  * A raw WebSocket peer over a plain TCP socket, for the frames a polite client never sends:
  * unmasked frames, invalid UTF-8, reserved opcodes, data after a close frame, and so on.
  */
-import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { connect, type Socket } from 'node:net';
-import { createInterface } from 'node:readline';
-import { fileURLToPath } from 'node:url';
-import { killedAfter } from './process.js';
 import { bounded, until, within } from './wait.js';
 
 /** How long a raw peer waits for the server by default, in ms. */
@@ -188,64 +184,4 @@ export async function waitFrame(
     timeoutMs,
   );
   return find()!;
-}
-
-/** A peer that never reads, with a receive buffer the kernel cannot grow ({@link windowPeer}). */
-export interface WindowPeer {
-  /** Its local port, as /proc/net/tcp shows it. */
-  localPort: number;
-  send: RawPeer['send'];
-  /** Resolves with the error of the first write that failed (the server reset the connection). */
-  gone: Promise<string>;
-}
-
-const WINDOW_PEER = fileURLToPath(new URL('./window-peer.py', import.meta.url));
-
-/**
- * Opens a WebSocket connection that stops reading after the handshake, from a child process
- * that fixes its receive buffer at `rcvbuf` bytes (see window-peer.py: a Node socket's buffer
- * keeps growing while small segments arrive, so its kernel is never full for long). The child
- * is killed by `killAll`.
- */
-export async function windowPeer(port: number, rcvbuf: number): Promise<WindowPeer> {
-  const child = killedAfter(
-    spawn('python3', [WINDOW_PEER, String(port), String(rcvbuf)], {
-      stdio: ['pipe', 'pipe', 'inherit'],
-    }),
-  );
-  child.stdin.on('error', () => {});
-  const lines = createInterface({ input: child.stdout });
-  const next: Array<(line: string) => void> = [];
-  const seen: string[] = [];
-  lines.on('line', (line) => {
-    const waiter = next.shift();
-    if (waiter) waiter(line);
-    else seen.push(line);
-  });
-  const line = (): Promise<string> =>
-    seen.length > 0
-      ? Promise.resolve(seen.shift()!)
-      : new Promise((resolve) => {
-          next.push(resolve);
-        });
-  const exited = new Promise<string>((resolve) =>
-    child.once('exit', (code) => resolve(`exit ${code}`)),
-  );
-  const first = await within(
-    Promise.race([line(), exited]),
-    RAW_WAIT_MS,
-    `window-peer.py on port ${port} to open`,
-  );
-  const open = /^open (\d+)$/.exec(first);
-  if (!open) throw new Error(`window-peer.py on port ${port}: ${first}`);
-  return {
-    localPort: Number(open[1]),
-    send: (opts) => {
-      const bytes = frame(opts);
-      const head = Buffer.alloc(4);
-      head.writeUInt32BE(bytes.length);
-      if (child.stdin.writable) child.stdin.write(Buffer.concat([head, bytes]));
-    },
-    gone: Promise.race([line(), exited]),
-  };
 }
