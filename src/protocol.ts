@@ -34,7 +34,17 @@ export type ToWorker =
   /** A publication of a topic the worker wants. */
   | { src: typeof SRC; type: 'publication'; pub: WirePublication }
   /** The answer to the worker's `sync`: every message sent to it before has reached it. */
-  | { src: typeof SRC; type: 'synced' };
+  | { src: typeof SRC; type: 'synced' }
+  /**
+   * Balance: a held worker hands every new connection back to the primary, unread (see
+   * primary/balance.ts); released, it takes them again.
+   */
+  | { src: typeof SRC; type: 'hold'; held: boolean }
+  /**
+   * A connection handed back by another worker, sent with its handle: taken as if accepted
+   * here, held or not. `hops`: how many workers it went through.
+   */
+  | { src: typeof SRC; type: 'conn'; hops: number };
 
 /** Worker -> primary. */
 export type ToPrimary =
@@ -56,7 +66,17 @@ export type ToPrimary =
    * The answer to `accepting: false`: the listener is closed and every connection the
    * primary handed this worker before it took it off the port has been answered.
    */
-  | { src: typeof SRC; type: 'stopped' };
+  | { src: typeof SRC; type: 'stopped' }
+  /**
+   * The worker's WebSocket connections, and how many connections handed to it (`conn`) it has
+   * taken so far; sent when either changed, at most every 100 ms.
+   */
+  | { src: typeof SRC; type: 'sockets'; count: number; taken: number }
+  /**
+   * A new connection this worker does not take (held, or no longer listening), sent with its
+   * handle, unread: the primary gives it to another worker. `hops` as in `conn`.
+   */
+  | { src: typeof SRC; type: 'handback'; hops: number };
 
 /** Publication data on the channel: `b`, bytes in base64; `j`, any other value. */
 export type WireData = { b: string } | { j?: PublishData };
@@ -120,6 +140,15 @@ export function isOurs<T extends ToWorker | ToPrimary>(m: unknown): m is T {
   );
 }
 
+/** A connection handed back through more workers than this is closed: none could take it. */
+export const MAX_HOPS = 3;
+
+/**
+ * A connection's handle as it travels between processes: the raw TCP handle, closed in the
+ * sender once it has left.
+ */
+export type ConnHandle = object & { close(): void };
+
 /** Sends to a worker; a dead or disconnected worker is skipped, never thrown at. */
 export function sendToWorker(worker: Worker, m: ToWorker): boolean {
   try {
@@ -139,6 +168,46 @@ export function sendToPrimary(m: ToPrimary, onSent?: () => void): boolean {
   try {
     if (!process.send || !process.connected) return false;
     process.send(m, undefined, undefined, () => onSent?.());
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * Handle messages a process keeps on its way at once, per channel (see {@link sendHandle}).
+ * Node sends a handle only once the last one is acknowledged, and holds every later message
+ * of the channel meanwhile, the cluster's own hand-over of new connections included: a queue
+ * of them would stall the channel.
+ */
+export const HANDLES_IN_FLIGHT = 4;
+
+/**
+ * Sends a connection's handle with `m` to a worker, or to the primary (`to` undefined); false
+ * when it cannot go (the handle is still this process's then). Once it has left, this
+ * process's copy is closed (Node does that itself for sockets, not for raw handles, and a copy
+ * left open would keep the connection alive after its new owner closed it) and `sent` called.
+ */
+export function sendHandle(
+  to: Worker | undefined,
+  m: Extract<ToWorker, { type: 'conn' }> | Extract<ToPrimary, { type: 'handback' }>,
+  handle: ConnHandle,
+  sent: () => void,
+): boolean {
+  const done = (): void => {
+    handle.close();
+    sent();
+  };
+  try {
+    // biome-ignore lint/suspicious/noExplicitAny: Node takes raw TCP handles too.
+    const raw = handle as any;
+    if (to) {
+      if (to.isDead() || !to.isConnected()) return false;
+      to.send(m, raw, done);
+    } else {
+      if (!process.send || !process.connected) return false;
+      process.send(m, raw, undefined, done);
+    }
     return true;
   } catch {
     return false;

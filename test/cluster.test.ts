@@ -19,7 +19,7 @@ import {
   sleep,
   startWsdrain,
 } from './helpers/process.js';
-import { crowd } from './helpers/reconnecting.js';
+import { type Crowd, crowd } from './helpers/reconnecting.js';
 import { landingPids, pidHandler, probe, stalledClients } from './helpers/roll.js';
 import { TIMER_EARLY_MS, until, within } from './helpers/wait.js';
 
@@ -516,6 +516,63 @@ describe('failures', () => {
     await Promise.all(clients.map((c) => c.closed));
     expect(codes(clients)).toEqual({ 1001: 50 });
   });
+
+  it('gives new connections to a respawned worker until it holds its share: the others hand theirs back, unread', async () => {
+    const handler = pidHandler();
+    const srv = await startWsdrain([...three, '--handler', handler.path, '--metrics-port', '0']);
+    const mport = (await srv.waitFor((l) => typeof l.metricsPort === 'number'))
+      .metricsPort as number;
+    const crowds: Crowd[] = [];
+    /** Sockets per worker pid, asked of every open client (each answers with its worker's pid). */
+    const spread = async (): Promise<Map<number, number>> => {
+      const per = new Map<number, number>();
+      for (const c of crowds)
+        for (const pid of await c.ask('pid')) per.set(Number(pid), (per.get(Number(pid)) ?? 0) + 1);
+      return per;
+    };
+    try {
+      const [pid] = await listeningPids(srv, 3);
+      const first = await crowd(srv.port, 300, { reconnectOn: [1006] });
+      crowds.push(first);
+      // Its ~100 clients reconnect at once, to the other two: the respawn listens later. (No
+      // attempt while it dies: Node's primary loses the connection it is handing it then.)
+      await first.hold();
+      process.kill(pid!, 'SIGKILL');
+      await srv.waitFor((l) => /respawning in/.test(l.msg));
+      first.release();
+      const respawned = await srv.waitFor((l) => /respawned/.test(l.msg), 20_000);
+      await first.waitOpen(300);
+      const before = await spread();
+      const fresh = before.get(respawned.workerPid as number) ?? 0;
+      // Without the balance, the round robin would give each worker a third of what comes next:
+      // the two others would end at about 250, 1.25 times the mean.
+      expect(fresh, `the respawn holds ${fresh} of 300`).toBeLessThan(50);
+      // New clients, 30 every 200 ms.
+      for (let i = 0; i < 10; i++) {
+        crowds.push(await crowd(srv.port, 30));
+        await sleep(200);
+      }
+      const after = await spread();
+      const counts = [...after.values()];
+      expect(counts).toHaveLength(3);
+      const mean = 600 / 3;
+      expect(Math.max(...counts), `sockets per worker: ${counts.join('/')}`).toBeLessThanOrEqual(
+        1.1 * mean,
+      );
+      // Handed over by the balance, as the metrics count.
+      const balanced = (d: string): Promise<number> =>
+        metric(mport, `wsdrain_connections_balanced_total{direction="${d}"}`);
+      expect(await balanced('handed_back')).toBeGreaterThan(0);
+      expect(await balanced('taken')).toBeGreaterThan(0);
+      // Nobody was moved for it: the first clients closed once at most (the crash), the new never.
+      for (let i = 0; i < 300; i++) expect(first.closesOf(i).length).toBeLessThanOrEqual(1);
+      for (const c of crowds.slice(1)) expect(c.codes).toEqual({});
+      for (const c of crowds) expect(c.refused, JSON.stringify(c.refused)).toEqual([]);
+    } finally {
+      for (const c of crowds) await c.stop();
+      handler.heal(true);
+    }
+  }, 60_000);
 
   it('gives up on a crash loop and exits non-zero', async () => {
     const srv = await startWsdrain([...two], {

@@ -24,6 +24,7 @@ import { summarize, sumReports, writeReport } from '../drain/report.js';
 import { createLogger, type Logger } from '../log.js';
 import type { WsdrainOptions } from '../options.js';
 import { installSignals } from '../signals.js';
+import { Balance } from './balance.js';
 import { PrimaryMetrics } from './metrics.js';
 import { Roll } from './roll.js';
 import { type BackoffTimings, CrashBackoff, WorkerRecord, type WorkerState } from './workers.js';
@@ -61,6 +62,7 @@ export class Coordinator {
   readonly #metrics: PrimaryMetrics;
   readonly #backoff: CrashBackoff;
   readonly #roll: Roll;
+  readonly #balance: Balance;
   #phase: 'starting' | 'running' | 'draining' = 'starting';
   #port = 0;
   #exitCode = 0;
@@ -89,6 +91,7 @@ export class Coordinator {
     });
     this.#metrics = new PrimaryMetrics(log, () => this.#live().map((r) => r.worker));
     this.#metrics.watchBroker(() => ({ topics: this.#seq.size, history: this.#seq.historyLength }));
+    this.#balance = new Balance(() => this.#records.values(), log);
     this.#roll = new Roll({
       log,
       options: opts,
@@ -198,11 +201,15 @@ export class Coordinator {
           this.#port = port;
           if (this.#phase === 'running') r.setClusterReady(true);
           this.#roll.changed();
+          this.#balance.update();
         },
+        sockets: () => this.#balance.update(),
+        handback: (_r, handle, hops) => this.#balance.place(handle, hops),
         selfDrain: () => this.#roll.keepAccepting(),
         report: (_r, report) => this.#metrics.observeDrain(report),
         exit: (r, was) => {
           this.#seq.dropParty(r.worker.id);
+          this.#balance.update();
           this.#onExit(r, was);
         },
         broker: (r, id, req) => {

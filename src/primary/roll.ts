@@ -6,7 +6,8 @@
  * old worker stops accepting new connections, so the clients of each drain reconnect into new
  * workers only, each moved once, and spread over all of them: the roll ends balanced. The old
  * workers are then drained one at a time with 1012, with --reconnect-window between two (the
- * span a wave's hints spread its reconnects over, so two waves never land at once).
+ * span a wave's hints spread its reconnects over, so two waves never land at once). Where each
+ * reconnect lands among the new workers is the balance's business (./balance.ts).
  *
  * A SIGHUP during a roll is coalesced: workers started before it are rolled too, once more.
  * Workers still starting at the SIGHUP (a crashed one's respawn) are waited for and rolled with

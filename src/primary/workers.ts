@@ -18,11 +18,13 @@ import type { DrainReport, WorkerOutcome } from '../drain/report.js';
 import type { Logger } from '../log.js';
 import { OPTIONS_ENV, type WsdrainOptions } from '../options.js';
 import {
+  type ConnHandle,
   isOurs,
   msg,
   pubToWire,
   replyToWire,
   requestFromWire,
+  sendHandle,
   sendToWorker,
   type ToPrimary,
 } from '../protocol.js';
@@ -41,6 +43,10 @@ export interface WorkerEvents {
   exit(rec: WorkerRecord, was: WorkerState): void;
   /** A request to the embedded broker. */
   broker(rec: WorkerRecord, id: number, req: BrokerRequest): void;
+  /** The worker's socket count changed. */
+  sockets(rec: WorkerRecord): void;
+  /** The worker handed a new connection back, unread (`hops` workers so far). */
+  handback(rec: WorkerRecord, handle: ConnHandle, hops: number): void;
 }
 
 /** One forked worker as the primary sees it. */
@@ -57,6 +63,15 @@ export class WorkerRecord {
    * moment a rolling restart stops it, before its drain, so reconnects go to newer workers.
    */
   accepting = true;
+  /** WebSocket connections, as the worker last said, plus those handed to it since. */
+  sockets = 0;
+  /** Held by the balance: it hands its new connections back (see ./balance.ts). */
+  held = false;
+  /** Connections given to it that another worker handed back, and those it said it took. */
+  given = 0;
+  taken = 0;
+  /** Connections given to it that have not left the primary yet. */
+  sending = 0;
   /** Sockets the worker held when its drain began, and those still open. */
   drainTotal = 0;
   remaining = 0;
@@ -100,9 +115,17 @@ export class WorkerRecord {
       this.worker.process.kill('SIGKILL');
     }, startTimeoutMs);
     this.worker.on('error', () => {});
-    this.worker.on('message', (m: unknown) => {
+    this.worker.on('message', (m: unknown, handle: unknown) => {
       if (!isOurs<ToPrimary>(m)) return;
       switch (m.type) {
+        case 'sockets':
+          this.sockets = m.count;
+          this.taken = m.taken;
+          events.sockets(this);
+          break;
+        case 'handback':
+          if (handle) events.handback(this, handle as ConnHandle, m.hops);
+          break;
         case 'listening':
           clearTimeout(startTimer);
           if (this.state === 'starting') this.state = 'ready';
@@ -156,6 +179,7 @@ export class WorkerRecord {
   /** Sends the drain command; the record counts as draining from now on. */
   drain(cmd: DrainCommand): void {
     this.state = 'draining';
+    this.setHeld(false);
     sendToWorker(this.worker, msg({ type: 'drain', ...cmd }));
   }
 
@@ -171,11 +195,36 @@ export class WorkerRecord {
    */
   setAccepting(accepting: boolean): Promise<void> {
     this.accepting = accepting;
+    // Its listener closes: nothing left to hand back (./balance.ts).
+    if (!accepting) this.setHeld(false);
     sendToWorker(this.worker, msg({ type: 'accepting', accepting }));
     if (accepting || this.state === 'exited') return Promise.resolve();
     return new Promise((resolve) => {
       this.#onStopped.push(resolve);
     });
+  }
+
+  /** Balance: hold the worker (it hands new connections back) or release it. */
+  setHeld(held: boolean): void {
+    if (this.held === held) return;
+    this.held = held;
+    sendToWorker(this.worker, msg({ type: 'hold', held }));
+  }
+
+  /** Hands it a connection another worker gave back; false if it is gone. */
+  give(handle: ConnHandle, hops: number): boolean {
+    const sent = (): void => {
+      this.sending--;
+    };
+    if (
+      this.state === 'exited' ||
+      !sendHandle(this.worker, msg({ type: 'conn', hops }), handle, sent)
+    )
+      return false;
+    this.sending++;
+    this.sockets++;
+    this.given++;
+    return true;
   }
 
   /** Whether every worker of the cluster listens (its /readyz follows it). */

@@ -20,6 +20,7 @@ import { hintReason } from '../hint.js';
 import { createLogger, type Logger } from '../log.js';
 import type { WsdrainOptions } from '../options.js';
 import {
+  type ConnHandle,
   isOurs,
   msg,
   pubFromWire,
@@ -224,9 +225,20 @@ export async function runServerProcess(options: WsdrainOptions, app?: WsdrainApp
   });
 
   if (clustered) {
-    process.on('message', (m: unknown) => {
+    process.on('message', (m: unknown, handle: unknown) => {
       if (!isOurs<ToWorker>(m)) return;
       switch (m.type) {
+        case 'hold':
+          // A draining worker answers new connections as its drain does.
+          server.handback.held = m.held && server.state === 'running';
+          log.debug(
+            { held: m.held },
+            m.held ? 'held: new connections go to other workers' : 'released',
+          );
+          break;
+        case 'conn':
+          if (handle) server.handback.take(handle as ConnHandle, m.hops);
+          break;
         case 'drain':
           startDrain(m);
           break;
@@ -309,6 +321,27 @@ export async function runServerProcess(options: WsdrainOptions, app?: WsdrainApp
     },
     clustered ? 'worker listening' : `wsdrain ready on ${options.host}:${address.port}`,
   );
-  if (clustered) sendToPrimary(msg({ type: 'listening', port: address.port }));
-  else if (process.send) process.send('ready');
+  if (clustered) {
+    sendToPrimary(msg({ type: 'listening', port: address.port }));
+    reportSockets(server);
+  } else if (process.send) process.send('ready');
+}
+
+/** How often at most a worker tells the primary its socket count (for the balance), in ms. */
+const SOCKETS_REPORT_MS = 100;
+
+/**
+ * Tells the primary the worker's WebSocket connections, and the connections handed to it that
+ * it has taken, whenever either changed.
+ */
+function reportSockets(server: WsdrainServer): void {
+  let last = '';
+  const timer = setInterval(() => {
+    const count = server.conns.size;
+    const { taken } = server.handback.stats;
+    if (`${count} ${taken}` === last) return;
+    last = `${count} ${taken}`;
+    sendToPrimary(msg({ type: 'sockets', count, taken }));
+  }, SOCKETS_REPORT_MS);
+  timer.unref();
 }

@@ -165,6 +165,13 @@ export class WorkerMetrics {
         };
       },
     );
+    counterOf(
+      registers,
+      'wsdrain_connections_balanced_total',
+      'New connections a held worker handed back to the primary, and those taken from one (see Balance)',
+      'direction',
+      () => ({ handed_back: server.handback.stats.handedBack, taken: server.handback.stats.taken }),
+    );
     const { app } = server;
     counterOf(
       registers,

@@ -4,6 +4,7 @@
  *     transport.ts   the HTTP(S) server, the WebSocket server's options, binding the port
  *     http.ts        /healthz, /readyz, 426, answers to broken requests
  *     admission.ts   who gets in: descriptors, idle eviction, per-IP caps, upgrade checks
+ *     handback.ts    in a cluster, new connections a held worker gives back to the primary
  *     connection.ts  each connection: ordering, backpressure, buffer limits, closing
  *     heartbeat.ts   liveness: pings, unfinished messages
  *     pool.ts        the handler's threads
@@ -27,9 +28,11 @@ import { CloseCode } from '../codes.js';
 import { hintReason } from '../hint.js';
 import type { Logger } from '../log.js';
 import { defaultThreads, type WsdrainOptions } from '../options.js';
+import { msg, sendHandle } from '../protocol.js';
 import { Admission, type AdmissionStats } from './admission.js';
 import { AppRuntime } from './app.js';
 import { type Connection, type ConnectionStats, Connections, type Slot } from './connection.js';
+import { Handback } from './handback.js';
 import { Heartbeat } from './heartbeat.js';
 import { refuse } from './http.js';
 import { MessagePool } from './pool.js';
@@ -78,6 +81,8 @@ export class WsdrainServer {
   readonly conns: Connections;
   /** @internal */
   readonly admission: Admission;
+  /** @internal In a cluster: while held by the primary, new connections go back to it. */
+  readonly handback: Handback;
   /** @internal */
   readonly heartbeat: Heartbeat;
   /** @internal The application, topics and the wsdrain.v1 subprotocol. */
@@ -160,6 +165,9 @@ export class WsdrainServer {
     });
     const tls = usesTls(options);
     this.http = createHttp(options);
+    this.handback = new Handback(this.http, (handle, hops, sent) =>
+      sendHandle(undefined, msg({ type: 'handback', hops }), handle, sent),
+    );
     this.wss = createWss(options);
     const probe = {
       ready: () => this.ready,
@@ -215,6 +223,7 @@ export class WsdrainServer {
     // With the threads up, the descriptors in use are known: derive the default limit now.
     this.admission.configure();
     await bind(this.http, this.options);
+    this.handback.attach();
     // From now on errors are accept() failures (EMFILE, ENFILE): the server keeps
     // listening and accepts again once descriptors free up.
     this.http.on('error', (err: NodeJS.ErrnoException) => {
@@ -292,6 +301,8 @@ export class WsdrainServer {
   beginDrain(code: number, reason: () => string): boolean {
     if (this.#state !== 'running' && this.#state !== 'starting') return false;
     this.#state = 'draining';
+    // New connections get the drain's answer here, not another worker's.
+    this.handback.held = false;
     this.#drainClose = { code, reason };
     this.heartbeat.pause();
     return true;
@@ -327,6 +338,7 @@ export class WsdrainServer {
       this.#listening = false;
       throw err;
     }
+    this.handback.attach();
     // A drain (or shutdown) that began while binding wanted the listener closed.
     if (!this.#listening) NetServer.prototype.close.call(this.http);
   }
