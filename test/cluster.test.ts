@@ -519,7 +519,12 @@ describe('failures', () => {
 
   it('gives new connections to a respawned worker until it holds its share: the others hand theirs back, unread', async () => {
     const handler = pidHandler();
-    const srv = await startWsdrain([...three, '--handler', handler.path, '--metrics-port', '0']);
+    // The respawn comes 1 to 2 s after the crash: the crashed worker's clients are back by then.
+    const srv = await startWsdrain([...three, '--handler', handler.path, '--metrics-port', '0'], {
+      env: {
+        WSDRAIN_TIMINGS: JSON.stringify({ backoffBaseMs: 2000, backoffMaxMs: 2000 }),
+      },
+    });
     const mport = (await srv.waitFor((l) => typeof l.metricsPort === 'number'))
       .metricsPort as number;
     const crowds: Crowd[] = [];
@@ -545,19 +550,21 @@ describe('failures', () => {
       const before = await spread();
       const fresh = before.get(respawned.workerPid as number) ?? 0;
       // Without the balance, the round robin would give each worker a third of what comes next:
-      // the two others would end at about 250, 1.25 times the mean.
-      expect(fresh, `the respawn holds ${fresh} of 300`).toBeLessThan(50);
-      // New clients, 30 every 200 ms.
+      // the two others would end at 240 or more, 1.2 times the mean (1.30 and 1.34 measured).
+      expect(fresh, `the respawn holds ${fresh} of 300`).toBeLessThan(20);
+      // New clients, 30 every 500 ms: 40 a second to hand back, within what the balance moves
+      // on a busy machine (4 handles on their way per channel, each a round trip; at 150 a
+      // second the respawn got 154 of 300 with a CPU hog).
       for (let i = 0; i < 10; i++) {
         crowds.push(await crowd(srv.port, 30));
-        await sleep(200);
+        await sleep(500);
       }
       const after = await spread();
       const counts = [...after.values()];
       expect(counts).toHaveLength(3);
       const mean = 600 / 3;
       expect(Math.max(...counts), `sockets per worker: ${counts.join('/')}`).toBeLessThanOrEqual(
-        1.1 * mean,
+        1.15 * mean,
       );
       // Handed over by the balance, as the metrics count.
       const balanced = (d: string): Promise<number> =>
