@@ -149,11 +149,20 @@ export const MAX_HOPS = 3;
  */
 export type ConnHandle = object & { close(): void };
 
-/** Sends to a worker; a dead or disconnected worker is skipped, never thrown at. */
-export function sendToWorker(worker: Worker, m: ToWorker): boolean {
+/**
+ * Sends to a worker (with a connection's `handle`, see {@link sendHandle}); a dead or
+ * disconnected worker is skipped, never thrown at. `onSent` as for {@link sendToPrimary}.
+ */
+export function sendToWorker(
+  worker: Worker,
+  m: ToWorker,
+  handle?: ConnHandle,
+  onSent?: () => void,
+): boolean {
   try {
     if (worker.isDead() || !worker.isConnected()) return false;
-    worker.send(m, undefined, () => {});
+    // biome-ignore lint/suspicious/noExplicitAny: Node takes raw TCP handles too.
+    worker.send(m, handle as any, () => onSent?.());
     return true;
   } catch {
     return false;
@@ -164,10 +173,11 @@ export function sendToWorker(worker: Worker, m: ToWorker): boolean {
  * Sends to the primary from a worker; a gone primary is not an error. `onSent` is called once
  * the message has left this process (IPC messages queue behind each other), and only then.
  */
-export function sendToPrimary(m: ToPrimary, onSent?: () => void): boolean {
+export function sendToPrimary(m: ToPrimary, onSent?: () => void, handle?: ConnHandle): boolean {
   try {
     if (!process.send || !process.connected) return false;
-    process.send(m, undefined, undefined, () => onSent?.());
+    // biome-ignore lint/suspicious/noExplicitAny: Node takes raw TCP handles too.
+    process.send(m, handle as any, undefined, () => onSent?.());
     return true;
   } catch {
     return false;
@@ -198,18 +208,7 @@ export function sendHandle(
     handle.close();
     sent();
   };
-  try {
-    // biome-ignore lint/suspicious/noExplicitAny: Node takes raw TCP handles too.
-    const raw = handle as any;
-    if (to) {
-      if (to.isDead() || !to.isConnected()) return false;
-      to.send(m, raw, done);
-    } else {
-      if (!process.send || !process.connected) return false;
-      process.send(m, raw, undefined, done);
-    }
-    return true;
-  } catch {
-    return false;
-  }
+  return to
+    ? sendToWorker(to, m as ToWorker, handle, done)
+    : sendToPrimary(m as ToPrimary, done, handle);
 }

@@ -32,11 +32,15 @@ export const BALANCE_SLACK = { ratio: 0.05, min: 8 };
  */
 export const UNANSWERED_LIMIT = 32;
 
+/** Takes new connections: listening, and not stopped by a roll. */
+const listening = (r: WorkerRecord): boolean => r.state === 'ready' && r.accepting;
+
+/** Has fewer than {@link UNANSWERED_LIMIT} given connections it has not said it took. */
+const answering = (r: WorkerRecord): boolean => r.given - r.taken < UNANSWERED_LIMIT;
+
 export class Balance {
   readonly #records: () => Iterable<WorkerRecord>;
   readonly #log: Logger;
-  /** Connections given back by held workers and placed on another. */
-  placed = 0;
 
   constructor(records: () => Iterable<WorkerRecord>, log: Logger) {
     this.#records = records;
@@ -48,9 +52,7 @@ export class Balance {
    * (see {@link UNANSWERED_LIMIT}).
    */
   #candidates(): WorkerRecord[] {
-    return [...this.#records()].filter(
-      (r) => r.state === 'ready' && r.accepting && r.given - r.taken < UNANSWERED_LIMIT,
-    );
+    return [...this.#records()].filter((r) => listening(r) && answering(r));
   }
 
   /** Holds and releases workers after a count changed or a worker came or went. */
@@ -83,9 +85,7 @@ export class Balance {
    */
   place(handle: ConnHandle, hops: number): void {
     if (hops <= MAX_HOPS) {
-      const answering = (r: WorkerRecord): boolean => r.given - r.taken < UNANSWERED_LIMIT;
       const free = (r: WorkerRecord): boolean => r.sending < HANDLES_IN_FLIGHT;
-      const listening = (r: WorkerRecord): boolean => r.state === 'ready' && r.accepting;
       const order = [...this.#records()]
         .filter((r) => listening(r) || r.state === 'draining')
         .sort(
@@ -97,10 +97,7 @@ export class Balance {
             a.sockets - b.sockets,
         );
       for (const r of order) {
-        if (r.give(handle, hops)) {
-          this.placed++;
-          return;
-        }
+        if (r.give(handle, hops)) return;
       }
     }
     handle.close();
