@@ -20,7 +20,13 @@ import {
   startWsdrain,
 } from './helpers/process.js';
 import { type Crowd, crowd } from './helpers/reconnecting.js';
-import { landingPids, pidHandler, probe, stalledClients } from './helpers/roll.js';
+import {
+  landingPids,
+  pidHandler,
+  probe,
+  socketsPerWorker,
+  stalledClients,
+} from './helpers/roll.js';
 import { TIMER_EARLY_MS, until, within } from './helpers/wait.js';
 
 afterEach(killAll);
@@ -408,12 +414,6 @@ describe('rolling restart (SIGHUP)', () => {
     try {
       await listeningPids(srv, 3);
       const c = await crowd(srv.port, n, { honourHints: true });
-      /** Sockets per worker, asked of every open client (each answers with its worker's pid). */
-      const spread = async (): Promise<number[]> => {
-        const per = new Map<number, number>();
-        for (const pid of await c.ask('pid')) per.set(Number(pid), (per.get(Number(pid)) ?? 0) + 1);
-        return [...per.values()];
-      };
       for (const round of [1, 2]) {
         srv.kill('SIGHUP');
         await until(
@@ -422,7 +422,7 @@ describe('rolling restart (SIGHUP)', () => {
           30_000,
         );
         await c.waitOpen(n);
-        const counts = await spread();
+        const counts = [...(await socketsPerWorker([c])).values()];
         expect(counts, `roll ${round}`).toHaveLength(3);
         const mean = n / 3;
         expect(Math.max(...counts), `roll ${round}: ${counts.join('/')}`).toBeLessThanOrEqual(
@@ -534,13 +534,6 @@ describe('failures', () => {
     const mport = (await srv.waitFor((l) => typeof l.metricsPort === 'number'))
       .metricsPort as number;
     const crowds: Crowd[] = [];
-    /** Sockets per worker pid, asked of every open client (each answers with its worker's pid). */
-    const spread = async (): Promise<Map<number, number>> => {
-      const per = new Map<number, number>();
-      for (const c of crowds)
-        for (const pid of await c.ask('pid')) per.set(Number(pid), (per.get(Number(pid)) ?? 0) + 1);
-      return per;
-    };
     try {
       const [pid] = await listeningPids(srv, 3);
       const first = await crowd(srv.port, 300, { reconnectOn: [1006] });
@@ -553,7 +546,7 @@ describe('failures', () => {
       first.release();
       const respawned = await srv.waitFor((l) => /respawned/.test(l.msg), 20_000);
       await first.waitOpen(300);
-      const before = await spread();
+      const before = await socketsPerWorker(crowds);
       const fresh = before.get(respawned.workerPid as number) ?? 0;
       // Without the balance, the round robin would give each worker a third of what comes next:
       // the two others would end at 240 or more, 1.2 times the mean (1.30 and 1.34 measured).
@@ -565,7 +558,7 @@ describe('failures', () => {
         crowds.push(await crowd(srv.port, 30));
         await sleep(500);
       }
-      const after = await spread();
+      const after = await socketsPerWorker(crowds);
       const counts = [...after.values()];
       expect(counts).toHaveLength(3);
       const mean = 600 / 3;

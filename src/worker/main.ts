@@ -335,12 +335,12 @@ const SOCKETS_REPORT_MS = 100;
  * it has taken, whenever either changed.
  */
 function reportSockets(server: WsdrainServer): void {
-  let last = '';
+  let last = { count: -1, taken: -1 };
   const timer = setInterval(() => {
     const count = server.conns.size;
     const { taken } = server.handback.stats;
-    if (`${count} ${taken}` === last) return;
-    last = `${count} ${taken}`;
+    if (count === last.count && taken === last.taken) return;
+    last = { count, taken };
     sendToPrimary(msg({ type: 'sockets', count, taken }));
   }, SOCKETS_REPORT_MS);
   timer.unref();

@@ -10,6 +10,7 @@ import { join } from 'node:path';
 import { WebSocket } from 'ws';
 import { type Client, connectMany, nextMessages } from './clients.js';
 import { alive, type Running } from './process.js';
+import type { Crowd } from './reconnecting.js';
 import { until } from './wait.js';
 
 /** Opens `n` clients that stop reading: the worker holding them drains until its deadline. */
@@ -31,6 +32,17 @@ export async function landingPids(port: number, n: number): Promise<Set<number>>
     }),
   );
   return new Set(pids);
+}
+
+/**
+ * Sockets per worker pid, asked of every open client of `crowds` (the handler of `pidHandler`
+ * answers its pid).
+ */
+export async function socketsPerWorker(crowds: Crowd[]): Promise<Map<number, number>> {
+  const per = new Map<number, number>();
+  for (const c of crowds)
+    for (const pid of await c.ask('pid')) per.set(Number(pid), (per.get(Number(pid)) ?? 0) + 1);
+  return per;
 }
 
 export interface PidHandler {
